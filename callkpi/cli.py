@@ -1,0 +1,86 @@
+"""The `callkpi` command line. Subcommands live beside the code they drive and load lazily,
+so `callkpi ingest` never imports matplotlib and `callkpi --help` is instant."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+
+import click
+
+from callkpi.cli_common import db_option, get_config, open_configured_store, run
+from callkpi.store import StoreInfo
+
+LAZY_COMMANDS = {
+    "ingest": "queue_log_parser.commands:ingest",
+    "tail": "queue_log_parser.commands:tail",
+    "listen": "ami_listener.commands:listen",
+    "agi": "agi_plugin.commands:agi",
+    "report": "reports.commands:report",
+    "email": "reports.commands:email",
+    "agents": "reports.commands:agents",
+    "facts": "reports.commands:facts",
+    "sandbox": "simulator.commands:sandbox",
+    "simulate": "simulator.commands:simulate",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS:
+            module, attr = LAZY_COMMANDS[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              envvar="CALLKPI_CONFIG", help="TOML config file (default: ./callkpi.toml, "
+              "/etc/callkpi/callkpi.toml).")
+@click.version_option(package_name="callkpi")
+def cli(config_path: str | None) -> None:
+    """Call-center KPIs from Asterisk: queue_log, AMI and a post-call survey."""
+
+
+@cli.group()
+def db() -> None:
+    """The store."""
+
+
+@db.command("info")
+@db_option
+@click.pass_context
+def db_info(ctx: click.Context) -> None:
+    """Show what the store holds."""
+    config = get_config(ctx)
+    click.echo(format_info(run(read_info(config))))
+
+
+async def read_info(config) -> StoreInfo:
+    store = await open_configured_store(config, readonly=True)
+    async with store:
+        return await store.info()
+
+
+def format_info(info: StoreInfo) -> str:
+    lines = [
+        f"database: {info.path} ({info.size_bytes / 1e6:.1f} MB, schema v{info.schema_version})",
+        f"events: {info.events}  quarantined: {info.quarantined}",
+    ]
+    if info.first_ts is not None:
+        lines.append(f"span: {_iso(info.first_ts)} .. {_iso(info.last_ts)}")
+    for source, count in sorted(info.events_by_source.items()):
+        lines.append(f"  source {source}: {count}")
+    for kind, count in sorted(info.events_by_kind.items()):
+        lines.append(f"  {kind}: {count}")
+    for cp in info.checkpoints:
+        lines.append(f"checkpoint {cp.stream}: offset {cp.offset}, line {cp.line_no},"
+                     f" file {cp.file_id}, at {_iso(cp.updated_at)}")
+    return "\n".join(lines)
+
+
+def _iso(ts: float | None) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds") if ts else "-"

@@ -1,0 +1,88 @@
+"""The store's explicit schema, as numbered migrations (PRAGMA user_version is the version).
+
+Append a migration to change the schema; never edit one that has shipped. Every statement
+is plain SQL a PostgreSQL backend can mirror (no SQLite-only functions in queries).
+"""
+
+MIGRATIONS: dict[int, str] = {
+    1: """
+-- One row per canonical event (callkpi.events.CallEvent, same column order).
+CREATE TABLE events (
+    id            INTEGER PRIMARY KEY,
+    server        TEXT    NOT NULL,
+    call_id       TEXT    NOT NULL,
+    kind          TEXT    NOT NULL,
+    queue         TEXT    NOT NULL,
+    agent         TEXT    NOT NULL,
+    tsec          INTEGER NOT NULL,
+    discr         TEXT    NOT NULL,
+    ts            REAL    NOT NULL,
+    source        TEXT    NOT NULL,
+    wait_s        REAL,
+    talk_s        REAL,
+    ring_s        REAL,
+    position      INTEGER,
+    orig_position INTEGER,
+    reason        TEXT    NOT NULL,
+    caller_number TEXT    NOT NULL,
+    caller_name   TEXT    NOT NULL,
+    value         TEXT    NOT NULL,
+    extra         TEXT    NOT NULL,
+    -- the natural key: the same event twice, or from AMI and queue_log, is stored once
+    UNIQUE (server, call_id, kind, queue, agent, tsec, discr)
+);
+CREATE INDEX events_tsec ON events (tsec);
+-- only AMI rows: lets a queue_log batch find the AMI copies it replaces without a scan
+CREATE INDEX events_ami_tsec ON events (tsec) WHERE source = 'ami';
+
+-- Input that could not become an event: where it was and why. Never silently dropped.
+CREATE TABLE quarantine (
+    id          INTEGER PRIMARY KEY,
+    source      TEXT    NOT NULL,
+    origin      TEXT    NOT NULL,
+    position    INTEGER NOT NULL,
+    line_no     INTEGER NOT NULL,
+    reason      TEXT    NOT NULL,
+    raw         TEXT    NOT NULL,
+    received_at REAL    NOT NULL,
+    UNIQUE (source, origin, position, raw)
+);
+
+-- How far each followed file has been stored (written with the events it covers).
+CREATE TABLE checkpoints (
+    stream     TEXT PRIMARY KEY,
+    file_id    TEXT    NOT NULL,
+    head       TEXT    NOT NULL,
+    offset     INTEGER NOT NULL,
+    line_no    INTEGER NOT NULL,
+    updated_at REAL    NOT NULL
+);
+
+-- uniqueid -> linkedid of the call a channel belongs to (AMI), to follow transfers.
+CREATE TABLE call_links (
+    server    TEXT NOT NULL,
+    uniqueid  TEXT NOT NULL,
+    linked_id TEXT NOT NULL,
+    ts        REAL NOT NULL,
+    PRIMARY KEY (server, uniqueid)
+);
+CREATE INDEX call_links_linked ON call_links (server, linked_id);
+
+-- The agent roster, for attrition: who was hired when and who left when.
+CREATE TABLE agents (
+    name     TEXT PRIMARY KEY,
+    hired_on TEXT NOT NULL,
+    left_on  TEXT
+);
+
+-- Reports already e-mailed, so a catch-up run does not send a day twice.
+CREATE TABLE reports_sent (
+    day        TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    sent_at    REAL NOT NULL,
+    PRIMARY KEY (day, recipients)
+);
+""",
+}
+
+SCHEMA_VERSION = max(MIGRATIONS)

@@ -1,0 +1,287 @@
+"""The SQLite implementation of the store (aiosqlite, one file, WAL).
+
+Why these settings:
+- WAL: a reader (the report job) never blocks the writer (the listener, an ingest).
+- synchronous=NORMAL: in WAL mode a committed transaction survives a crash or kill -9 of
+  the process; only an OS crash can lose the last few, and queue_log re-ingest repairs that.
+- BEGIN IMMEDIATE + busy_timeout: the listener and a CLI ingest may write at the same time;
+  the second waits for the first instead of failing half-way through a batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, AsyncIterator, Sequence
+
+import aiosqlite
+
+from callkpi.events import (
+    COLUMNS,
+    SOURCE_QUEUE_LOG,
+    CallEvent,
+    Checkpoint,
+)
+from callkpi.schema import MIGRATIONS, SCHEMA_VERSION
+from callkpi.store import Batch, StoreInfo, WriteResult
+
+BUSY_TIMEOUT_MS = 30_000
+
+_COLS = ", ".join(COLUMNS)
+_QMARKS = ", ".join("?" * len(COLUMNS))
+_NUMBERED = ", ".join(f"?{i}" for i in range(1, len(COLUMNS) + 1))
+
+# queue_log is the source of truth: its events are stored by exact key ...
+INSERT_AUTHORITATIVE = f"INSERT INTO events ({_COLS}) VALUES ({_QMARKS}) ON CONFLICT DO NOTHING"
+# ... and replace an AMI copy of the same event that Asterisk stamped one second apart (the
+# AMI event is published a few ms after the queue_log line is written, so the two can
+# straddle a second boundary).
+DELETE_AMI_TWINS = """
+DELETE FROM events WHERE source = 'ami' AND tsec BETWEEN ? AND ? AND EXISTS (
+    SELECT 1 FROM events q
+    WHERE q.server = events.server AND q.call_id = events.call_id AND q.kind = events.kind
+      AND q.queue = events.queue AND q.agent = events.agent
+      AND q.tsec BETWEEN events.tsec - 1 AND events.tsec + 1
+      AND q.discr = events.discr AND q.source = 'queue_log')
+"""
+# A live source's event is stored unless queue_log already has it within a second.
+INSERT_LIVE = f"""
+INSERT INTO events ({_COLS}) SELECT {_NUMBERED}
+WHERE NOT EXISTS (
+    SELECT 1 FROM events q
+    WHERE q.server = ?1 AND q.call_id = ?2 AND q.kind = ?3 AND q.queue = ?4 AND q.agent = ?5
+      AND q.tsec BETWEEN ?6 - 1 AND ?6 + 1 AND q.discr = ?7 AND q.source = 'queue_log')
+ON CONFLICT DO NOTHING
+"""
+INSERT_QUARANTINE = """
+INSERT INTO quarantine (source, origin, position, line_no, reason, raw, received_at)
+VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+"""
+INSERT_LINK = """
+INSERT INTO call_links (server, uniqueid, linked_id, ts) VALUES (?, ?, ?, ?)
+ON CONFLICT DO NOTHING
+"""
+UPSERT_CHECKPOINT = """
+INSERT INTO checkpoints (stream, file_id, head, offset, line_no, updated_at)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (stream) DO UPDATE SET file_id = excluded.file_id, head = excluded.head,
+    offset = excluded.offset, line_no = excluded.line_no, updated_at = excluded.updated_at
+"""
+
+
+class StoreError(Exception):
+    """The database cannot be opened or used; the message is meant for the user."""
+
+
+class SqliteStore:
+    """One SQLite file. Open with `await SqliteStore.open(path)`; use as an async context manager."""
+
+    def __init__(self, path: str, conn: aiosqlite.Connection) -> None:
+        self.path = path
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> "SqliteStore":
+        path = str(path)
+        if readonly and not Path(path).exists():
+            raise StoreError(f"database {path} does not exist")
+        if not readonly:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = await aiosqlite.connect(path, isolation_level=None)
+            store = cls(path, conn)
+            await store._configure()
+            await store._migrate()
+        except (sqlite3.DatabaseError, OSError) as exc:
+            with contextlib.suppress(Exception):
+                await conn.close()
+            raise StoreError(f"cannot use database {path}: {exc}") from exc
+        return store
+
+    async def _configure(self) -> None:
+        for pragma in (
+            f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+            "PRAGMA journal_mode = WAL",
+            "PRAGMA synchronous = NORMAL",
+            "PRAGMA foreign_keys = ON",
+            "PRAGMA temp_store = MEMORY",
+            "PRAGMA cache_size = -65536",
+        ):
+            await self._conn.execute(pragma)
+
+    async def _migrate(self) -> None:
+        async with self._conn.execute("PRAGMA user_version") as cur:
+            (version,) = await cur.fetchone()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"database {self.path} has schema version {version}, newer than this callkpi "
+                f"({SCHEMA_VERSION}); upgrade callkpi"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            async with self._transaction() as conn:
+                await conn.executescript_in_tx(MIGRATIONS[target])
+                await conn.execute(f"PRAGMA user_version = {target}")
+
+    async def __aenter__(self) -> "SqliteStore":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator["_Tx"]:
+        await self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield _Tx(self._conn)
+        except BaseException:
+            await self._conn.execute("ROLLBACK")
+            raise
+        await self._conn.execute("COMMIT")
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager["_Tx"]:
+        """A write transaction for a derived layer (facts, roster): execute/executemany."""
+        return self._transaction()
+
+    # ---------------------------------------------------------------- writes
+    async def write(self, batch: Batch) -> WriteResult:
+        authoritative = [e for e in batch.events if e.source == SOURCE_QUEUE_LOG]
+        live = [e for e in batch.events if e.source != SOURCE_QUEUE_LOG]
+        async with self._transaction() as tx:
+            before = self._conn.total_changes
+            if authoritative:
+                await tx.executemany(INSERT_AUTHORITATIVE, authoritative)
+            stored = self._conn.total_changes - before
+            if authoritative:
+                await tx.execute(DELETE_AMI_TWINS, _window(authoritative))
+            before = self._conn.total_changes
+            if live:
+                await tx.executemany(INSERT_LIVE, live)
+            stored += self._conn.total_changes - before
+            before = self._conn.total_changes
+            if batch.quarantined:
+                await tx.executemany(INSERT_QUARANTINE, batch.quarantined)
+            quarantined = self._conn.total_changes - before
+            if batch.links:
+                await tx.executemany(INSERT_LINK, batch.links)
+            if batch.checkpoint is not None:
+                await tx.execute(UPSERT_CHECKPOINT, batch.checkpoint)
+        return WriteResult(
+            stored=stored, duplicates=len(batch.events) - stored, quarantined=quarantined
+        )
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        async with self._transaction() as tx:
+            return await tx.execute(sql, params)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        async with self._transaction() as tx:
+            return await tx.executemany(sql, rows)
+
+    # ---------------------------------------------------------------- reads
+    async def checkpoint(self, stream: str) -> Checkpoint | None:
+        rows = await self.fetch_all(
+            "SELECT stream, file_id, head, offset, line_no, updated_at FROM checkpoints"
+            " WHERE stream = ?",
+            (stream,),
+        )
+        return Checkpoint(*rows[0]) if rows else None
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        async with self._conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def iter_rows(
+        self, sql: str, params: Sequence[Any] = (), size: int = 10_000
+    ) -> AsyncIterator[tuple]:
+        async with self._conn.execute(sql, params) as cur:
+            while rows := await cur.fetchmany(size):
+                for row in rows:
+                    yield row
+
+    async def info(self) -> StoreInfo:
+        (version,) = (await self.fetch_all("PRAGMA user_version"))[0]
+        by_kind = dict(await self.fetch_all("SELECT kind, count(*) FROM events GROUP BY kind"))
+        by_source = dict(
+            await self.fetch_all("SELECT source, count(*) FROM events GROUP BY source")
+        )
+        first, last = (await self.fetch_all("SELECT min(ts), max(ts) FROM events"))[0]
+        (quarantined,) = (await self.fetch_all("SELECT count(*) FROM quarantine"))[0]
+        checkpoints = [
+            Checkpoint(*row)
+            for row in await self.fetch_all(
+                "SELECT stream, file_id, head, offset, line_no, updated_at FROM checkpoints"
+                " ORDER BY stream"
+            )
+        ]
+        return StoreInfo(
+            path=self.path,
+            schema_version=version,
+            events=sum(by_kind.values()),
+            events_by_kind=by_kind,
+            events_by_source=by_source,
+            quarantined=quarantined,
+            first_ts=first,
+            last_ts=last,
+            checkpoints=checkpoints,
+            size_bytes=_size_on_disk(self.path),
+        )
+
+
+class _Tx:
+    """The statements allowed inside a transaction; each returns the rows it changed."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        before = self._conn.total_changes
+        await self._conn.execute(sql, params)
+        return self._conn.total_changes - before
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        before = self._conn.total_changes
+        await self._conn.executemany(sql, rows)
+        return self._conn.total_changes - before
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        async with self._conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def executescript_in_tx(self, script: str) -> None:
+        # sqlite3's executescript() would COMMIT first; run the statements one by one so a
+        # migration is all-or-nothing.
+        for statement in _statements(script):
+            await self._conn.execute(statement)
+
+
+def _window(events: Sequence[CallEvent]) -> tuple[int, int]:
+    tsecs = [e.tsec for e in events]
+    return min(tsecs) - 1, max(tsecs) + 1
+
+
+def _statements(script: str) -> list[str]:
+    statements, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            statements.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        statements.append(buf.strip())
+    return statements
+
+
+def _size_on_disk(path: str) -> int:
+    return sum(
+        os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p)
+    )
+
+
+async def open_store(path: str | os.PathLike[str], *, readonly: bool = False) -> SqliteStore:
+    """Open the store at `path` (the one place that picks the backend)."""
+    return await SqliteStore.open(path, readonly=readonly)
