@@ -17,7 +17,7 @@ LAZY_COMMANDS = {
     "listen": "ami_listener.commands:listen",
     "agi": "agi_plugin.commands:agi",
     "report": "reports.commands:report",
-    "email": "reports.commands:email",
+    "email": "reports.email_command:email",
     "agents": "reports.commands:agents",
     "facts": "reports.commands:facts",
     "sandbox": "simulator.commands:sandbox",

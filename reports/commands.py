@@ -9,11 +9,6 @@ def report() -> None:
     raise click.ClickException('not built yet')
 
 
-@click.command()
-def email() -> None:
-    """Not built yet."""
-    raise click.ClickException('not built yet')
-
 
 @click.command()
 def agents() -> None:
