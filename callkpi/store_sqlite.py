@@ -91,13 +91,17 @@ class SqliteStore:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = await aiosqlite.connect(path, isolation_level=None)
-            store = cls(path, conn)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise StoreError(f"cannot open database {path}: {exc}") from None
+        store = cls(path, conn)
+        try:
             await store._configure()
             await store._migrate()
-        except (sqlite3.DatabaseError, OSError) as exc:
-            with contextlib.suppress(Exception):
-                await conn.close()
-            raise StoreError(f"cannot use database {path}: {exc}") from exc
+        except BaseException as exc:
+            await conn.close()
+            if isinstance(exc, (sqlite3.DatabaseError, OSError)):
+                raise StoreError(f"cannot use database {path}: {exc}") from None
+            raise
         return store
 
     async def _configure(self) -> None:

@@ -1,0 +1,157 @@
+"""The store: natural-key dedupe, the queue_log/AMI twin rule, atomic checkpoints, schema."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from callkpi.events import Checkpoint, Kind, Quarantined, make_event
+from callkpi.schema import SCHEMA_VERSION
+from callkpi.store import Batch
+from callkpi.store_sqlite import StoreError, open_store
+
+
+def ev(kind=Kind.CONNECT, ts=100.0, source="queue_log", **kw):
+    base = dict(server="pbx1", call_id="1700000000.1", queue="support", agent="Agent 1001")
+    base.update(kw)
+    return make_event(kind=kind, ts=ts, source=source, **base)
+
+
+async def kinds_and_sources(store):
+    return await store.fetch_all("SELECT kind, tsec, source FROM events ORDER BY id")
+
+
+async def test_same_event_twice_is_stored_once(store):
+    first = await store.write(Batch(events=[ev(), ev(Kind.COMPLETE, 110, talk_s=10)]))
+    again = await store.write(Batch(events=[ev(), ev(Kind.COMPLETE, 110, talk_s=10)]))
+    assert (first.stored, first.duplicates) == (2, 0)
+    assert (again.stored, again.duplicates) == (0, 2)
+    assert len(await kinds_and_sources(store)) == 2
+
+
+async def test_ami_copy_in_same_second_is_a_duplicate(store):
+    await store.write(Batch(events=[ev(ts=100)]))
+    result = await store.write(Batch(events=[ev(ts=100.4, source="ami")]))
+    assert result.duplicates == 1
+    assert await kinds_and_sources(store) == [("connect", 100, "queue_log")]
+
+
+async def test_ami_copy_a_second_later_is_skipped_when_queue_log_came_first(store):
+    await store.write(Batch(events=[ev(ts=100)]))
+    result = await store.write(Batch(events=[ev(ts=101.01, source="ami")]))
+    assert (result.stored, result.duplicates) == (0, 1)
+    assert await kinds_and_sources(store) == [("connect", 100, "queue_log")]
+
+
+async def test_queue_log_replaces_ami_copy_stamped_a_second_apart(store):
+    await store.write(Batch(events=[ev(ts=99.98, source="ami")]))
+    await store.write(Batch(events=[ev(ts=100)]))
+    assert await kinds_and_sources(store) == [("connect", 100, "queue_log")]
+
+
+async def test_distinct_events_of_the_same_second_are_kept(store):
+    events = [
+        ev(Kind.PAUSE, 50, call_id="", discr="break", reason="break"),
+        ev(Kind.UNPAUSE, 50, call_id=""),
+        ev(Kind.PAUSE, 50, call_id="", discr="training", reason="training"),
+    ]
+    assert (await store.write(Batch(events=events))).stored == 3
+
+
+async def test_ami_only_kinds_are_never_replaced(store):
+    await store.write(Batch(events=[ev(Kind.HOLD, 105.5, source="ami")]))
+    await store.write(Batch(events=[ev(Kind.CONNECT, 105)]))
+    assert await kinds_and_sources(store) == [("hold", 105, "ami"), ("connect", 105, "queue_log")]
+
+
+async def test_same_source_events_a_second_apart_stay_distinct(store):
+    # two ring-no-answers of one agent in one call, a second apart, are two events
+    batch = [ev(Kind.RING_NO_ANSWER, 100, ring_s=1), ev(Kind.RING_NO_ANSWER, 101, ring_s=1)]
+    assert (await store.write(Batch(events=batch))).stored == 2
+
+
+async def test_checkpoint_is_written_with_its_events(store):
+    cp = Checkpoint("/var/log/asterisk/queue_log", "8:1234", "abc", 4096, 40, 1.0)
+    await store.write(Batch(events=[ev()], checkpoint=cp))
+    assert await store.checkpoint(cp.stream) == cp
+    moved = cp._replace(offset=8192, line_no=80)
+    await store.write(Batch(checkpoint=moved))
+    assert await store.checkpoint(cp.stream) == moved
+    assert await store.checkpoint("/other") is None
+
+
+async def test_a_failed_batch_stores_nothing(store):
+    cp = Checkpoint("/q", "1:1", "h", 10, 1, 1.0)
+    broken = ev()._replace(reason=None)  # NOT NULL column: the whole batch must roll back
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.write(Batch(events=[ev(Kind.ENTER_QUEUE, 90), broken], checkpoint=cp))
+    assert await kinds_and_sources(store) == []
+    assert await store.checkpoint("/q") is None
+
+
+async def test_quarantine_is_idempotent_and_counted(store):
+    bad = Quarantined("queue_log", "/q", 120, 3, "not a number: 'x'", "x|y", 1.0)
+    assert (await store.write(Batch(quarantined=[bad]))).quarantined == 1
+    assert (await store.write(Batch(quarantined=[bad]))).quarantined == 0
+    assert (await store.info()).quarantined == 1
+
+
+async def test_info_counts(store):
+    await store.write(Batch(events=[ev(), ev(Kind.HOLD, 101, source="ami")]))
+    info = await store.info()
+    assert info.events == 2
+    assert info.events_by_source == {"queue_log": 1, "ami": 1}
+    assert info.schema_version == SCHEMA_VERSION
+    assert (info.first_ts, info.last_ts) == (100.0, 101.0)
+
+
+async def test_reader_is_not_blocked_by_an_open_write_transaction(tmp_path):
+    path = tmp_path / "wal.db"
+    writer = await open_store(path)
+    await writer.write(Batch(events=[ev()]))
+    reader = await open_store(path, readonly=True)
+    async with writer.transaction() as tx:
+        await tx.execute("DELETE FROM events")
+        # the reader still sees the last committed state, without waiting
+        rows = await asyncio.wait_for(reader.fetch_all("SELECT count(*) FROM events"), 2)
+        assert rows == [(1,)]
+    await reader.close()
+    await writer.close()
+
+
+async def test_two_writers_both_succeed(tmp_path):
+    path = tmp_path / "two.db"
+    a, b = await open_store(path), await open_store(path)
+    batches_a = [Batch(events=[ev(ts=1000 + i)]) for i in range(50)]
+    batches_b = [Batch(events=[ev(Kind.HOLD, 1000 + i, source="ami")]) for i in range(50)]
+
+    async def run(store, batches):
+        for batch in batches:
+            await store.write(batch)
+
+    await asyncio.gather(run(a, batches_a), run(b, batches_b))
+    assert (await a.info()).events == 100
+    await a.close()
+    await b.close()
+
+
+async def test_refuses_a_newer_schema(tmp_path):
+    path = tmp_path / "future.db"
+    con = sqlite3.connect(path)
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    con.close()
+    with pytest.raises(StoreError, match="newer than this callkpi"):
+        await open_store(path)
+
+
+async def test_not_a_database_is_a_clear_error(tmp_path):
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="cannot use database"):
+        await open_store(path)
+
+
+async def test_wal_mode(store):
+    assert await store.fetch_all("PRAGMA journal_mode") == [("wal",)]
