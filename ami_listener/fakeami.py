@@ -1,0 +1,148 @@
+"""A small fake AMI server for the tests and `bench/ami.py` (not for production).
+
+It behaves as Asterisk 22 does where the listener depends on it: the banner line, Login with
+an `Events:` class mask (events are filtered on their `Privilege:` classes), a failed login
+answered `Response: Error` and the connection closed, Ping answered `Ping: Pong`. A test can
+make it stop answering Pings (a half-open peer), write raw bytes split anywhere, or drop every
+connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, field
+
+from ami_listener.manager import AmiParser
+
+BANNER = b"Asterisk Call Manager/9.0.0\r\n"
+_PRIVILEGE = re.compile(rb"\r\nPrivilege: ([^\r]*)")
+
+
+@dataclass
+class Client:
+    writer: asyncio.StreamWriter
+    mask: frozenset[str] = frozenset()
+    logged_in: bool = False
+
+
+@dataclass
+class FakeAmi:
+    username: str = "callkpi"
+    secret: str = "secret"
+    answer_pings: bool = True
+    logins: int = 0  # login attempts, accepted or not
+    connections: int = 0
+    clients: list[Client] = field(default_factory=list)
+    _server: asyncio.AbstractServer | None = None
+    port: int = 0
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> "FakeAmi":
+        self._server = await asyncio.start_server(self._serve, host, port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        self.drop_all()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def drop_all(self) -> None:
+        """Close every connection, as an Asterisk restart does."""
+        for client in self.clients:
+            client.writer.transport.abort()
+        self.clients.clear()
+
+    @property
+    def logged_in(self) -> list[Client]:
+        return [c for c in self.clients if c.logged_in]
+
+    async def emit(self, block: bytes) -> None:
+        """Send one event (its text without the final blank line) to every client whose
+        event mask allows its Privilege classes."""
+        classes = _classes(block)
+        for client in self.logged_in:
+            if classes & client.mask:
+                client.writer.write(block + b"\r\n\r\n")
+        for client in self.logged_in:
+            await client.writer.drain()
+
+    async def write_raw(self, data: bytes) -> None:
+        """Bytes as they are (junk, half messages) to every logged-in client."""
+        for client in self.logged_in:
+            client.writer.write(data)
+            await client.writer.drain()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        client = Client(writer)
+        self.clients.append(client)
+        parser = AmiParser(kinds=("Action",))
+        writer.write(BANNER)
+        try:
+            while data := await reader.read(65536):
+                actions, _ = parser.feed(data)
+                for action in actions:
+                    if not await self._answer(client, action):
+                        return
+        except ConnectionError:
+            pass
+        finally:
+            if client in self.clients:
+                self.clients.remove(client)
+            writer.transport.abort()
+
+    async def _answer(self, client: Client, action: dict[str, str]) -> bool:
+        """Answer one action; False closes the connection (as a failed login does)."""
+        name = action.get("Action", "").lower()
+        action_id = action.get("ActionID", "")
+        if name == "login":
+            self.logins += 1
+            if (action.get("Username"), action.get("Secret")) != (self.username, self.secret):
+                self._respond(client, action_id, "Error", "Authentication failed")
+                await client.writer.drain()
+                return False
+            client.mask = _mask(action.get("Events", "on"))
+            client.logged_in = True
+            self._respond(client, action_id, "Success", "Authentication accepted")
+            client.writer.write(b"Event: FullyBooted\r\nPrivilege: system,all\r\n"
+                                b"Status: Fully Booted\r\n\r\n")
+        elif name == "ping":
+            if self.answer_pings:
+                client.writer.write(
+                    f"Response: Success\r\nActionID: {action_id}\r\nPing: Pong\r\n"
+                    f"Timestamp: {time.time():.6f}\r\n\r\n".encode())
+        elif name == "logoff":
+            self._respond(client, action_id, "Goodbye", "Thanks for all the fish.")
+            return False
+        else:
+            self._respond(client, action_id, "Error", "Invalid/unknown command")
+        await client.writer.drain()
+        return True
+
+    def _respond(self, client: Client, action_id: str, response: str, message: str) -> None:
+        client.writer.write(f"Response: {response}\r\nActionID: {action_id}\r\n"
+                            f"Message: {message}\r\n\r\n".encode())
+
+
+ALL_CLASSES = frozenset({"system", "call", "log", "verbose", "command", "agent", "user",
+                         "config", "dtmf", "reporting", "cdr", "dialplan", "originate",
+                         "agi", "cc", "aoc", "test", "security", "message"})
+
+
+def _mask(events: str) -> frozenset[str]:
+    value = events.strip().lower()
+    if value in ("on", "yes", "all", "true"):
+        return ALL_CLASSES
+    if value in ("off", "no", "false", ""):
+        return frozenset()
+    return frozenset(part.strip() for part in value.split(","))
+
+
+def _classes(block: bytes) -> frozenset[str]:
+    found = _PRIVILEGE.search(block)
+    if found is None:
+        return ALL_CLASSES  # an event without Privilege goes to everyone
+    return frozenset(found.group(1).decode().split(",")) - {"all"}
