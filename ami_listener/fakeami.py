@@ -10,6 +10,7 @@ connection.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import re
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from ami_listener.manager import AmiParser
 
 BANNER = b"Asterisk Call Manager/9.0.0\r\n"
+RECORDING = "/work/shared/asterisk/samples/all-scenarios.ami-raw.txt.gz"
 _PRIVILEGE = re.compile(rb"\r\nPrivilege: ([^\r]*)")
 
 
@@ -146,3 +148,15 @@ def _classes(block: bytes) -> frozenset[str]:
     if found is None:
         return ALL_CLASSES  # an event without Privilege goes to everyone
     return frozenset(found.group(1).decode().split(",")) - {"all"}
+
+
+def recorded_events(path: str = RECORDING) -> list[bytes]:
+    """The events of a raw AMI recording (`# rx=` comment lines dropped), each without its
+    final blank line, ready for `FakeAmi.emit`."""
+    text = gzip.open(path).read().replace(b"\r\n", b"\n")
+    blocks = []
+    for block in text.split(b"\n\n"):
+        lines = [line for line in block.split(b"\n") if line and not line.startswith(b"# rx=")]
+        if lines:
+            blocks.append(b"\r\n".join(lines))
+    return blocks

@@ -1,0 +1,206 @@
+"""AMI -> canonical events, checked against the real recording and its queue_log twin."""
+
+from pathlib import Path
+
+from ami_listener.fakeami import RECORDING, recorded_events
+from ami_listener.manager import AmiParser
+from ami_listener.mapping import MAX_TRACKED, AmiMapper
+from callkpi.events import KEY_COLUMNS, Kind
+
+SAMPLES = Path(RECORDING).parent
+
+# queue_log kinds whose events AMI reports too (the rest have no AMI event, docs/events.md)
+TWINNED = {
+    "ENTERQUEUE": Kind.ENTER_QUEUE, "CONNECT": Kind.CONNECT, "COMPLETEAGENT": Kind.COMPLETE,
+    "COMPLETECALLER": Kind.COMPLETE, "RINGNOANSWER": Kind.RING_NO_ANSWER,
+    "ABANDON": Kind.ABANDON, "EXITWITHTIMEOUT": Kind.EXIT_TIMEOUT,
+    "BLINDTRANSFER": Kind.TRANSFER, "PAUSE": Kind.PAUSE, "ADDMEMBER": Kind.MEMBER_ADD,
+    "REMOVEMEMBER": Kind.MEMBER_REMOVE,
+}
+
+
+def recorded_messages():
+    messages, junk = AmiParser().feed(b"\r\n\r\n".join(recorded_events()) + b"\r\n\r\n")
+    assert junk == []
+    return messages
+
+
+def map_all(messages, mapper=None):
+    mapper = mapper or AmiMapper("pbx")
+    events, links, warnings = [], [], []
+    for message in messages:
+        out = mapper.map(message, 0.0)
+        events += out.events
+        links += out.links
+        warnings += out.warnings
+    return events, links, warnings
+
+
+def queue_log_keys():
+    """Natural keys of the recording's queue_log lines that AMI also reports, as the
+    queue_log parser keys them (NONE -> "", PAUSE discr = reason)."""
+    keys = set()
+    for line in (SAMPLES / "all-scenarios.queue_log").read_text().splitlines():
+        epoch, call_id, queue, agent, event, *data = line.split("|")
+        if event not in TWINNED or (event == "PAUSE" and queue == "NONE"):
+            continue
+        none = lambda v: "" if v in ("NONE", "MANAGER") else v  # noqa: E731
+        discr = data[0] if event == "PAUSE" else ""
+        keys.add(("pbx", none(call_id), TWINNED[event], none(queue), none(agent), int(epoch),
+                  discr))
+    return keys
+
+
+def key(event):
+    return tuple(getattr(event, c) for c in KEY_COLUMNS)
+
+
+def test_every_twinned_queue_log_event_has_the_same_key_from_ami():
+    events, _, _ = map_all(recorded_messages())
+    ami_keys = {key(e) for e in events if e.kind not in (Kind.HOLD, Kind.UNHOLD, Kind.UNPAUSE)}
+    expected = queue_log_keys()
+    assert len(expected) == 38
+    # AMI stamps an event a few ms after the queue_log line: allow the store's one second
+    near = {(k[:5], k[6]) for k in ami_keys}
+    missing = [k for k in expected if (k[:5], k[6]) not in near]
+    assert missing == []
+    assert all(any(abs(a[5] - k[5]) <= 1 for a in ami_keys if a[:5] == k[:5]) for k in expected)
+    # and nothing AMI-only among the twinned kinds (the queue_log sample stops earlier)
+    last = max(k[5] for k in expected)
+    assert len({k for k in ami_keys if k[5] <= last}) == len(expected)
+
+
+def test_fields_of_a_call():
+    events, _, _ = map_all(recorded_messages())
+    call = [e for e in events if e.call_id == "1795491300.4"]
+    assert [e.kind for e in call] == [Kind.ENTER_QUEUE, Kind.RING_NO_ANSWER, Kind.CONNECT,
+                                      Kind.COMPLETE]
+    enter, rna, connect, complete = call
+    assert (enter.caller_number, enter.caller_name, enter.position) == (
+        "5556220", "Cust ringnoanswer", 1)
+    assert (rna.agent, rna.ring_s) == ("Agent 1002", 8.0)  # RingTime ms -> s
+    assert (connect.agent, connect.wait_s, connect.ring_s) == ("Agent 1001", 9.0, 0.0)
+    assert connect.extra_dict() == {"member_uniqueid": "1795491309.8"}
+    assert (complete.reason, complete.wait_s, complete.talk_s, complete.orig_position) == (
+        "agent", 9.0, 4.0, 1)
+    assert enter.ts == 1795491300.511751 and enter.source == "ami"
+
+
+def test_abandon_and_timeout_are_told_apart_by_the_hangup_request():
+    events, _, _ = map_all(recorded_messages())
+    by_call = {e.call_id: e for e in events if e.kind in (Kind.ABANDON, Kind.EXIT_TIMEOUT)}
+    assert by_call["1795491338.18"].kind == Kind.ABANDON  # queue_log: ABANDON
+    assert by_call["1795491348.20"].kind == Kind.EXIT_TIMEOUT  # queue_log: EXITWITHTIMEOUT
+    assert (by_call["1795491338.18"].wait_s, by_call["1795491338.18"].position) == (4.0, 1)
+
+
+def test_hold_is_attributed_to_the_callers_queue_call_and_agent():
+    events, _, _ = map_all(recorded_messages())
+    holds = [(e.kind, e.call_id, e.queue, e.agent, e.tsec) for e in events
+             if e.kind in (Kind.HOLD, Kind.UNHOLD)]
+    # the Hold is on the agent's Local channel 1795491317.12; the Unhold a blind transfer
+    # sends with no Hold before it is not a hold interval
+    assert holds == [(Kind.HOLD, "1795491317.10", "support", "Agent 1002", 1795491321),
+                     (Kind.UNHOLD, "1795491317.10", "support", "Agent 1002", 1795491324)]
+
+
+def test_transfer_takes_its_target_from_the_blind_transfer_event():
+    events, _, _ = map_all(recorded_messages())
+    (transfer,) = [e for e in events if e.kind == Kind.TRANSFER]
+    assert (transfer.call_id, transfer.reason, transfer.value, transfer.talk_s) == (
+        "1795491383.36", "blind", "s@survey", 1.0)
+
+
+def test_pauses_carry_the_reason_in_the_key():
+    events, _, _ = map_all(recorded_messages())
+    pauses = [(e.kind, e.queue, e.agent, e.discr) for e in events
+              if e.kind in (Kind.PAUSE, Kind.UNPAUSE)]
+    assert pauses[:2] == [(Kind.PAUSE, "sales", "Agent 1003", "lunch"),
+                          (Kind.UNPAUSE, "sales", "Agent 1003", "")]
+    assert (Kind.PAUSE, "support", "Agent 1009", "training") in pauses
+
+
+def test_links_tie_member_channels_to_the_callers_linkedid():
+    _, links, _ = map_all(recorded_messages())
+    linked = {link.uniqueid: link.linked_id for link in links}
+    assert linked["1795491317.12"] == "1795491317.10"  # the agent's channel of the hold call
+    assert linked["1795491317.10"] == "1795491317.10"
+
+
+def hold_call(uid, member_uid, agent, queue="support"):
+    base = {"Uniqueid": uid, "Linkedid": uid, "Queue": queue, "Timestamp": "100.5"}
+    return [
+        {"Event": "QueueCallerJoin", "Position": "1", "CallerIDNum": "<unknown>", **base},
+        {"Event": "AgentConnect", "MemberName": agent, "DestUniqueid": member_uid,
+         "DestLinkedid": uid, "HoldTime": "2", "RingTime": "1", **base},
+    ]
+
+
+def test_concurrent_holds_go_to_their_own_calls():
+    mapper = AmiMapper("pbx")
+    map_all(hold_call("1.1", "1.2", "Agent A") + hold_call("2.1", "2.2", "Agent B"), mapper)
+    events, _, _ = map_all([
+        {"Event": "Hold", "Uniqueid": "2.2", "Timestamp": "101"},
+        {"Event": "Hold", "Uniqueid": "1.1", "Timestamp": "102"},  # the caller's side
+        {"Event": "Unhold", "Uniqueid": "2.2", "Timestamp": "103"},
+        {"Event": "Unhold", "Uniqueid": "1.1", "Timestamp": "104"},
+        {"Event": "Hold", "Uniqueid": "9.9", "Timestamp": "105"},  # not a queue call
+    ], mapper)
+    assert [(e.kind, e.call_id, e.agent, e.tsec) for e in events] == [
+        (Kind.HOLD, "2.1", "Agent B", 101), (Kind.HOLD, "1.1", "Agent A", 102),
+        (Kind.UNHOLD, "2.1", "Agent B", 103), (Kind.UNHOLD, "1.1", "Agent A", 104)]
+
+
+def test_caller_id_unknown_becomes_empty():
+    events, _, _ = map_all(hold_call("1.1", "1.2", "A"))
+    assert events[0].caller_number == ""
+
+
+def test_missing_fields_and_bad_numbers_warn_with_location_and_never_raise():
+    events, _, warnings = map_all([
+        {"Event": "AgentConnect", "Queue": "q", "MemberName": "A", "Timestamp": "5"},
+        {"Event": "QueueCallerJoin", "Uniqueid": "3.3", "Queue": "q", "Position": "x" * 100,
+         "Timestamp": "not-a-time"},
+        {"Event": "AgentRingNoAnswer", "Uniqueid": "3.3", "Queue": "q", "MemberName": "A",
+         "RingTime": "1e400"},
+    ])
+    assert "AgentConnect (Uniqueid -, Timestamp 5): missing Uniqueid" in warnings[0]
+    assert "bad Timestamp" in warnings[1] and "Uniqueid 3.3" in warnings[1]
+    assert "Position" in warnings[2]
+    assert "RingTime" in warnings[3]
+    assert [(e.kind, e.position, e.ts) for e in events[:1]] == [(Kind.ENTER_QUEUE, None, 0.0)]
+    assert events[1].ring_s is None
+
+
+def test_unknown_events_are_warned_once():
+    _, _, warnings = map_all([{"Event": "FancyNewThing"}] * 3 + [{"Event": "Newstate"}])
+    assert warnings == ["unknown AMI event 'FancyNewThing' ignored (warned once)"]
+
+
+def test_user_events_of_our_dialplan():
+    mapper = AmiMapper("pbx")
+    map_all(hold_call("1.1", "1.2", "Agent A"), mapper)
+    events, _, _ = map_all([
+        {"Event": "UserEvent", "UserEvent": "IVRExit", "Uniqueid": "7.7", "Node": "main",
+         "Outcome": "self-service", "Queue": "", "Timestamp": "50"},
+        {"Event": "UserEvent", "UserEvent": "Disposition", "Uniqueid": "1.2", "Code": "sale",
+         "Timestamp": "120"},
+        {"Event": "UserEvent", "UserEvent": "CsatResult", "Uniqueid": "1.1"},
+    ], mapper)
+    ivr, disposition = events
+    assert (ivr.kind, ivr.call_id, ivr.discr, ivr.value) == (
+        Kind.IVR_EXIT, "7.7", "main", "self-service")
+    # set on the agent's channel, counted on the caller's queue call
+    assert (disposition.kind, disposition.call_id, disposition.queue, disposition.agent,
+            disposition.value) == (Kind.DISPOSITION, "1.1", "support", "Agent A", "sale")
+
+
+def test_state_is_released_at_hangup_and_bounded():
+    mapper = AmiMapper("pbx")
+    map_all(hold_call("1.1", "1.2", "A"), mapper)
+    map_all([{"Event": "Hangup", "Uniqueid": "1.2"}, {"Event": "Hangup", "Uniqueid": "1.1"}],
+            mapper)
+    assert (mapper.calls, mapper.channels, mapper.linked) == ({}, {}, {})
+    for n in range(MAX_TRACKED + 10):
+        mapper.map({"Event": "QueueCallerJoin", "Uniqueid": f"{n}.0", "Queue": "q"}, 0.0)
+    assert len(mapper.calls) == len(mapper.channels) == MAX_TRACKED
