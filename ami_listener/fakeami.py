@@ -37,6 +37,7 @@ class FakeAmi:
     logins: int = 0  # login attempts, accepted or not
     connections: int = 0
     clients: list[Client] = field(default_factory=list)
+    _handlers: set[asyncio.Task] = field(default_factory=set)
     _server: asyncio.AbstractServer | None = None
     port: int = 0
 
@@ -46,9 +47,12 @@ class FakeAmi:
         return self
 
     async def close(self) -> None:
-        self.drop_all()
         if self._server is not None:
             self._server.close()
+        self.drop_all()
+        # the connection handlers end on the aborted sockets; wait so none outlives the loop
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        if self._server is not None:
             await self._server.wait_closed()
 
     def drop_all(self) -> None:
@@ -79,6 +83,7 @@ class FakeAmi:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self._handlers.add(asyncio.current_task())
         client = Client(writer)
         self.clients.append(client)
         parser = AmiParser(kinds=("Action",))
@@ -95,6 +100,7 @@ class FakeAmi:
             if client in self.clients:
                 self.clients.remove(client)
             writer.transport.abort()
+            self._handlers.discard(asyncio.current_task())
 
     async def _answer(self, client: Client, action: dict[str, str]) -> bool:
         """Answer one action; False closes the connection (as a failed login does)."""
