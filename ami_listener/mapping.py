@@ -281,20 +281,17 @@ class AmiMapper:
 
     # ------------------------------------------------------------ our dialplan's UserEvents
     def _user_event(self, m: dict[str, str], ts: float, out: Mapped) -> None:
+        """asterisk_conf/extensions.conf's UserEvents, keyed as its QueueLog() twins are."""
         name = m.get("UserEvent", "")
         if name == "IVRExit":
-            uid = _need(m, "Uniqueid")
             out.events.append(self._event(
-                Kind.IVR_EXIT, ts, m.get("CallID") or uid, _text(m, "Queue"), "",
-                discr=_need(m, "Node"), value=_need(m, "Outcome")))
+                Kind.IVR_EXIT, ts, _need(m, "Uniqueid"), _text(m, "Queue"), "",
+                discr=_text(m, "Node"), value=_need(m, "Outcome")))
         elif name == "Disposition":
-            uid = _need(m, "Uniqueid")
-            call = self.channels.get(uid)
-            call_id = m.get("CallID") or (call.call_id if call else uid)
-            queue = _text(m, "Queue") or (call.queue if call else "")
-            agent = _text(m, "Agent") or (call.agent if call else "")
-            out.events.append(self._event(Kind.DISPOSITION, ts, call_id, queue, agent,
-                                          value=_need(m, "Code")))
+            # sent from the agent's feature-code call: CallUniqueid names the queue call
+            out.events.append(self._event(
+                Kind.DISPOSITION, ts, _need(m, "CallUniqueid"), _text(m, "Queue"),
+                _text(m, "Agent"), value=_need(m, "Code")))
 
     # ------------------------------------------------------------ helpers
     def _call(self, uid: str, queue: str, m: dict[str, str]) -> QueueCall:

@@ -178,21 +178,22 @@ def test_unknown_events_are_warned_once():
 
 
 def test_user_events_of_our_dialplan():
-    mapper = AmiMapper("pbx")
-    map_all(hold_call("1.1", "1.2", "Agent A"), mapper)
-    events, _, _ = map_all([
+    # as asterisk_conf/extensions.conf sends them
+    events, _, warnings = map_all([
         {"Event": "UserEvent", "UserEvent": "IVRExit", "Uniqueid": "7.7", "Node": "main",
-         "Outcome": "self-service", "Queue": "", "Timestamp": "50"},
-        {"Event": "UserEvent", "UserEvent": "Disposition", "Uniqueid": "1.2", "Code": "sale",
-         "Timestamp": "120"},
+         "Outcome": "to-queue", "Queue": "sales", "Timestamp": "50"},
+        {"Event": "UserEvent", "UserEvent": "IVRExit", "Uniqueid": "8.8", "Node": "hours",
+         "Outcome": "self-service", "Queue": "", "Timestamp": "51"},
+        {"Event": "UserEvent", "UserEvent": "Disposition", "Uniqueid": "9.1", "Code": "sale",
+         "Queue": "support", "Agent": "Agent A", "CallUniqueid": "1.1", "Timestamp": "120"},
         {"Event": "UserEvent", "UserEvent": "CsatResult", "Uniqueid": "1.1"},
-    ], mapper)
-    ivr, disposition = events
-    assert (ivr.kind, ivr.call_id, ivr.discr, ivr.value) == (
-        Kind.IVR_EXIT, "7.7", "main", "self-service")
-    # set on the agent's channel, counted on the caller's queue call
-    assert (disposition.kind, disposition.call_id, disposition.queue, disposition.agent,
-            disposition.value) == (Kind.DISPOSITION, "1.1", "support", "Agent A", "sale")
+        {"Event": "UserEvent", "UserEvent": "IVRExit", "Uniqueid": "9.9"},
+    ])
+    assert [(e.kind, e.call_id, e.queue, e.agent, e.discr, e.value) for e in events] == [
+        (Kind.IVR_EXIT, "7.7", "sales", "", "main", "to-queue"),
+        (Kind.IVR_EXIT, "8.8", "", "", "hours", "self-service"),
+        (Kind.DISPOSITION, "1.1", "support", "Agent A", "", "sale")]
+    assert warnings == ["UserEvent (Uniqueid 9.9, Timestamp -): missing Outcome; skipped"]
 
 
 def test_state_is_released_at_hangup_and_bounded():
