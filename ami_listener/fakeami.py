@@ -34,6 +34,7 @@ class FakeAmi:
     username: str = "callkpi"
     secret: str = "secret"
     answer_pings: bool = True
+    queue_members: list[dict[str, str]] = field(default_factory=list)  # for QueueStatus
     logins: int = 0  # login attempts, accepted or not
     connections: int = 0
     clients: list[Client] = field(default_factory=list)
@@ -122,6 +123,14 @@ class FakeAmi:
                 client.writer.write(
                     f"Response: Success\r\nActionID: {action_id}\r\nPing: Pong\r\n"
                     f"Timestamp: {time.time():.6f}\r\n\r\n".encode())
+        elif name == "queuestatus":
+            self._respond(client, action_id, "Success", "Queue status will follow")
+            for member in self.queue_members:
+                fields = {"Event": "QueueMember", **member, "ActionID": action_id}
+                client.writer.write(_message(fields))
+            client.writer.write(_message({"Event": "QueueStatusComplete",
+                                          "ActionID": action_id, "EventList": "Complete",
+                                          "ListItems": str(len(self.queue_members))}))
         elif name == "logoff":
             self._respond(client, action_id, "Goodbye", "Thanks for all the fish.")
             return False
@@ -131,8 +140,12 @@ class FakeAmi:
         return True
 
     def _respond(self, client: Client, action_id: str, response: str, message: str) -> None:
-        client.writer.write(f"Response: {response}\r\nActionID: {action_id}\r\n"
-                            f"Message: {message}\r\n\r\n".encode())
+        client.writer.write(_message({"Response": response, "ActionID": action_id,
+                                      "Message": message}))
+
+
+def _message(fields: dict[str, str]) -> bytes:
+    return "".join(f"{key}: {value}\r\n" for key, value in fields.items()).encode() + b"\r\n"
 
 
 ALL_CLASSES = frozenset({"system", "call", "log", "verbose", "command", "agent", "user",

@@ -140,6 +140,8 @@ class Listener:
         try:
             if self._stopping.is_set():
                 conn.close()
+            else:
+                await self._ask_queue_members(conn)
             reason = await conn.closed
         finally:
             pinger.cancel()
@@ -149,6 +151,18 @@ class Listener:
         if not self._stopping.is_set():
             log.warning("AMI connection to %s lost: %s; reconnecting", conn.origin, why)
         return why
+
+    async def _ask_queue_members(self, conn: AmiConnection) -> None:
+        """The members of every queue (QueueMember events follow the response): the mapper
+        needs them to tell an EXITEMPTY from a timeout. Missing them only costs that."""
+        try:
+            response = await asyncio.wait_for(conn.send_action({"Action": "QueueStatus"}),
+                                              self.connect_timeout)
+        except (asyncio.TimeoutError, ConnectionError):
+            return
+        if response.get("Response") != "Success":
+            log.warning("AMI QueueStatus refused (%s): an EXITEMPTY may be reported as a "
+                        "timeout until queue member events arrive", response.get("Message"))
 
     async def _ping_loop(self, conn: AmiConnection) -> None:
         """A half-open socket (peer gone, no FIN) never errors on read: only a Ping tells."""

@@ -11,8 +11,12 @@ State kept per live queue call, and why:
   `QueueCallerAbandon`: app_queue.c sends that event from record_abandoned(), which queue_exec
   calls for ABANDON (the caller hung up: res < 0), but also for EXITWITHTIMEOUT and EXITEMPTY,
   where the channel is still up and the dialplan carries on. Seen on the sandbox: ABANDON is
-  preceded by HangupRequest on the caller channel, EXITWITHTIMEOUT is not. EXITEMPTY (only
-  with `leavewhenempty`) cannot be told from a timeout on AMI and is reported as exit-timeout;
+  preceded by HangupRequest on the caller channel, EXITWITHTIMEOUT is not;
+- each queue's members and their device status (QueueMemberAdded/Removed/Status/Pause, and
+  the QueueMember list the listener asks for at login), to tell EXITEMPTY from a timeout:
+  with `leavewhenempty`, get_member_status() lets the caller leave when no member counts; a
+  queue with no member, or only invalid ones, is empty under every leavewhenempty mode, so
+  that is exit-empty; anything else (which depends on the mode) is exit-timeout;
 - the caller's entry position (QueueCallerJoin), which AgentComplete does not repeat;
 - the last blind/attended transfer on a queue call, which comes just before
   `AgentComplete Reason: transfer`.
@@ -30,6 +34,7 @@ from callkpi.events import SOURCE_AMI, CallEvent, CallLink, Kind, make_event
 log = logging.getLogger(__name__)
 
 MAX_TRACKED = 100_000
+DEVICE_INVALID = "4"  # AST_DEVICE_INVALID in QueueMember* Status
 UNKNOWN = ("", "<unknown>", "NONE")  # Asterisk's ways of saying "none"
 # Uniqueid headers of BlindTransfer / AttendedTransfer, the queue call's own side first.
 TRANSFER_PARTIES = ("TransfererUniqueid", "OrigTransfererUniqueid", "TransfereeUniqueid",
@@ -45,7 +50,7 @@ IGNORED = frozenset({
     "LocalOptimizationBegin", "LocalOptimizationEnd", "MixMonitorMute", "MixMonitorStart",
     "MixMonitorStop", "MusicOnHoldStart", "MusicOnHoldStop", "NewAccountCode",
     "NewCallerid", "NewConnectedLine", "Newstate", "OriginateResponse", "Pickup",
-    "QueueMemberPenalty", "QueueMemberRinginuse", "QueueMemberStatus", "Rename",
+    "QueueMemberPenalty", "QueueMemberRinginuse", "QueueParams", "QueueStatusComplete", "Rename",
     "SessionTimeout", "SuccessfulAuth", "TestEvent", "UserEvent", "VarSet", "Newexten",
     "DTMFBegin", "DTMFEnd", "ChanSpyStart", "ChanSpyStop", "Reload", "Registry",
     "DeviceStateChange", "ExtensionStatus", "PeerStatus", "ContactStatus", "Cdr", "CEL",
@@ -82,6 +87,7 @@ class AmiMapper:
         self.calls: dict[str, QueueCall] = {}  # caller channel uniqueid -> its queue call
         self.channels: dict[str, QueueCall] = {}  # any channel of a queue call -> the call
         self.linked: dict[str, QueueCall] = {}  # linkedid of a live queue call -> the call
+        self.members: dict[str, dict[str, str]] = {}  # queue -> member interface -> Status
         self.unknown_seen: set[str] = set()
         self._handlers: dict[str, Callable[[dict[str, str], float, Mapped], None]] = {
             "QueueCallerJoin": self._join,
@@ -94,6 +100,8 @@ class AmiMapper:
             "QueueMemberAdded": self._member_added,
             "QueueMemberRemoved": self._member_removed,
             "QueueMemberPause": self._member_pause,
+            "QueueMemberStatus": self._member_status,
+            "QueueMember": self._member_status,  # the QueueStatus list, at login
             "Hold": self._hold,
             "Unhold": self._unhold,
             "HangupRequest": self._hangup_request,
@@ -148,8 +156,12 @@ class AmiMapper:
     def _abandon(self, m: dict[str, str], ts: float, out: Mapped) -> None:
         uid, queue = _need(m, "Uniqueid"), _need(m, "Queue")
         call = self.calls.get(uid)
-        hung_up = call.hangup_requested if call else False
-        kind = Kind.ABANDON if hung_up else Kind.EXIT_TIMEOUT
+        if call is not None and call.hangup_requested:
+            kind = Kind.ABANDON
+        elif self._empty(queue):
+            kind = Kind.EXIT_EMPTY
+        else:
+            kind = Kind.EXIT_TIMEOUT
         orig = _int(m, "OriginalPosition", out) if "OriginalPosition" in m else None
         out.events.append(self._event(
             kind, ts, uid, queue, wait_s=_float(m, "HoldTime", out),
@@ -196,15 +208,27 @@ class AmiMapper:
                                       _member(m), value="AGENTDUMP"))
 
     # ------------------------------------------------------------ members
+    def _empty(self, queue: str) -> bool:
+        members = self.members.get(queue)
+        return members is not None and all(s == DEVICE_INVALID for s in members.values())
+
+    def _member_status(self, m: dict[str, str], ts: float, out: Mapped) -> None:
+        queue = _need(m, "Queue")
+        interface = m.get("Interface") or _need(m, "Location")
+        self.members.setdefault(queue, {})[interface] = m.get("Status", "")
+
     def _member_added(self, m: dict[str, str], ts: float, out: Mapped) -> None:
+        self._member_status(m, ts, out)
         paused = m.get("Paused") == "1"
         out.events.append(self._event(Kind.MEMBER_ADD, ts, "", _need(m, "Queue"), _member(m),
                                       reason="paused" if paused else ""))
 
     def _member_removed(self, m: dict[str, str], ts: float, out: Mapped) -> None:
+        self.members.setdefault(_need(m, "Queue"), {}).pop(_need(m, "Interface"), None)
         out.events.append(self._event(Kind.MEMBER_REMOVE, ts, "", _need(m, "Queue"), _member(m)))
 
     def _member_pause(self, m: dict[str, str], ts: float, out: Mapped) -> None:
+        self._member_status(m, ts, out)
         reason = _text(m, "PausedReason")
         if _need(m, "Paused") == "1":
             out.events.append(self._event(Kind.PAUSE, ts, "", _need(m, "Queue"), _member(m),

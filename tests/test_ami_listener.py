@@ -77,20 +77,21 @@ async def test_events_are_stored_and_the_account_asks_only_for_its_classes(ami, 
     await ami.emit(pause_event())
     await ami.emit(b"Event: VarSet\r\nPrivilege: dialplan,all\r\nVariable: X")  # not asked for
     await ami.emit(b"Event: Newstate\r\nPrivilege: call,all\r\nUniqueid: 1.1")
-    await run.received(3)  # FullyBooted, QueueMemberPause, Newstate
+    await run.received(4)  # FullyBooted, QueueStatusComplete, QueueMemberPause, Newstate
     stats = await run.stop()  # stop flushes what was read
     assert await rows(store) == [("pause", "sales", "Agent 1", "lunch", "ami")]
-    assert (stats.received, stats.ignored, stats.processed, stats.stored) == (3, 2, 1, 1)
+    assert (stats.received, stats.ignored, stats.processed, stats.stored) == (4, 3, 1, 1)
 
 
 async def test_reconnects_after_a_drop_and_marks_the_gap(ami, store):
     run = Running(store, config(ami))
     await run.connected()
+    await run.received(2)  # FullyBooted, QueueStatusComplete: nothing more in flight
     ami.drop_all()
     before = time.time()
     await eventually(lambda: (ami.connections == 2 and bool(ami.logged_in)))
     await ami.emit(pause_event("after"))
-    await run.received(3)  # FullyBooted twice, the pause
+    await run.received(5)  # FullyBooted and QueueStatusComplete twice, the pause
     stats = await run.stop()
     gap = await store.fetch_all("SELECT ts, talk_s, reason FROM events WHERE kind = 'ami-gap'")
     assert len(gap) == 1 and gap[0][0] <= before and 0 <= gap[0][1] < 5
@@ -149,7 +150,7 @@ async def test_back_pressure_drops_counts_and_marks_instead_of_blocking(ami, sto
     data = b"".join(pause_event(f"r{n}", ts=t0) + b"\r\n\r\n" for n in range(500))
     await ami.write_raw(data)
     # the socket is read at once although the store is busy
-    await eventually(lambda: (run.listener.stats.received == 501), timeout=2)
+    await eventually(lambda: (run.listener.stats.received == 502), timeout=2)
     stats = await run.stop()
     assert stats.dropped > 0 and stats.queue_peak == 50
     assert stats.processed + stats.dropped == 500  # every event stored or counted as lost
@@ -164,7 +165,7 @@ async def test_overflow_gap_is_marked_when_events_flow_again(ami, store):
     await ami.write_raw(b"".join(pause_event(f"r{n}") + b"\r\n\r\n" for n in range(20)))
     await asyncio.sleep(1.5)
     await ami.emit(pause_event("later"))
-    await run.received(22)
+    await run.received(23)
     await run.stop()
     gap = await store.fetch_all("SELECT reason FROM events WHERE kind = 'ami-gap'")
     assert gap == [("queue full",)]

@@ -205,3 +205,36 @@ def test_state_is_released_at_hangup_and_bounded():
     for n in range(MAX_TRACKED + 10):
         mapper.map({"Event": "QueueCallerJoin", "Uniqueid": f"{n}.0", "Queue": "q"}, 0.0)
     assert len(mapper.calls) == len(mapper.channels) == MAX_TRACKED
+
+
+def abandon_without_hangup(uid, queue="sales"):
+    return [{"Event": "QueueCallerJoin", "Uniqueid": uid, "Queue": queue, "Position": "1"},
+            {"Event": "QueueCallerAbandon", "Uniqueid": uid, "Queue": queue, "Position": "1",
+             "OriginalPosition": "1", "HoldTime": "9"}]
+
+
+def member(event, queue="sales", interface="Local/1@agents/n", status="1"):
+    return {"Event": event, "Queue": queue, "Interface": interface, "MemberName": "A",
+            "Status": status, "Paused": "0"}
+
+
+def test_exit_empty_when_the_queue_has_no_member_left_else_timeout():
+    mapper = AmiMapper("pbx")
+    events, _, _ = map_all([
+        # the QueueStatus list at login names the members
+        {"Event": "QueueMember", "Queue": "sales", "Location": "Local/1@agents/n",
+         "Name": "A", "Status": "1"},
+        *abandon_without_hangup("1.1"),  # a member is there: the queue timed out
+        member("QueueMemberRemoved"),
+        *abandon_without_hangup("2.1"),  # nobody left: leavewhenempty
+        member("QueueMemberAdded", status="4"),  # an invalid member does not count
+        *abandon_without_hangup("3.1"),
+        member("QueueMemberStatus", status="5"),  # unavailable counts in `loose` mode
+        *abandon_without_hangup("4.1"),
+        *abandon_without_hangup("5.1", queue="support"),  # members never seen: timeout
+    ], mapper)
+    exits = [(e.call_id, e.kind) for e in events
+             if e.kind in (Kind.EXIT_TIMEOUT, Kind.EXIT_EMPTY)]
+    assert exits == [("1.1", Kind.EXIT_TIMEOUT), ("2.1", Kind.EXIT_EMPTY),
+                     ("3.1", Kind.EXIT_EMPTY), ("4.1", Kind.EXIT_TIMEOUT),
+                     ("5.1", Kind.EXIT_TIMEOUT)]
