@@ -1,0 +1,110 @@
+"""The sandbox: a real Asterisk (Debian's package) in a chroot on loopback, configured with the
+product's asterisk_conf/ plus the simulator's test layer. A thin Python face on
+simulator/asterisk-sandbox.sh (shipped as package data), which does the work and is usable
+on its own.
+
+The chroot and the .deb cache live outside the clone (/var/tmp/callkpi by default, or
+$CALLKPI_SANDBOX_ROOT, $CALLKPI_SANDBOX_CACHE, $CALLKPI_SANDBOX_STATE), so a second run on the
+same machine is warm: `install` returns at once and `start` takes well under a second.
+Installing and starting need root (debootstrap, chroot).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+SCRIPT = Path(str(resources.files("simulator") / "asterisk-sandbox.sh"))
+STATE_BASE = Path("/var/tmp/callkpi")
+TEST_USER = "callkpi-test"  # the test layer's full-rights AMI user (simulator, tests)
+TEST_SECRET = "callkpi-test-secret"  # loopback-only test value, not a credential
+LISTENER_USER = "callkpi"  # the product's least-privilege account (asterisk_conf/manager.conf)
+LISTENER_SECRET = "callkpi-listener-secret"
+STOPPED = 3  # the script's exit status of `status` when Asterisk is not running
+
+
+class SandboxError(Exception):
+    """The sandbox could not be installed, started or queried; the message says why."""
+
+
+def _env_path(name: str, default: str) -> str:
+    return os.environ.get(name) or str(STATE_BASE / default)
+
+
+@dataclass
+class Sandbox:
+    ami_port: int = 5038
+    agi_port: int = 4573
+    ami_host: str = "127.0.0.1"
+    agi_host: str = "127.0.0.1"
+    listener_secret: str = LISTENER_SECRET
+    root: str = field(default_factory=lambda: _env_path("CALLKPI_SANDBOX_ROOT", "astroot"))
+    cache: str = field(default_factory=lambda: _env_path("CALLKPI_SANDBOX_CACHE", "astcache"))
+    state: str = field(default_factory=lambda: _env_path("CALLKPI_SANDBOX_STATE", "run"))
+    ami_user: str = TEST_USER
+    ami_secret: str = TEST_SECRET
+    listener_user: str = LISTENER_USER
+
+    @property
+    def queue_log_path(self) -> Path:
+        return Path(self.root) / "var/log/asterisk/queue_log"
+
+    def install(self) -> None:
+        """debootstrap Debian sid and apt-get install asterisk (cached; a no-op when installed)."""
+        self._run("install", self.cache, timeout=900)
+
+    def start(self) -> None:
+        """Render the configuration and start Asterisk; returns once AMI answers."""
+        self._run("start", timeout=120)
+
+    def stop(self) -> None:
+        """Stop the Asterisk this sandbox started (by its pid), nothing else."""
+        self._run("stop", timeout=60)
+
+    def restart(self) -> None:
+        self._run("restart", timeout=180)
+
+    def reset_logs(self) -> None:
+        """Empty queue_log and the log files; Asterisk reopens them."""
+        self._run("reset-logs")
+
+    def rx(self, command: str) -> str:
+        """Run an Asterisk CLI command and return its output."""
+        return self._run("rx", command).stdout
+
+    def status(self) -> tuple[bool, str]:
+        """(running, human-readable status)."""
+        result = self._run("status", check=False)
+        if result.returncode not in (0, STOPPED):
+            raise SandboxError(_last_error(result))
+        return result.returncode == 0, result.stdout.strip()
+
+    def paths(self) -> dict[str, str]:
+        lines = self._run("paths").stdout.splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line)
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "ASTROOT": self.root, "ASTCACHE": self.cache, "ASTSTATE": self.state,
+                "AMI_PORT": str(self.ami_port), "AMI_BIND": self.ami_host,
+                "AGI_HOST": self.agi_host, "AGI_PORT": str(self.agi_port),
+                "TEST_SECRET": self.ami_secret, "LISTENER_SECRET": self.listener_secret}
+
+    def _run(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        try:
+            result = subprocess.run(["bash", str(SCRIPT), *args], env=self._env(), text=True,
+                                    capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise SandboxError(f"sandbox {args[0]} did not finish within {timeout:.0f} s") from None
+        if check and result.returncode != 0:
+            raise SandboxError(_last_error(result))
+        return result
+
+
+def _last_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The script's own ERROR line (it logs to stderr), else its last line."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line.split("ERROR: ", 1)[1] for line in lines if "ERROR: " in line]
+    return errors[-1] if errors else (lines[-1] if lines else f"exit status {result.returncode}")
