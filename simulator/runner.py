@@ -1,0 +1,316 @@
+"""Drive a scenario through a real Asterisk over AMI and record the ground truth.
+
+Every simulated call is one AMI Originate of a Local channel (simulator/test_layer/
+extensions.conf explains the dialplan side): the PBX half runs the product's IVR, queue and
+survey; the customer half and the agents' phones are test-layer dialplan that report what the
+simulated people did with `SimCaller`/`SimAgent` UserEvents. The truth is built from those
+reports and from this module's own actions (agent logins, pauses, feature codes); the uniqueid
+of each call is read back from OriginateResponse, so the truth is keyed like Asterisk's logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from simulator.ami import AmiClient, AmiError, Message
+from simulator.scenario import AgentAction, AgentSpec, PlannedCall, Scenario, plan_calls
+from simulator import truth as t
+
+# The product's callkpi-disposition-names (asterisk_conf/extensions.conf): digits the agent
+# dials -> the code Asterisk writes. Digits not listed are written as dialled.
+DISPOSITION_NAMES = {"1": "resolved", "2": "sale", "3": "callback", "4": "escalated"}
+RING_WINDOW_S = 7.0  # a member offered a call is engaged this long at most (queue timeout 6 s)
+SURVEY_ALLOWANCE_S = 40.0  # how long a caller stays on the line for the survey
+
+
+class SimulationError(Exception):
+    """The run could not start (AMI unreachable, login refused, agents could not log in)."""
+
+
+@dataclass
+class _Call:
+    plan: PlannedCall
+    uniqueid: str = ""
+    started_at: float = 0.0
+    ended_at: float | None = None
+    caller: dict[str, float] = field(default_factory=dict)  # SimCaller action -> ts
+    node: str = ""
+    survey: dict[str, str] = field(default_factory=dict)
+    agent: str = ""  # extension of the agent who got the call
+    agent_times: dict[str, float] = field(default_factory=dict)  # SimAgent action -> ts
+    answered_at: dict[str, float] = field(default_factory=dict)  # extension -> its Answer() ts
+    acw: tuple[float, float] | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class _Agent:
+    spec: AgentSpec
+    record: t.AgentTruth
+    busy: bool = False  # on a call or in its wrap-up
+    engaged_until: float = 0.0  # being rung
+    logged_in: bool = False
+
+    def idle(self) -> bool:
+        return not self.busy and time.time() >= self.engaged_until
+
+
+async def run_scenario(scenario: Scenario, ami_host: str, ami_port: int, ami_user: str,
+                       ami_secret: str, *, capture: TextIO | None = None) -> t.Truth:
+    """Run `scenario` against the Asterisk at ami_host:ami_port (the AMI user needs
+    originate rights) and return what happened. `capture` receives the raw AMI text."""
+    run = _Run(scenario)
+    ami = AmiClient(ami_host, ami_port, ami_user, ami_secret, on_event=run.on_event,
+                    capture=capture)
+    try:
+        await ami.connect()
+    except AmiError as exc:
+        raise SimulationError(str(exc)) from None
+    run.ami = ami
+    try:
+        await run.execute()
+    finally:
+        await ami.close()
+    return run.truth
+
+
+class _Run:
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.ami: AmiClient
+        self.calls = {p.call: _Call(p) for p in plan_calls(scenario)}
+        self.by_uniqueid: dict[str, _Call] = {}
+        self.by_action: dict[str, _Call] = {}
+        self.agents = {a.extension: _Agent(a, t.AgentTruth(a.name, a.extension, a.interface,
+                                                           list(a.queues)))
+                       for a in scenario.agents}
+        self.by_member = {a.name: self.agents[a.extension] for a in scenario.agents}
+        self.truth = t.Truth(scenario.name, scenario.seed, started_at=time.time())
+        self.events_per_second: collections.Counter[int] = collections.Counter()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    # ---------------------------------------------------------------- the run
+    async def execute(self) -> None:
+        for agent in self.agents.values():
+            await self._login(agent)
+        start = time.time()
+        timeline = [self._spawn(self._agent_action(start, a)) for a in self.scenario.timeline]
+        await self._originate_all(start)
+        deadline = start + self.scenario.arrivals_s + self.scenario.drain_timeout_s
+        pending = [c.ended.wait() for c in self.calls.values()]
+        try:
+            await asyncio.wait_for(asyncio.gather(*pending), max(1.0, deadline - time.time()))
+            await asyncio.wait_for(asyncio.gather(*self.tasks), max(1.0, deadline - time.time()))
+            self.truth.complete = True
+        except asyncio.TimeoutError:
+            self.truth.problems.append("drain timeout: calls or agent actions still running")
+        for task in [*timeline, *self.tasks]:
+            task.cancel()
+        for agent in self.agents.values():
+            await self._logout(agent)
+        self.truth.finished_at = time.time()
+        self.truth.calls = [self._call_truth(c) for c in self.calls.values()]
+        self.truth.agents = [a.record for a in self.agents.values()]
+        self.truth.ami = self._ami_stats(start)
+
+    async def _originate_all(self, start: float) -> None:
+        for call in self.calls.values():
+            await asyncio.sleep(max(0.0, start + call.plan.at_s - time.time()))
+            await self._originate(call)
+
+    async def _originate(self, call: _Call) -> None:
+        p = call.plan
+        variables = [
+            f"__SIM_CALL={p.call}", f"SIM_IVR={p.ivr}",
+            f"SIM_PATIENCE={60 if p.ivr == self.scenario.self_service_digit else p.patience_s}",
+            f"SIM_EXITKEY_AFTER={p.exit_key_after_s}",
+            f"SIM_END_WAIT={p.ring_s + p.talk_s + p.hold_s + SURVEY_ALLOWANCE_S}",
+            f"SIM_SURVEY={'-'.join(p.survey)}",
+            f"CALLKPI_QUEUE_TIMEOUT={int(p.queue_timeout_s) if p.queue_timeout_s else ''}",
+            f"__SIM_RING={p.ring_s}", f"__SIM_TALK={p.talk_s}",
+            f"__SIM_HOLD_AT={p.hold_at_s}", f"__SIM_HOLD={p.hold_s}",
+        ]
+        call.started_at = time.time()
+        self.by_action[f"orig-{p.call}"] = call
+        reply = await self.ami.action(
+            "Originate", action_id=f"orig-{p.call}", Channel="Local/s@sim-caller/n",
+            Context="callkpi-ivr-example", Exten="s", Priority="1",
+            CallerID=f'"Caller {p.call}" <{p.caller_number}>', Timeout="30000", Async="true",
+            Variable=variables)
+        if reply.get("Response") != "Success":
+            self._not_started(call, reply.get("Message", ""))
+
+    def _not_started(self, call: _Call, why: str) -> None:
+        self.truth.problems.append(f"{call.plan.call}: Originate failed: {why}")
+        call.ended_at = time.time()
+        call.ended.set()
+
+    # ---------------------------------------------------------------- agents
+    async def _login(self, agent: _Agent) -> None:
+        for queue in agent.spec.queues:
+            reply = await self.ami.action("QueueAdd", Queue=queue, Interface=agent.spec.interface,
+                                          MemberName=agent.spec.name, Penalty="0", Paused="false")
+            if reply.get("Response") != "Success":
+                raise SimulationError(f"cannot log {agent.spec.name} into {queue}: "
+                                      f"{reply.get('Message', '')} (is the member already there?)")
+            agent.record.sessions.append(t.SessionTruth(queue, login=time.time()))
+        agent.logged_in = True
+
+    async def _logout(self, agent: _Agent) -> None:
+        if not agent.logged_in:
+            return
+        for session in agent.record.sessions:
+            if session.logout is None:
+                await self.ami.action("QueueRemove", Queue=session.queue,
+                                      Interface=agent.spec.interface)
+                session.logout = time.time()
+        agent.logged_in = False
+
+    async def _agent_action(self, start: float, action: AgentAction) -> None:
+        agent = self.agents[action.agent]
+        await asyncio.sleep(max(0.0, start + action.at_s - time.time()))
+        while not agent.idle():  # a real agent takes a break between calls, not during one
+            await asyncio.sleep(0.1)
+        if action.action == "logout":
+            await self._logout(agent)
+            await asyncio.sleep(action.for_s)
+            await self._login(agent)
+            return
+        agent.busy = True
+        await self._pause(agent, action.reason)
+        await asyncio.sleep(action.for_s)
+        await self.ami.action("QueuePause", Interface=agent.spec.interface, Paused="false")
+        agent.record.pauses[-1].end = time.time()
+        agent.busy = False
+
+    async def _pause(self, agent: _Agent, reason: str) -> None:
+        await self.ami.action("QueuePause", Interface=agent.spec.interface, Paused="true",
+                              Reason=reason)
+        agent.record.pauses.append(t.PauseTruth(reason, start=time.time()))
+
+    async def _after_call(self, agent: _Agent, call: _Call, hung_up_at: float) -> None:
+        """Wrap-up: the PBX paused the agent (ACW) as the call ended; set the disposition, resume."""
+        agent.record.pauses.append(t.PauseTruth("ACW", start=hung_up_at))
+        await asyncio.sleep(call.plan.acw_s)
+        await self._dial(agent, f"*47{call.plan.disposition}")
+        await self._dial(agent, "*49")
+        end = time.time()
+        agent.record.pauses[-1].end = end
+        call.acw = (hung_up_at, end)
+        agent.busy = False
+
+    async def _dial(self, agent: _Agent, code: str) -> None:
+        """The agent's phone dials a feature code of the product (callkpi-agent-codes)."""
+        await self.ami.action("Originate", Channel="Local/s@sim-phone/n",
+                              Context="callkpi-agent-codes", Exten=code, Priority="1",
+                              CallerID=f"<{agent.spec.extension}>", Async="true")
+        await asyncio.sleep(0.3)  # the code runs; a person does not dial twice in one instant
+
+    def _spawn(self, coro) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    # ---------------------------------------------------------------- AMI events
+    def on_event(self, msg: Message) -> None:
+        ts = float(msg.get("Timestamp") or time.time())
+        self.events_per_second[int(ts)] += 1
+        name = msg["Event"]
+        if name == "OriginateResponse" and (call := self.by_action.get(msg.get("ActionID", ""))):
+            if msg.get("Response") == "Success":
+                call.uniqueid = msg["Uniqueid"]
+                self.by_uniqueid[call.uniqueid] = call
+            else:
+                self._not_started(call, f"reason {msg.get('Reason')}")
+        elif name == "Hangup" and (call := self.by_uniqueid.get(msg.get("Uniqueid", ""))):
+            call.ended_at = ts
+            call.ended.set()
+        elif name == "AgentCalled" and (agent := self.by_member.get(msg.get("MemberName", ""))):
+            agent.engaged_until = max(agent.engaged_until, time.time() + RING_WINDOW_S)
+        elif name == "UserEvent" and (call := self.calls.get(msg.get("Call", ""))):
+            if msg["UserEvent"] == "SimCaller":
+                self._caller_event(call, msg, ts)
+            elif msg["UserEvent"] == "SimAgent":
+                self._agent_event(call, msg, ts)
+
+    def _caller_event(self, call: _Call, msg: Message, ts: float) -> None:
+        action = msg.get("Action", "")
+        call.caller[action] = ts
+        if msg.get("Node"):
+            call.node = msg["Node"]
+        if action == "survey":
+            call.survey[msg.get("Question", "")] = msg.get("Answer", "")
+
+    def _agent_event(self, call: _Call, msg: Message, ts: float) -> None:
+        action, extension = msg.get("Action", ""), msg.get("Agent", "")
+        agent = self.agents.get(extension)
+        if action == "answer":
+            call.answered_at[extension] = ts
+        elif action == "connected" and agent:  # only the member the queue bridged gets here
+            call.agent = extension
+            agent.busy = True
+        if extension != call.agent:
+            return
+        call.agent_times[action] = ts
+        if action == "hangup" and agent:
+            self._spawn(self._after_call(agent, call, ts))
+
+    # ---------------------------------------------------------------- the truth
+    def _call_truth(self, call: _Call) -> t.CallTruth:
+        p, caller = call.plan, call.caller
+        pressed = caller.get("pressed")
+        record = t.CallTruth(call=p.call, uniqueid=call.uniqueid, caller_number=p.caller_number,
+                             queue=p.queue, ivr_node=call.node, outcome=self._outcome(call),
+                             survey=call.survey, started_at=call.started_at)
+        if record.outcome in (t.IVR_SELF_SERVICE, t.IVR_HANGUP, t.NOT_STARTED):
+            record.queue = ""
+            return record
+        if call.agent:
+            times = call.agent_times
+            answered = call.answered_at[call.agent]
+            record.agent = self.agents[call.agent].spec.name
+            record.wait_s = _seconds(answered - pressed) if pressed else None
+            record.talk_s = _seconds(times["hangup"] - answered) if "hangup" in times else None
+            if "hold" in times and "unhold" in times:
+                record.hold_s = _seconds(times["unhold"] - times["hold"])
+            if call.acw:
+                record.acw_s = _seconds(call.acw[1] - call.acw[0])
+                record.disposition = DISPOSITION_NAMES.get(p.disposition, p.disposition)
+            return record
+        gave_up = caller.get("abandon") or caller.get("exitkey") or call.ended_at
+        record.wait_s = _seconds(gave_up - pressed) if pressed and gave_up else None
+        return record
+
+    def _outcome(self, call: _Call) -> str:
+        p, caller = call.plan, call.caller
+        if not call.uniqueid:
+            return t.NOT_STARTED
+        if p.ivr == "hangup":
+            return t.IVR_HANGUP
+        if p.ivr == self.scenario.self_service_digit:
+            return t.IVR_SELF_SERVICE
+        if call.agent:
+            return t.ANSWERED
+        if "abandon" in caller:
+            return t.ABANDONED
+        if "exitkey" in caller:
+            return t.EXIT_KEY
+        # The PBX ended the wait: with a Queue() timeout that is the timeout; the test queues
+        # have no other way to send a caller away than every agent logging out.
+        return t.TIMEOUT if p.queue_timeout_s else t.EXIT_EMPTY
+
+    def _ami_stats(self, start: float) -> t.AmiStats:
+        seconds = max(1e-9, self.truth.finished_at - start)
+        total = sum(self.events_per_second.values())
+        return t.AmiStats(events=total, seconds=round(seconds, 1),
+                          events_per_s_avg=round(total / seconds, 1),
+                          events_per_s_peak=max(self.events_per_second.values(), default=0))
+
+
+def _seconds(value: float) -> float:
+    return round(value, 3)
