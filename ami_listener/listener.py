@@ -106,8 +106,10 @@ class Listener:
 
     async def _connect_loop(self) -> None:
         backoff = BACKOFF_FIRST_S
-        down_since: float | None = None
-        reason = "listener started"
+        # Since the last event a previous run stored, nobody listened (stopped, killed, host
+        # down): a gap up to the first login, as long as the store cannot tell it was quiet.
+        down_since = await self._last_stored_event()
+        reason = "listener not running"
         while not self._stopping.is_set():
             try:
                 conn = await AmiConnection.open(
@@ -128,6 +130,12 @@ class Listener:
                 self._mark_gap(down_since, time.time(), reason)
             reason = await self._serve(conn)
             down_since = max(conn.last_received, self._last_pong) or time.time()
+
+    async def _last_stored_event(self) -> float | None:
+        rows = await self.store.fetch_all(
+            "SELECT max(tsec) FROM events WHERE source = ? AND kind <> ?",
+            (SOURCE_AMI, Kind.AMI_GAP))
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
 
     async def _serve(self, conn: AmiConnection) -> str:
         """Hold one logged-in connection until it ends; returns why it ended."""

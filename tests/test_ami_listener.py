@@ -143,6 +143,9 @@ async def test_back_pressure_drops_counts_and_marks_instead_of_blocking(ami, sto
             self.batches.append(batch)
             return await store.write(batch)
 
+        async def fetch_all(self, sql, params=()):
+            return await store.fetch_all(sql, params)
+
     slow = SlowStore()
     run = Running(slow, config(ami, queue_max=50, batch_max=10))
     await run.connected()
@@ -209,3 +212,18 @@ async def test_sigterm_flushes_and_exits_cleanly(ami, tmp_path):
     store = await open_store(db, readonly=True)
     async with store:
         assert await rows(store, "SELECT discr FROM events") == [("flushed",)]
+
+
+async def test_a_restart_marks_the_time_nobody_listened(ami, store):
+    run = Running(store, config(ami))
+    await run.connected()
+    last = time.time() - 60
+    await ami.emit(pause_event("before", ts=last))
+    await run.received(3)
+    await run.stop()
+    run = Running(store, config(ami))  # e.g. after a kill -9 and a restart by systemd
+    await run.connected()
+    await run.stop()
+    gaps = await store.fetch_all("SELECT tsec, talk_s, reason FROM events WHERE kind = 'ami-gap'")
+    assert [(tsec, reason) for tsec, _, reason in gaps] == [(int(last), "listener not running")]
+    assert 60 <= gaps[0][1] < 65
