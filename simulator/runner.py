@@ -197,18 +197,20 @@ class _Run:
         agent.record.pauses.append(t.PauseTruth("ACW", start=hung_up_at))
         await asyncio.sleep(call.plan.acw_s)
         await self._dial(agent, f"*47{call.plan.disposition}")
-        await self._dial(agent, "*49")
-        end = time.time()
+        end = await self._dial(agent, "*49")
         agent.record.pauses[-1].end = end
         call.acw = (hung_up_at, end)
         agent.busy = False
 
-    async def _dial(self, agent: _Agent, code: str) -> None:
-        """The agent's phone dials a feature code of the product (callkpi-agent-codes)."""
+    async def _dial(self, agent: _Agent, code: str) -> float:
+        """The agent's phone dials a feature code of the product (callkpi-agent-codes);
+        returns when it was dialled."""
         await self.ami.action("Originate", Channel="Local/s@sim-phone/n",
                               Context="callkpi-agent-codes", Exten=code, Priority="1",
                               CallerID=f"<{agent.spec.extension}>", Async="true")
+        dialled = time.time()
         await asyncio.sleep(0.3)  # the code runs; a person does not dial twice in one instant
+        return dialled
 
     def _spawn(self, coro) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)

@@ -1,0 +1,74 @@
+"""The real-Asterisk harness: a session fixture `asterisk` that installs (cached in
+/var/tmp/callkpi) and starts the sandbox on free loopback ports, and stops it at the end.
+
+If the sandbox cannot be installed or started (not root, no network for a cold install, no
+chroot): with env CI set the fixture fails, because in CI a skip is a failure; otherwise the
+tests that need it are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from simulator.sandbox import Sandbox, SandboxError
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "integration: runs against the real sandbox Asterisk")
+
+
+@dataclass
+class AsteriskHandle:
+    """What the tests get: where the sandbox Asterisk listens and how to drive it."""
+
+    sandbox: Sandbox
+    ami_host: str
+    ami_port: int
+    ami_user: str  # the test user: every event class, may originate
+    ami_secret: str
+    listener_user: str  # the product's least-privilege account (asterisk_conf/manager.conf)
+    listener_secret: str
+    agi_port: int  # the port the dialplan's AGI(agi://127.0.0.1:<port>/csat,...) calls
+    queue_log_path: Path
+
+    def rx(self, command: str) -> str:
+        """An Asterisk CLI command's output."""
+        return self.sandbox.rx(command)
+
+    def restart(self) -> None:
+        """Stop and start Asterisk, keeping its astdb (like a real restart)."""
+        self.sandbox.restart()
+
+    def reset_logs(self) -> None:
+        """Empty the queue_log (Asterisk reopens it)."""
+        self.sandbox.reset_logs()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def asterisk() -> AsteriskHandle:
+    box = Sandbox(ami_port=free_port(), agi_port=free_port())
+    try:
+        box.install()
+        box.start()
+    except SandboxError as exc:
+        reason = f"sandbox Asterisk unavailable: {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield AsteriskHandle(box, box.ami_host, box.ami_port, box.ami_user, box.ami_secret,
+                             box.listener_user, box.listener_secret, box.agi_port,
+                             box.queue_log_path)
+    finally:
+        box.stop()
