@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # The event classes the AMI account must be able to read; only these are asked for.
 EVENT_MASK = "call,agent,user"
 BACKOFF_FIRST_S = 0.5
+REPORT_INTERVAL_S = 300.0  # how often the stats (drops included) go to the log
 LATENCY_SAMPLES = 100_000
 
 
@@ -83,6 +84,7 @@ class Listener:
     async def run(self) -> ListenerStats:
         """Connect, reconnect with backoff, until stop(); raises LoginError if rejected."""
         writer = asyncio.create_task(self._write_loop())
+        reporter = asyncio.create_task(self._report_loop())
         self._connector = asyncio.create_task(self._connect_loop())
         try:
             await self._connector
@@ -92,6 +94,7 @@ class Listener:
         finally:
             self._stopping.set()
             self._has_pending.set()
+            reporter.cancel()
             await writer
         return self.stats
 
@@ -159,6 +162,14 @@ class Listener:
         if not self._stopping.is_set():
             log.warning("AMI connection to %s lost: %s; reconnecting", conn.origin, why)
         return why
+
+    async def _report_loop(self) -> None:
+        last = ""
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL_S)
+            if (summary := self.stats.summary()) != last:
+                log.info("AMI listener: %s", summary)
+                last = summary
 
     async def _ask_queue_members(self, conn: AmiConnection) -> None:
         """The members of every queue (QueueMember events follow the response): the mapper

@@ -227,3 +227,14 @@ async def test_a_restart_marks_the_time_nobody_listened(ami, store):
     gaps = await store.fetch_all("SELECT tsec, talk_s, reason FROM events WHERE kind = 'ami-gap'")
     assert [(tsec, reason) for tsec, _, reason in gaps] == [(int(last), "listener not running")]
     assert 60 <= gaps[0][1] < 65
+
+
+async def test_stats_are_reported_in_the_log(ami, store, caplog, monkeypatch):
+    monkeypatch.setattr("ami_listener.listener.REPORT_INTERVAL_S", 0.1)
+    caplog.set_level(logging.INFO)
+    run = Running(store, config(ami, queue_max=1, flush_interval_s=0.5))
+    await run.connected()
+    await ami.write_raw(b"".join(pause_event(f"r{n}") + b"\r\n\r\n" for n in range(5)))
+    await asyncio.sleep(0.3)
+    await run.stop()
+    assert "AMI listener: received=7" in caplog.text and "dropped=4" in caplog.text
