@@ -238,3 +238,18 @@ async def test_stats_are_reported_in_the_log(ami, store, caplog, monkeypatch):
     await asyncio.sleep(0.3)
     await run.stop()
     assert "AMI listener: received=7" in caplog.text and "dropped=4" in caplog.text
+
+
+async def test_junk_on_the_socket_is_located_and_reading_goes_on(ami, store, caplog):
+    run = Running(store, config(ami))
+    await run.connected()
+    await run.received(2)
+    await ami.write_raw(b"\x00\xffgarbage without a colon\r\n\r\nEvent: Hold\r\nno colon here\r\n"
+                        b"Uniqueid: 9.9\r\n\r\n" + pause_event("ok") + b"\r\n\r\n")
+    await run.received(4)
+    stats = await run.stop()
+    assert await rows(store) == [("pause", "sales", "Agent 1", "ok", "ami")]
+    # messages 1-4: the Login response, FullyBooted, the QueueStatus response and its end
+    assert "message #5 at byte" in caplog.text and "garbage without a colon" in caplog.text
+    assert "message #6 at byte" in caplog.text and "no colon here" in caplog.text
+    assert stats.connects == 1
