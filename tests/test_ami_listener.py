@@ -253,3 +253,27 @@ async def test_junk_on_the_socket_is_located_and_reading_goes_on(ami, store, cap
     assert "message #5 at byte" in caplog.text and "garbage without a colon" in caplog.text
     assert "message #6 at byte" in caplog.text and "no colon here" in caplog.text
     assert stats.connects == 1
+
+
+async def run_cli(*args, env=None):
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "callkpi"), *args,
+        env={**os.environ, "CALLKPI_CONFIG": "/dev/null", **(env or {})},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 15)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_cli_rejected_login_is_one_line_and_exit_78(ami, tmp_path):
+    code, _, err = await run_cli("listen", "--ami-port", str(ami.port), "--db",
+                                 str(tmp_path / "x.db"), env={"CALLKPI_AMI_SECRET": "nope"})
+    assert code == 78
+    assert "Error: AMI login as 'callkpi' on 127.0.0.1" in err and "Traceback" not in err
+    assert "nope" not in err
+
+
+async def test_cli_without_a_secret_says_where_to_put_it(tmp_path):
+    code, _, err = await run_cli("listen", "--db", str(tmp_path / "x.db"))
+    assert code == 1
+    assert err.strip() == ("Error: no AMI secret: set [ami] secret in the config or "
+                           "CALLKPI_AMI_SECRET")
