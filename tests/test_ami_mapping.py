@@ -238,3 +238,19 @@ def test_exit_empty_when_the_queue_has_no_member_left_else_timeout():
     assert exits == [("1.1", Kind.EXIT_TIMEOUT), ("2.1", Kind.EXIT_EMPTY),
                      ("3.1", Kind.EXIT_EMPTY), ("4.1", Kind.EXIT_TIMEOUT),
                      ("5.1", Kind.EXIT_TIMEOUT)]
+
+
+def test_attended_transfer_target_as_queue_log_writes_it():
+    mapper = AmiMapper("pbx")
+    map_all(hold_call("1.1", "1.2", "Agent A"), mapper)
+    events, _, _ = map_all([
+        {"Event": "AttendedTransfer", "Result": "Success", "OrigTransfererUniqueid": "1.2",
+         "SecondTransfererUniqueid": "5.5", "DestType": "Bridge",
+         "DestBridgeUniqueid": "b-42", "Timestamp": "130"},
+        {"Event": "AgentComplete", "Uniqueid": "1.1", "Queue": "support",
+         "MemberName": "Agent A", "HoldTime": "2", "TalkTime": "20", "Reason": "transfer",
+         "Timestamp": "130.2"},
+    ], mapper)
+    (transfer,) = events
+    assert (transfer.kind, transfer.reason, transfer.value, transfer.talk_s) == (
+        Kind.TRANSFER, "attended", "BRIDGE:b-42", 20.0)
