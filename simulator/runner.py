@@ -95,27 +95,32 @@ class _Run:
 
     # ---------------------------------------------------------------- the run
     async def execute(self) -> None:
-        for agent in self.agents.values():
-            await self._login(agent)
-        start = time.time()
-        timeline = [self._spawn(self._agent_action(start, a)) for a in self.scenario.timeline]
-        await self._originate_all(start)
-        deadline = start + self.scenario.arrivals_s + self.scenario.drain_timeout_s
-        pending = [c.ended.wait() for c in self.calls.values()]
         try:
-            await asyncio.wait_for(asyncio.gather(*pending), max(1.0, deadline - time.time()))
-            await asyncio.wait_for(asyncio.gather(*self.tasks), max(1.0, deadline - time.time()))
-            self.truth.complete = True
-        except asyncio.TimeoutError:
-            self.truth.problems.append("drain timeout: calls or agent actions still running")
-        for task in [*timeline, *self.tasks]:
-            task.cancel()
-        for agent in self.agents.values():
-            await self._logout(agent)
+            for agent in self.agents.values():
+                await self._login(agent)
+            start = time.time()
+            for action in self.scenario.timeline:
+                self._spawn(self._agent_action(start, action))
+            await self._originate_all(start)
+            await self._drain(start + self.scenario.arrivals_s + self.scenario.drain_timeout_s)
+        finally:
+            for task in list(self.tasks):
+                task.cancel()
+            await self.logout_all()
         self.truth.finished_at = time.time()
         self.truth.calls = [self._call_truth(c) for c in self.calls.values()]
         self.truth.agents = [a.record for a in self.agents.values()]
         self.truth.ami = self._ami_stats(start)
+
+    async def _drain(self, deadline: float) -> None:
+        """Wait for every call to end and every agent to finish its wrap-up and breaks."""
+        try:
+            await asyncio.wait_for(asyncio.gather(*(c.ended.wait() for c in self.calls.values())),
+                                   max(1.0, deadline - time.time()))
+            await asyncio.wait_for(asyncio.gather(*self.tasks), max(1.0, deadline - time.time()))
+            self.truth.complete = True
+        except asyncio.TimeoutError:
+            self.truth.problems.append("drain timeout: calls or agent actions still running")
 
     async def _originate_all(self, start: float) -> None:
         for call in self.calls.values():
@@ -159,6 +164,11 @@ class _Run:
                                       f"{reply.get('Message', '')} (is the member already there?)")
             agent.record.sessions.append(t.SessionTruth(queue, login=time.time()))
         agent.logged_in = True
+
+    async def logout_all(self) -> None:
+        """Every agent leaves its queues, also when the run fails: the next run logs them in."""
+        for agent in self.agents.values():
+            await self._logout(agent)
 
     async def _logout(self, agent: _Agent) -> None:
         if not agent.logged_in:
