@@ -16,9 +16,12 @@ import collections
 import dataclasses
 
 import pytest
+from click.testing import CliRunner
 
+from callkpi.cli import cli
 from simulator.ami import AmiClient
 from simulator.runner import run_scenario
+from simulator.sandbox import SandboxError
 from simulator.scenario import load_scenario
 from simulator.truth import Truth
 
@@ -220,3 +223,20 @@ async def test_listener_account_reads_but_cannot_act(asterisk):
         assert refused["Response"] == "Error" and "Permission denied" in refused["Message"]
     finally:
         await ami.close()
+
+
+def test_sandbox_cli_reports_the_running_sandbox(asterisk):
+    ports = ["--ami-port", str(asterisk.ami_port), "--agi-port", str(asterisk.agi_port)]
+    status = CliRunner().invoke(cli, ["sandbox", "status", *ports])
+    assert status.exit_code == 0 and status.output.startswith("running: pid ")
+    paths = CliRunner().invoke(cli, ["sandbox", "paths", *ports])
+    assert f"QUEUE_LOG={asterisk.queue_log_path}" in paths.output
+    assert "secret" not in (status.output + paths.output).lower()
+
+
+def test_sandbox_start_is_idempotent_and_refuses_other_settings(asterisk):
+    asterisk.sandbox.start()  # same settings: nothing to do
+    other = dataclasses.replace(asterisk.sandbox, ami_port=asterisk.ami_port + 1)
+    with pytest.raises(SandboxError, match="already running .* with other settings"):
+        other.start()
+    assert "support" in asterisk.rx("queue show support")
