@@ -254,3 +254,37 @@ def test_attended_transfer_target_as_queue_log_writes_it():
     (transfer,) = events
     assert (transfer.kind, transfer.reason, transfer.value, transfer.talk_s) == (
         Kind.TRANSFER, "attended", "BRIDGE:b-42", 20.0)
+
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def test_product_dialplan_capture_has_the_keys_of_its_queue_log():
+    """examples/: a smoke run through asterisk_conf/'s dialplan, recorded on both sides."""
+    messages, junk = AmiParser().feed((EXAMPLES / "ami-capture.txt").read_bytes())
+    assert junk == []
+    events, _, warnings = map_all([m for m in messages if "Event" in m])
+    assert warnings == []
+    twinned = {**TWINNED, "EXITEMPTY": Kind.EXIT_EMPTY, "UNPAUSE": Kind.UNPAUSE,
+               "IVREXIT": Kind.IVR_EXIT, "DISPOSITION": Kind.DISPOSITION}
+    expected = set()
+    for line in (EXAMPLES / "queue_log.sample").read_text().splitlines():
+        epoch, call_id, queue, agent, event, *data = line.split("|")
+        if event not in twinned or queue == "NONE" and event in ("PAUSE", "UNPAUSE"):
+            continue
+        if event == "UNPAUSE" and data == ["Auto-Unpause"]:
+            continue  # log_unpause_on_reason_change: queue_log only, no AMI event
+        none = lambda v: "" if v in ("NONE", "MANAGER") else v  # noqa: E731
+        discr = {"PAUSE": data[0], "IVREXIT": data[1] if len(data) > 1 else ""}.get(event, "")
+        if event == "IVREXIT":
+            queue = data[2] if len(data) > 2 else ""
+        expected.add((none(call_id), twinned[event], none(queue), none(agent), int(epoch),
+                      discr))
+    got = {k[1:] for k in map(key, events) if k[2] in set(twinned.values())}
+    unmatched = [k for k in expected
+                 if not any(g[:4] == k[:4] and g[5] == k[5] and abs(g[4] - k[4]) <= 1
+                            for g in got)]
+    assert unmatched == []
+    assert len(got) == len(expected)
+    kinds = {k[1] for k in expected}
+    assert {Kind.EXIT_EMPTY, Kind.DISPOSITION, Kind.IVR_EXIT, Kind.ABANDON} <= kinds
