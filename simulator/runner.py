@@ -242,6 +242,8 @@ class _Run:
         elif name == "Hangup" and (call := self.by_uniqueid.get(msg.get("Uniqueid", ""))):
             call.ended_at = ts
             call.ended.set()
+            if call.agent and "hangup" not in call.agent_times:  # the caller hung up mid-talk
+                self._talk_ended(call, ts)
         elif name == "AgentCalled" and (agent := self.by_member.get(msg.get("MemberName", ""))):
             agent.engaged_until = max(agent.engaged_until, time.time() + RING_WINDOW_S)
         elif name == "UserEvent" and (call := self.calls.get(msg.get("Call", ""))):
@@ -268,9 +270,14 @@ class _Run:
             agent.busy = True
         if extension != call.agent:
             return
-        call.agent_times[action] = ts
-        if action == "hangup" and agent:
-            self._spawn(self._after_call(agent, call, ts))
+        if action == "hangup":
+            self._talk_ended(call, ts)
+        else:
+            call.agent_times[action] = ts
+
+    def _talk_ended(self, call: _Call, ts: float) -> None:
+        call.agent_times["hangup"] = ts
+        self._spawn(self._after_call(self.agents[call.agent], call, ts))
 
     # ---------------------------------------------------------------- the truth
     def _call_truth(self, call: _Call) -> t.CallTruth:
