@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -239,4 +240,12 @@ def test_sandbox_start_is_idempotent_and_refuses_other_settings(asterisk):
     other = dataclasses.replace(asterisk.sandbox, ami_port=asterisk.ami_port + 1)
     with pytest.raises(SandboxError, match="already running .* with other settings"):
         other.start()
+    assert "support" in asterisk.rx("queue show support")
+
+
+def test_warm_restart_takes_seconds(asterisk):
+    """A warm sandbox (chroot installed, cache filled) is back, AMI answering, well within 30 s."""
+    started = time.monotonic()
+    asterisk.restart()
+    assert time.monotonic() - started < 30
     assert "support" in asterisk.rx("queue show support")
