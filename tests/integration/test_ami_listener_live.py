@@ -169,3 +169,146 @@ async def test_listener_finds_every_call_hold_and_pause_of_the_ground_truth(aste
         assert ({k: n for k, n in got.items() if k[1] == kind}
                 == {k: n for k, n in want.items() if k[1] == kind}), kind
     assert (stats.dropped, stats.warnings, stats.gaps) == (0, 0, 0)
+
+
+# ------------------------------------------------------------------ gaps
+# The queue_log lines that have an AMI twin, keyed as the listener keys its events (a
+# test-local reading of queue_log, only to locate them: the queue_log parser owns the ingest).
+QUEUE_LOG_TWINS = {
+    "ENTERQUEUE": "enter-queue", "CONNECT": "connect", "COMPLETEAGENT": "complete",
+    "COMPLETECALLER": "complete", "ABANDON": "abandon", "EXITWITHTIMEOUT": "exit-timeout",
+    "EXITEMPTY": "exit-empty", "PAUSE": "pause", "UNPAUSE": "unpause",
+    "ADDMEMBER": "member-add", "REMOVEMEMBER": "member-remove", "IVREXIT": "ivr-exit",
+    "DISPOSITION": "disposition",
+}
+
+
+def queue_log_twins(path: Path, since: float) -> dict[tuple, list[int]]:
+    """(call_id, kind, queue, agent, discr-or-value) -> the seconds queue_log has it at."""
+    found: dict[tuple, list[int]] = collections.defaultdict(list)
+    for line in path.read_text().splitlines():
+        epoch, call_id, queue, agent, event, *data = line.split("|")
+        if int(epoch) < since or event not in QUEUE_LOG_TWINS:
+            continue
+        if event in ("PAUSE", "UNPAUSE") and (queue == "NONE" or data == ["Auto-Unpause"]):
+            continue  # PAUSEALL's per-queue copies are the PAUSE lines; Auto-Unpause: no AMI
+        none = lambda v: "" if v in ("NONE", "MANAGER") else v  # noqa: E731
+        detail = {"PAUSE": data[0], "IVREXIT": data[0], "DISPOSITION": data[0]}.get(event, "")
+        if event == "IVREXIT":
+            queue = data[2] if len(data) > 2 else ""
+        found[(none(call_id), QUEUE_LOG_TWINS[event], none(queue), none(agent), detail)].append(
+            int(epoch))
+    return found
+
+
+def in_gap(second: float, gaps: list[tuple]) -> bool:
+    return any(start - 1 <= second <= start + length + 1 for start, length, _ in gaps)
+
+
+async def assert_only_the_gaps_are_missing(db: Path, truths: list[t.Truth], since: float,
+                                           queue_log: Path) -> list[tuple]:
+    """Nothing stored that did not happen or twice; whatever the listener missed happened
+    inside a gap it marked, and queue_log has it there (so an ingest fills it) unless it is a
+    hold, which queue_log never has. Returns the gaps."""
+    store = await open_store(db, readonly=True)
+    async with store:
+        got = await stored(store, since)
+        gaps = await store.fetch_all(
+            "SELECT ts, talk_s, reason FROM events WHERE kind = 'ami-gap' AND ts >= ?",
+            (since,))
+    want: collections.Counter = collections.Counter()
+    for truth in truths:
+        want += expected_from_truth(truth)
+    assert got - want == collections.Counter()  # nothing invented, nothing twice
+    twins = queue_log_twins(queue_log, since)
+    calls = {c.uniqueid: c for truth in truths for c in truth.calls}
+    for key, count in (want - got).items():
+        call_id, kind = key[:2]
+        if kind in ("hold", "unhold"):
+            talk = twins[(call_id, "connect", key[2], key[3], "")] + twins[
+                (call_id, "complete", key[2], key[3], "")]
+            assert calls[call_id].hold_s > 0 and any(in_gap(s, gaps) for s in talk), key
+        else:
+            assert len([s for s in twins[key] if in_gap(s, gaps)]) >= count, (key, gaps)
+    return gaps
+
+
+def write_config(tmp_path: Path, asterisk) -> Path:
+    config = tmp_path / "callkpi.toml"
+    config.write_text(
+        f'[server]\nname = "{SERVER}"\n[store]\ndb = "{tmp_path / "callkpi.db"}"\n'
+        f'[ami]\nhost = "{asterisk.ami_host}"\nport = {asterisk.ami_port}\n'
+        f'username = "{asterisk.listener_user}"\nping_interval_s = 1.0\nreconnect_max_s = 2.0\n')
+    return config
+
+
+async def start_listener(config: Path, secret: str) -> asyncio.subprocess.Process:
+    """`callkpi listen` in its own process, once it has logged in (its log: listen.log)."""
+    log = config.parent / "listen.log"
+    logins = log.read_text().count("AMI logged in") if log.exists() else 0
+    with log.open("a") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "callkpi"), "--config", str(config), "listen",
+            env={**os.environ, "CALLKPI_AMI_SECRET": secret},
+            stdout=asyncio.subprocess.PIPE, stderr=stderr)
+    await logged_in(proc, log, logins + 1)
+    return proc
+
+
+async def logged_in(proc: asyncio.subprocess.Process, log: Path, logins: int) -> None:
+    deadline = time.monotonic() + 15
+    while log.read_text().count("AMI logged in") < logins:
+        assert proc.returncode is None and time.monotonic() < deadline, log.read_text()
+        await asyncio.sleep(0.05)
+
+
+async def test_listener_killed_mid_run_marks_a_gap_that_queue_log_covers(asterisk, tmp_path):
+    config = write_config(tmp_path, asterisk)
+    since = time.time() - 1
+    listener = await start_listener(config, asterisk.listener_secret)
+    run = asyncio.create_task(run_scenario(scenario(tmp_path), asterisk.ami_host,
+                                           asterisk.ami_port, asterisk.ami_user,
+                                           asterisk.ami_secret))
+    await asyncio.sleep(7)
+    listener.kill()  # kill -9: nothing flushed, nothing said
+    await listener.wait()
+    killed_at = time.time()
+    await asyncio.sleep(4)
+    listener = await start_listener(config, asterisk.listener_secret)
+    truth = await run
+    await asyncio.sleep(1)
+    listener.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(listener.wait(), 15) == 0
+    assert truth.complete, truth.problems
+    gaps = await assert_only_the_gaps_are_missing(tmp_path / "callkpi.db", [truth], since,
+                                                  asterisk.queue_log_path)
+    ((start, length, reason),) = gaps
+    assert reason == "listener not running"
+    assert start <= killed_at and start + length >= killed_at + 4
+    assert asterisk.listener_secret not in (tmp_path / "listen.log").read_text()
+
+
+async def test_asterisk_restart_under_the_listener(asterisk, tmp_path):
+    config = write_config(tmp_path, asterisk)
+    since = time.time() - 1
+    listener = await start_listener(config, asterisk.listener_secret)
+    first = await run_scenario(scenario(tmp_path), asterisk.ami_host, asterisk.ami_port,
+                               asterisk.ami_user, asterisk.ami_secret)
+    await asyncio.to_thread(asterisk.restart)
+    await logged_in(listener, tmp_path / "listen.log", 2)  # reconnected by itself
+    second = await run_scenario(scenario(tmp_path), asterisk.ami_host, asterisk.ami_port,
+                                asterisk.ami_user, asterisk.ami_secret)
+    await asyncio.sleep(1)
+    listener.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(listener.communicate(), 15)
+    assert listener.returncode == 0, err
+    assert b"connects=2" in out
+    assert first.complete and second.complete, first.problems + second.problems
+    gaps = await assert_only_the_gaps_are_missing(tmp_path / "callkpi.db", [first, second],
+                                                  since, asterisk.queue_log_path)
+    assert len(gaps) == 1  # the restart, from the last byte before it to the new login
+    store = await open_store(tmp_path / "callkpi.db", readonly=True)
+    async with store:
+        got = await stored(store, since)
+    # no call was up across the restart: both runs are there whole, holds included
+    assert got == expected_from_truth(first) + expected_from_truth(second)
