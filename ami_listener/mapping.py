@@ -169,7 +169,7 @@ class AmiMapper:
             orig_position=orig if orig is not None else (call.entry_position if call else None)))
 
     def _connect(self, m: dict[str, str], ts: float, out: Mapped) -> None:
-        uid, queue, agent = _need(m, "Uniqueid"), _need(m, "Queue"), _member(m)
+        uid, queue, agent = self._caller_uid(m), _need(m, "Queue"), _member(m)
         call = self._call(uid, queue, m)
         call.agent = agent
         member_uid = m.get("DestUniqueid", "")
@@ -183,7 +183,7 @@ class AmiMapper:
                                       ring_s=_float(m, "RingTime", out), extra=extra))
 
     def _complete(self, m: dict[str, str], ts: float, out: Mapped) -> None:
-        uid, queue, agent = _need(m, "Uniqueid"), _need(m, "Queue"), _member(m)
+        uid, queue, agent = self._caller_uid(m), _need(m, "Queue"), _member(m)
         call = self.calls.get(uid)
         fields = dict(wait_s=_float(m, "HoldTime", out), talk_s=_float(m, "TalkTime", out),
                       orig_position=call.entry_position if call else None)
@@ -199,12 +199,12 @@ class AmiMapper:
     def _ring_no_answer(self, m: dict[str, str], ts: float, out: Mapped) -> None:
         ring_ms = _float(m, "RingTime", out)
         out.events.append(self._event(
-            Kind.RING_NO_ANSWER, ts, _need(m, "Uniqueid"), _need(m, "Queue"), _member(m),
+            Kind.RING_NO_ANSWER, ts, self._caller_uid(m), _need(m, "Queue"), _member(m),
             ring_s=ring_ms / 1000 if ring_ms is not None else None))
 
     def _dump(self, m: dict[str, str], ts: float, out: Mapped) -> None:
         # queue_log writes AGENTDUMP, which has no kind of its own: it is a `custom` event.
-        out.events.append(self._event(Kind.CUSTOM, ts, _need(m, "Uniqueid"), _need(m, "Queue"),
+        out.events.append(self._event(Kind.CUSTOM, ts, self._caller_uid(m), _need(m, "Queue"),
                                       _member(m), value="AGENTDUMP"))
 
     # ------------------------------------------------------------ members
@@ -318,6 +318,18 @@ class AmiMapper:
                 _text(m, "Agent"), value=_need(m, "Code")))
 
     # ------------------------------------------------------------ helpers
+    def _caller_uid(self, m: dict[str, str]) -> str:
+        """The caller's Uniqueid of an Agent* event. When the caller's channel is already gone
+        (it hung up: AgentComplete with Reason caller), app_queue.c publishes the event
+        without the caller's snapshot, so only the member's Dest* fields are there (seen on
+        Asterisk 22): the member channel then names the call."""
+        if uid := m.get("Uniqueid"):
+            return uid
+        call = self.channels.get(m.get("DestUniqueid", ""))
+        if call is None:
+            raise _Missing("Uniqueid")
+        return call.call_id
+
     def _call(self, uid: str, queue: str, m: dict[str, str]) -> QueueCall:
         """The queue call of a caller channel, created if its join was not seen (a gap)."""
         call = self.calls.get(uid)

@@ -288,3 +288,19 @@ def test_product_dialplan_capture_has_the_keys_of_its_queue_log():
     assert len(got) == len(expected)
     kinds = {k[1] for k in expected}
     assert {Kind.EXIT_EMPTY, Kind.DISPOSITION, Kind.IVR_EXIT, Kind.ABANDON} <= kinds
+
+
+def test_agent_complete_without_the_gone_callers_fields_is_found_by_the_member_channel():
+    mapper = AmiMapper("pbx")
+    map_all(hold_call("1.1", "1.2", "Agent A"), mapper)
+    # Asterisk 22, caller hung up first: no Channel/Uniqueid/Linkedid of the caller
+    events, _, warnings = map_all([
+        {"Event": "AgentComplete", "DestUniqueid": "1.2", "DestLinkedid": "1.1",
+         "Queue": "support", "MemberName": "Agent A", "HoldTime": "2", "TalkTime": "7",
+         "Reason": "caller", "Timestamp": "140"},
+        {"Event": "AgentComplete", "DestUniqueid": "8.8", "Queue": "support",
+         "MemberName": "Agent B", "Reason": "caller", "Timestamp": "141"},
+    ], mapper)
+    assert [(e.call_id, e.kind, e.reason, e.talk_s) for e in events] == [
+        ("1.1", Kind.COMPLETE, "caller", 7.0)]
+    assert warnings == ["AgentComplete (Uniqueid -, Timestamp 141): missing Uniqueid; skipped"]
