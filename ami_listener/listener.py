@@ -17,7 +17,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from ami_listener.manager import AmiConnection, LoginError, Message
+from ami_listener.manager import AmiConnection, Message
 from ami_listener.mapping import AmiMapper
 from callkpi.config import AmiConfig, Config
 from callkpi.events import SOURCE_AMI, CallEvent, CallLink, Kind, make_event
@@ -119,9 +119,7 @@ class Listener:
                     self.ami.host, self.ami.port, username=self.ami.username,
                     secret=self.ami.secret, events=EVENT_MASK, on_event=self._on_event,
                     timeout=self.connect_timeout)
-            except LoginError:
-                raise
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (OSError, asyncio.TimeoutError) as exc:  # not LoginError: that one ends run()
                 down_since = down_since or time.time()
                 log.warning("AMI %s:%s unreachable (%s); retrying in %.1f s", self.ami.host,
                             self.ami.port, exc or type(exc).__name__, backoff)
