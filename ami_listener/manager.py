@@ -163,8 +163,6 @@ class AmiConnection(asyncio.Protocol):
         self._pending: dict[str, asyncio.Future[Message]] = {}
         self.closed: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self.last_received = 0.0
-        self.junk = 0
-        self.callback_errors = 0
 
     @classmethod
     async def open(cls, host: str, port: int, *, username: str, secret: str, events: str,
@@ -190,7 +188,6 @@ class AmiConnection(asyncio.Protocol):
         self.last_received = received_at
         messages, junk = self._parser.feed(data)
         for item in junk:
-            self.junk += 1
             log.warning("AMI junk from %s", item.describe(self.origin))
         for message in messages:
             action_id = message.get("ActionID")
@@ -205,7 +202,6 @@ class AmiConnection(asyncio.Protocol):
         try:
             self._on_event(message, received_at)
         except Exception:
-            self.callback_errors += 1
             log.exception("AMI event %s (Uniqueid %s) from %s: handler failed; continuing",
                           message.get("Event"), message.get("Uniqueid", "-"), self.origin)
 

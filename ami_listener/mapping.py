@@ -44,7 +44,8 @@ TRANSFER_PARTIES = ("TransfererUniqueid", "OrigTransfererUniqueid", "TransfereeU
 # deliver them anyway. Any other event name is unknown and warned about once.
 IGNORED = frozenset({
     "AgentCalled", "AttendedTransferRequest", "BridgeCreate", "BridgeDestroy", "BridgeEnter",
-    "BridgeInfoChannel", "BridgeInfoComplete", "BridgeLeave", "BridgeMerge", "BridgeVideoSourceUpdate",
+    "BridgeInfoChannel", "BridgeInfoComplete", "BridgeLeave", "BridgeMerge",
+    "BridgeVideoSourceUpdate",
     "ChannelTalkingStart", "ChannelTalkingStop", "DialBegin", "DialEnd", "DialState",
     "FullyBooted", "HangupHandlerPop", "HangupHandlerPush", "HangupHandlerRun", "LocalBridge",
     "LocalOptimizationBegin", "LocalOptimizationEnd", "MixMonitorMute", "MixMonitorStart",
