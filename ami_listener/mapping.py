@@ -25,13 +25,10 @@ Entries go at the channel's Hangup; `MAX_TRACKED` bounds them when Hangups were 
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
 from callkpi.events import SOURCE_AMI, CallEvent, CallLink, Kind, make_event
-
-log = logging.getLogger(__name__)
 
 MAX_TRACKED = 100_000
 DEVICE_INVALID = "4"  # AST_DEVICE_INVALID in QueueMember* Status
