@@ -18,6 +18,7 @@ from ami_listener.listener import Listener
 from callkpi.config import AmiConfig
 from callkpi.store_sqlite import open_store
 from simulator import truth as t
+from simulator.ami import AmiClient
 from simulator.runner import run_scenario
 from simulator.scenario import load_scenario
 
@@ -312,3 +313,53 @@ async def test_asterisk_restart_under_the_listener(asterisk, tmp_path):
         got = await stored(store, since)
     # no call was up across the restart: both runs are there whole, holds included
     assert got == expected_from_truth(first) + expected_from_truth(second)
+
+
+async def test_asterisk_restart_with_calls_up_the_store_has_the_queue_log_record(asterisk,
+                                                                                 tmp_path):
+    """A restart cuts the simulator too, so its truth is incomplete: queue_log (what Asterisk
+    wrote, the cut calls' COMPLETEAGENT at shutdown included) is the record here."""
+    store = await open_store(tmp_path / "restart.db")
+    async with store:
+        listener = Listener(store, AmiConfig(host=asterisk.ami_host, port=asterisk.ami_port,
+                                             username=asterisk.listener_user,
+                                             secret=asterisk.listener_secret,
+                                             reconnect_max_s=2.0), SERVER)
+        task = asyncio.create_task(listener.run())
+        await asyncio.wait_for(listener.connected.wait(), 10)
+        since = time.time() - 1
+        plan = scenario(tmp_path)
+        run = asyncio.create_task(run_scenario(plan, asterisk.ami_host, asterisk.ami_port,
+                                               asterisk.ami_user, asterisk.ami_secret))
+        await asyncio.sleep(8)  # calls in the queues and with agents
+        await asyncio.to_thread(asterisk.restart)
+        await asyncio.gather(run, return_exceptions=True)  # the simulator loses AMI: its end
+        await asyncio.wait_for(listener.connected.wait(), 15)
+        await asyncio.sleep(1)
+        listener.stop()
+        stats = await task
+        got = await stored(store, since)
+        gaps = await store.fetch_all("SELECT ts, talk_s, reason FROM events WHERE kind = ?",
+                                     ("ami-gap",))
+    await remove_members(asterisk, plan)  # the cut run could not log its agents out
+    record = queue_log_twins(asterisk.queue_log_path, since)
+    assert stats.connects == 2 and len(gaps) == 1
+    assert sum(n for k, n in got.items() if k[1] == "complete") >= 1
+    live = {k: n for k, n in got.items() if k[1] not in ("hold", "unhold")}
+    # nothing twice, nothing queue_log does not have
+    assert all(len(record.get(k, [])) >= n for k, n in live.items()), live
+    # what queue_log has, the listener has, or it happened inside the gap
+    for key, seconds in record.items():
+        assert got[key] + len([s for s in seconds if in_gap(s, gaps)]) >= len(seconds), key
+
+
+async def remove_members(asterisk, plan) -> None:
+    ami = AmiClient(asterisk.ami_host, asterisk.ami_port, asterisk.ami_user,
+                    asterisk.ami_secret)
+    await ami.connect()
+    try:
+        for agent in plan.agents:
+            for queue in agent.queues:
+                await ami.action("QueueRemove", Queue=queue, Interface=agent.interface)
+    finally:
+        await ami.close()
