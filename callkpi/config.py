@@ -74,11 +74,33 @@ class KpiConfig:
     wrapup_reasons: list[str] = field(default_factory=lambda: ["ACW", "wrapup"])
     csat_scale: int = 5
     conversion_codes: list[str] = field(default_factory=lambda: ["sale"])
+    # per queue, seconds: mirrors queues.conf `wrapuptime`, the ACW of a call with no ACW pause
+    wrapup_s: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class ReportConfig:
     timezone: str = "UTC"
+    # headline targets shown beside each tile; a missing key shows no target
+    targets: dict[str, float] = field(default_factory=lambda: {
+        "service_level_pct": 80.0, "asa_s": 20.0, "abandon_rate_pct": 5.0, "aht_s": 300.0,
+        "csat_pct": 85.0, "fcr_pct": 75.0})
+    title: str = "Call-center report"
+
+
+@dataclass
+class SurveyConfig:
+    """The post-call survey (agi_plugin/): configured, not coded. Questions are tables:
+    {id, kind = "csat" | "resolution", prompt, digits, timeout_s, retries}."""
+
+    questions: list[dict[str, Any]] = field(default_factory=list)  # empty: the built-in survey
+    language: str = "en"
+    invalid_prompt: str = "option-is-invalid"
+    thank_you: str = "auth-thankyou"
+    announce_text: bool = False  # SEND TEXT "SURVEY:<id>" before each question (tests)
+    sample_rate: float = 1.0  # share of eligible calls surveyed
+    min_talk_s: float = 0.0  # skip calls talked shorter than this
+    skip_recent_days: float = 0.0  # skip callers who answered a survey in the last N days
 
 
 @dataclass
@@ -103,6 +125,7 @@ class Config:
     kpi: KpiConfig = field(default_factory=KpiConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    survey: SurveyConfig = field(default_factory=SurveyConfig)
     source: str = "defaults"  # the file it was read from
 
 
@@ -172,7 +195,15 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is str and isinstance(value, str):
         return value
     if typing.get_origin(hint) is list and isinstance(value, list):
-        return [str(v) for v in value]
+        item = typing.get_args(hint)[0]
+        if typing.get_origin(item) is dict:  # a list of tables, checked by its owner
+            if all(isinstance(v, dict) for v in value):
+                return [dict(v) for v in value]
+        else:
+            return [str(v) for v in value]
+    if typing.get_origin(hint) is dict and isinstance(value, dict):
+        kind = typing.get_args(hint)[1]
+        return {str(k): _coerce(v, kind, f"{where}.{k}") for k, v in value.items()}
     raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
 
 
@@ -189,10 +220,19 @@ def _coerce_text(text: str, hint: Any, where: str) -> Any:
             return hint(text)
         if typing.get_origin(hint) is list:
             return [item.strip() for item in text.split(",") if item.strip()]
+        if typing.get_origin(hint) is dict:  # "a=1,b=2"
+            kind = typing.get_args(hint)[1]
+            pairs = (item.split("=", 1) for item in text.split(",") if item.strip())
+            return {k.strip(): kind(v) for k, v in pairs}
         return text
     except ValueError:
         raise ConfigError(f"{where}: expected {_type_name(hint)}, got {text!r}") from None
 
 
 def _type_name(hint: Any) -> str:
-    return "a list" if typing.get_origin(hint) is list else getattr(hint, "__name__", str(hint))
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return "a list"
+    if origin is dict:
+        return "a table"
+    return getattr(hint, "__name__", str(hint))

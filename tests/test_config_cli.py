@@ -86,3 +86,22 @@ def test_cli_db_from_environment(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["db", "info"])
     assert result.exit_code == 0, result.output
     assert f"database: {db}" in result.output and "events: 0" in result.output
+
+
+def test_tables_and_lists_of_tables(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[kpi]\nwrapup_s = {support = 15}\n[report.targets]\nasa_s = 30\n'
+                    '[[survey.questions]]\nid = "q1"\nkind = "csat"\n')
+    config = load_config(path, env={})
+    assert config.kpi.wrapup_s == {"support": 15.0}
+    assert config.report.targets == {"asa_s": 30.0}
+    assert config.survey.questions == [{"id": "q1", "kind": "csat"}]
+
+
+def test_table_from_environment_and_bad_table(tmp_path):
+    config = load_config(None, env={"CALLKPI_KPI_WRAPUP_S": "support=10, sales=5"})
+    assert config.kpi.wrapup_s == {"support": 10.0, "sales": 5.0}
+    path = tmp_path / "c.toml"
+    path.write_text('[kpi]\nwrapup_s = {support = "x"}\n')
+    with pytest.raises(ConfigError, match=r"wrapup_s.support: expected float"):
+        load_config(path, env={})
