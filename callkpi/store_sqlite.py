@@ -20,6 +20,7 @@ import aiosqlite
 
 from callkpi.events import (
     COLUMNS,
+    KEY_COLUMNS,
     SOURCE_QUEUE_LOG,
     CallEvent,
     Checkpoint,
@@ -33,8 +34,17 @@ _COLS = ", ".join(COLUMNS)
 _QMARKS = ", ".join("?" * len(COLUMNS))
 _NUMBERED = ", ".join(f"?{i}" for i in range(1, len(COLUMNS) + 1))
 
-# queue_log is the source of truth: its events are stored by exact key ...
-INSERT_AUTHORITATIVE = f"INSERT INTO events ({_COLS}) VALUES ({_QMARKS}) ON CONFLICT DO NOTHING"
+# queue_log is the source of truth: its events are stored by exact key, taking the place of
+# an AMI copy stamped the same second (AMI's caller name is kept: queue_log has none) ...
+_NON_KEY = [c for c in COLUMNS if c not in KEY_COLUMNS and c != "caller_name"]
+INSERT_AUTHORITATIVE = f"""
+INSERT INTO events ({_COLS}) VALUES ({_QMARKS})
+ON CONFLICT ({", ".join(KEY_COLUMNS)}) DO UPDATE SET
+    {", ".join(f"{c} = excluded.{c}" for c in _NON_KEY)},
+    caller_name = CASE WHEN excluded.caller_name = '' THEN events.caller_name
+                       ELSE excluded.caller_name END
+WHERE events.source = 'ami'
+"""
 # ... and replace an AMI copy of the same event that Asterisk stamped one second apart (the
 # AMI event is published a few ms after the queue_log line is written, so the two can
 # straddle a second boundary).

@@ -31,7 +31,7 @@ async def test_same_event_twice_is_stored_once(store):
     assert len(await kinds_and_sources(store)) == 2
 
 
-async def test_ami_copy_in_same_second_is_a_duplicate(store):
+async def test_ami_copy_in_same_second_as_queue_log_is_a_duplicate(store):
     await store.write(Batch(events=[ev(ts=100)]))
     result = await store.write(Batch(events=[ev(ts=100.4, source="ami")]))
     assert result.duplicates == 1
@@ -49,6 +49,18 @@ async def test_queue_log_replaces_ami_copy_stamped_a_second_apart(store):
     await store.write(Batch(events=[ev(ts=99.98, source="ami")]))
     await store.write(Batch(events=[ev(ts=100)]))
     assert await kinds_and_sources(store) == [("connect", 100, "queue_log")]
+
+
+async def test_queue_log_takes_the_place_of_an_ami_copy_of_the_same_second(store):
+    await store.write(Batch(events=[ev(Kind.ENTER_QUEUE, 100.2, source="ami",
+                                       caller_number="5550001", caller_name="Ann")]))
+    result = await store.write(Batch(events=[ev(Kind.ENTER_QUEUE, 100, caller_number="5550001",
+                                                position=1)]))
+    assert (result.stored, result.duplicates) == (1, 0)
+    rows = await store.fetch_all("SELECT source, ts, position, caller_name FROM events")
+    assert rows == [("queue_log", 100.0, 1, "Ann")]  # queue_log's record, AMI's caller name
+    again = await store.write(Batch(events=[ev(Kind.ENTER_QUEUE, 100, position=1)]))
+    assert (again.stored, again.duplicates) == (0, 1)
 
 
 async def test_distinct_events_of_the_same_second_are_kept(store):
