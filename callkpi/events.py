@@ -35,7 +35,6 @@ class Kind:
     EXIT_EMPTY = "exit-empty"
     WITHDRAW = "withdraw"
     TRANSFER = "transfer"  # reason: "blind" | "attended" | "legacy"; value: the target
-    CALL_CLOSED = "call-closed"  # closed by us: the PBX restarted with the call still open
     # an agent with a call
     HOLD = "hold"
     UNHOLD = "unhold"
