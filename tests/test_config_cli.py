@@ -105,3 +105,17 @@ def test_table_from_environment_and_bad_table(tmp_path):
     path.write_text('[kpi]\nwrapup_s = {support = "x"}\n')
     with pytest.raises(ConfigError, match=r"wrapup_s.support: expected float"):
         load_config(path, env={})
+
+
+def test_the_shipped_example_config_loads_and_names_every_section():
+    import dataclasses
+    from pathlib import Path
+
+    from callkpi.config import Config
+
+    path = Path(__file__).parent.parent / "asterisk_conf" / "callkpi.toml"
+    config = load_config(path, env={})
+    assert config.ami.username == "callkpi" and config.ami.secret == ""  # secret: env only
+    text = path.read_text()
+    for section in (f.name for f in dataclasses.fields(Config) if f.name != "source"):
+        assert f"[{section}]" in text, section
