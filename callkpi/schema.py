@@ -83,6 +83,80 @@ CREATE TABLE reports_sent (
     PRIMARY KEY (day, recipients)
 );
 """,
+    2: """
+-- Per-call facts (reports/facts.py): one row per queue call, derived from the events and
+-- rebuilt incrementally; id is the events.id of the call's enter-queue event.
+CREATE TABLE queue_calls (
+    id            INTEGER PRIMARY KEY,
+    server        TEXT    NOT NULL,
+    call_id       TEXT    NOT NULL,
+    queue         TEXT    NOT NULL,
+    entered_ts    REAL    NOT NULL,
+    entered_tsec  INTEGER NOT NULL,
+    ended_ts      REAL,
+    outcome       TEXT    NOT NULL,
+    wait_s        REAL,
+    connect_ts    REAL,
+    agent         TEXT    NOT NULL,
+    bridged_s     REAL,
+    talk_s        REAL,
+    hold_s        REAL,
+    acw_s         REAL,
+    caller_number TEXT    NOT NULL,
+    disposition   TEXT    NOT NULL,
+    transferred   INTEGER NOT NULL,
+    prev_gap_s    REAL,
+    next_gap_s    REAL,
+    unsettled     INTEGER NOT NULL
+);
+CREATE INDEX queue_calls_entered ON queue_calls (entered_tsec);
+CREATE INDEX queue_calls_call ON queue_calls (server, call_id);
+CREATE INDEX queue_calls_caller ON queue_calls (caller_number, entered_ts);
+
+-- A queue member's time in a queue (member added / logged in until removed / logged off).
+CREATE TABLE agent_sessions (
+    server   TEXT NOT NULL,
+    agent    TEXT NOT NULL,
+    queue    TEXT NOT NULL,
+    start_ts REAL NOT NULL,
+    end_ts   REAL
+);
+CREATE INDEX agent_sessions_start ON agent_sessions (start_ts);
+
+-- An agent's pause (all queues at once), with its reason.
+CREATE TABLE agent_pauses (
+    server   TEXT NOT NULL,
+    agent    TEXT NOT NULL,
+    reason   TEXT NOT NULL,
+    start_ts REAL NOT NULL,
+    end_ts   REAL
+);
+CREATE INDEX agent_pauses_start ON agent_pauses (start_ts);
+
+-- Survey answers linked to the queue call they rate (id: the survey-answer events.id).
+CREATE TABLE survey_answers (
+    id           INTEGER PRIMARY KEY,
+    server       TEXT    NOT NULL,
+    call_id      TEXT    NOT NULL,
+    queue_call   INTEGER,
+    queue        TEXT    NOT NULL,
+    agent        TEXT    NOT NULL,
+    entered_tsec INTEGER NOT NULL,
+    answered     INTEGER NOT NULL,
+    question     TEXT    NOT NULL,
+    kind         TEXT    NOT NULL,
+    value        TEXT    NOT NULL,
+    status       TEXT    NOT NULL,
+    ts           REAL    NOT NULL
+);
+CREATE INDEX survey_answers_entered ON survey_answers (entered_tsec);
+
+-- How far the facts are built: the last events.id derived, the settings they used.
+CREATE TABLE facts_state (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+""",
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)
