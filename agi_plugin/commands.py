@@ -1,10 +1,33 @@
-"""Click commands of agi_plugin (placeholder until the package's commands land)."""
+"""`callkpi agi`: the post-call survey's FastAGI server (a thin shell over `server.serve`)."""
+
+from __future__ import annotations
+
+import logging
 
 import click
 
+from agi_plugin.server import serve
+from callkpi.cli_common import db_option, get_config, run
+from callkpi.config import ConfigError
+
 
 @click.command()
-def agi() -> None:
-    """Not built yet."""
-    raise click.ClickException('not built yet')
-
+@click.option("--bind", help="Address to listen on (default: config [agi] bind, 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default: config [agi] port, 4573).")
+@click.option("--allow", multiple=True, metavar="IP|CIDR",
+              help="Accept connections only from here (repeatable; default: config [agi] "
+              "allow). Required with a non-loopback --bind.")
+@db_option
+@click.pass_context
+def agi(ctx: click.Context, bind: str | None, port: int | None, allow: tuple[str, ...]) -> None:
+    """Serve the post-call survey over FastAGI and store each answer (until SIGTERM)."""
+    config = get_config(ctx)
+    config.agi.bind = bind or config.agi.bind
+    config.agi.port = config.agi.port if port is None else port
+    config.agi.allow = list(allow) or config.agi.allow
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        stats = run(serve(config))
+    except (ConfigError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(stats.summary())

@@ -1,0 +1,328 @@
+"""The post-call survey: the configured questions, who the call was, whether to ask at all, and
+the questions asked over one `AgiSession`, each answer stored the moment it is given.
+
+The call is identified from the three AGI arguments of the documented dialplan line
+`AGI(agi://127.0.0.1:4573/csat,${UNIQUEID},<queue>,${MEMBERNAME})`, checked against the
+channel (agi_uniqueid) and completed with GET VARIABLE where an argument is missing or unusable.
+Every answer's `extra` says where its call id, queue and agent came from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from agi_plugin.protocol import AgiHangup, Reply, arguments, quote
+from agi_plugin.session import AgiSession
+from callkpi.config import ConfigError, SurveyConfig
+from callkpi.events import SOURCE_AGI, CallEvent, CallLink, Kind, make_event
+from callkpi.store import Batch, Store
+
+log = logging.getLogger(__name__)
+
+KINDS = ("csat", "resolution")
+ANSWERED, INVALID, NO_RESPONSE, HANGUP = "answered", "invalid", "no-response", "hangup"
+PROMPT_ALLOWANCE_S = 120.0  # how long a prompt may play before GET DATA starts its timeout
+TALK_LOOKUP_S = 3.0  # how long to wait for the call's complete event to reach the store
+TALK_LOOKUP_STEP_S = 0.25
+KEYS = set("0123456789*#")
+_QUESTION_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+_UNIQUEID = re.compile(r"\d{1,20}\.\d{1,10}")
+_PROMPT = re.compile(r"[A-Za-z0-9_./&-]{1,255}")
+MAX_NAME = 128  # queue and member names: Asterisk's own limit is 80 / 128
+
+# The built-in survey: stock sounds of Debian's asterisk-core-sounds-en ("press 1 to 5";
+# "if this is correct, press 1"), stand-ins until you record your own (docs/survey.md).
+DEFAULT_QUESTIONS: list[dict[str, Any]] = [
+    {"id": "q1", "kind": "csat", "prompt": "vm-press&digits/1&to&digits/5", "digits": "12345",
+     "timeout_s": 6, "retries": 1},
+    {"id": "q2", "kind": "resolution", "prompt": "if-correct-press&digits/1", "digits": "12",
+     "timeout_s": 6, "retries": 1},
+]
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    kind: str  # csat (digits: the score) | resolution (first digit yes, second no)
+    prompt: str  # Asterisk sound file(s) without extension, "&"-joined
+    digits: str  # the valid keys
+    timeout_s: float
+    retries: int  # more tries after an invalid key or silence
+
+
+def load_questions(config: SurveyConfig) -> list[Question]:
+    """The configured questions (the built-in survey when none are), checked: ConfigError
+    names the question and the key."""
+    tables = config.questions or DEFAULT_QUESTIONS
+    questions = [_question(i, table) for i, table in enumerate(tables, 1)]
+    ids = [q.id for q in questions]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"[survey] questions: question ids must be unique, got {ids}")
+    for name in ("invalid_prompt", "thank_you"):
+        value = getattr(config, name)
+        if value and not _PROMPT.fullmatch(value):
+            raise ConfigError(f"[survey] {name}: not a sound file name: {value!r}")
+    if not 0.0 <= config.sample_rate <= 1.0:
+        raise ConfigError(f"[survey] sample_rate: must be between 0 and 1, got {config.sample_rate}")
+    return questions
+
+
+def _question(number: int, table: dict[str, Any]) -> Question:
+    where = f"[survey] question {number}"
+    unknown = set(table) - {"id", "kind", "prompt", "digits", "timeout_s", "retries"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{sorted(unknown)[0]}'")
+    qid = table.get("id")
+    if not isinstance(qid, str) or not _QUESTION_ID.fullmatch(qid):
+        raise ConfigError(f"{where}: id must be 1-32 letters, digits, '_', '.', '-', got {qid!r}")
+    where = f"[survey] question {qid!r}"
+    kind = table.get("kind", "csat")
+    if kind not in KINDS:
+        raise ConfigError(f"{where}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    prompt = table.get("prompt")
+    if not isinstance(prompt, str) or not _PROMPT.fullmatch(prompt):
+        raise ConfigError(f"{where}: prompt must be a sound file name (no extension), got {prompt!r}")
+    digits = str(table.get("digits", "12345" if kind == "csat" else "12"))
+    if not digits or not set(digits) <= KEYS or len(set(digits)) != len(digits):
+        raise ConfigError(f"{where}: digits must be distinct keys from 0-9 * #, got {digits!r}")
+    if kind == "resolution" and len(digits) != 2:
+        raise ConfigError(f"{where}: a resolution question has two digits (yes, then no), "
+                          f"got {digits!r}")
+    timeout_s, retries = table.get("timeout_s", 6), table.get("retries", 1)
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) \
+            or not 0 < timeout_s <= 60:
+        raise ConfigError(f"{where}: timeout_s must be a number of seconds in (0, 60], "
+                          f"got {timeout_s!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 5:
+        raise ConfigError(f"{where}: retries must be an integer from 0 to 5, got {retries!r}")
+    return Question(qid, kind, prompt, digits, float(timeout_s), retries)
+
+
+# ------------------------------------------------------------------ who the call is
+@dataclass
+class SurveyCall:
+    """The queue call being surveyed, as checked (`extra` holds where each part came from)."""
+
+    call_id: str
+    queue: str
+    agent: str
+    linkedid: str
+    caller_number: str
+    language: str
+    checks: dict[str, str] = field(default_factory=dict)
+
+
+class PromptFailed(Exception):
+    """Asterisk could not play a prompt on a live channel: a configuration error, not an answer."""
+
+
+class UnknownCall(Exception):
+    """No usable caller uniqueid: answers could not be tied to a call, so none are asked."""
+
+
+async def identify_call(session: AgiSession) -> SurveyCall:
+    """The call from the AGI arguments (uniqueid, queue, member name), checked against the
+    channel and completed with GET VARIABLE."""
+    env, args = session.env, arguments(session.env) + ["", "", ""]
+    checks: dict[str, str] = {}
+    call_id = args[0]
+    channel_uid = env.get("agi_uniqueid", "")
+    if _UNIQUEID.fullmatch(call_id):
+        checks["call_id_from"] = "arg" if call_id == channel_uid else "arg-not-channel"
+    elif _UNIQUEID.fullmatch(channel_uid):
+        call_id, checks["call_id_from"] = channel_uid, "channel"
+    else:
+        raise UnknownCall(f"no uniqueid in argument 1 ({args[0][:40]!r}) or the channel")
+    queue = await _name(session, args[1], "CALLKPI_QUEUE", "queue", checks)
+    agent = await _name(session, args[2], "MEMBERNAME", "agent", checks)
+    linkedid = (await session.command("GET VARIABLE CHANNEL(linkedid)")).value
+    if not _UNIQUEID.fullmatch(linkedid):
+        linkedid = ""
+    number = env.get("agi_callerid", "")
+    caller_number = number if _printable(number) and number != "unknown" else ""
+    return SurveyCall(call_id, queue, agent, linkedid, caller_number,
+                      env.get("agi_language", ""), checks)
+
+
+async def _name(session: AgiSession, arg: str, variable: str, what: str,
+                checks: dict[str, str]) -> str:
+    """A queue or member name: the argument if usable, else the channel variable, else ""."""
+    if _printable(arg):
+        checks[f"{what}_from"] = "arg"
+        return arg
+    value = (await session.command(f"GET VARIABLE {variable}")).value
+    if _printable(value):
+        checks[f"{what}_from"] = "variable"
+        return value
+    checks[f"{what}_from"] = "missing"
+    return ""
+
+
+def _printable(text: str) -> bool:
+    return 0 < len(text) <= MAX_NAME and text.isprintable()
+
+
+# ------------------------------------------------------------------ whether to ask
+class SkipRules:
+    """Sampling, too-short calls, callers surveyed recently. `reason(call)` -> why not, or None."""
+
+    def __init__(self, config: SurveyConfig, store: Store, server: str, gate: asyncio.Lock,
+                 rng: random.Random | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.server = server
+        self.gate = gate  # one store connection: one statement at a time
+        self.rng = rng or random.Random()
+
+    async def reason(self, call: SurveyCall) -> str | None:
+        if self.config.sample_rate < 1.0 and self.rng.random() >= self.config.sample_rate:
+            return "not sampled"
+        if self.config.skip_recent_days > 0 and await self._answered_recently(call):
+            return f"caller answered a survey in the last {self.config.skip_recent_days:g} days"
+        if self.config.min_talk_s > 0:
+            talk_s = await self._talk_s(call)
+            if talk_s is not None and talk_s < self.config.min_talk_s:
+                return f"talked {talk_s:g} s, less than {self.config.min_talk_s:g} s"
+        return None
+
+    async def _answered_recently(self, call: SurveyCall) -> bool:
+        if not call.caller_number:
+            return False  # anonymous callers cannot be recognised
+        since = int(time.time() - self.config.skip_recent_days * 86400)
+        async with self.gate:
+            rows = await self.store.fetch_all(
+                "SELECT 1 FROM events WHERE kind = ? AND tsec >= ? AND server = ?"
+                " AND caller_number = ? AND reason = ? AND call_id <> ? LIMIT 1",
+                (Kind.SURVEY_ANSWER, since, self.server, call.caller_number, ANSWERED,
+                 call.call_id))
+        return bool(rows)
+
+    async def _talk_s(self, call: SurveyCall) -> float | None:
+        """The call's talk time from its complete (or transfer) event, which the AMI listener
+        or a queue_log tail stores within a moment of the agent hanging up; None (ask anyway)
+        if it has not arrived within TALK_LOOKUP_S."""
+        deadline = time.monotonic() + TALK_LOOKUP_S
+        while True:
+            async with self.gate:
+                rows = await self.store.fetch_all(
+                    "SELECT talk_s FROM events WHERE server = ? AND call_id = ? AND kind IN (?, ?)"
+                    " AND talk_s IS NOT NULL ORDER BY ts DESC LIMIT 1",
+                    (self.server, call.call_id, Kind.COMPLETE, Kind.TRANSFER))
+            if rows:
+                return float(rows[0][0])
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(TALK_LOOKUP_STEP_S)
+
+
+# ------------------------------------------------------------------ asking
+@dataclass
+class Outcome:
+    reason: str  # answered | invalid | no-response | hangup
+    value: str = ""  # the key pressed ("" for no-response and hangup)
+    attempts: int = 0
+
+
+class Survey:
+    """Runs the configured questions over one session, storing each answer at once."""
+
+    def __init__(self, config: SurveyConfig, questions: list[Question], store: Store,
+                 server: str, gate: asyncio.Lock) -> None:
+        self.config = config
+        self.questions = questions
+        self.store = store
+        self.server = server
+        self.gate = gate
+
+    async def run(self, session: AgiSession, call: SurveyCall) -> list[CallEvent]:
+        """Ask every question until the caller hangs up; the stored answers, in order."""
+        session_id = uuid.uuid4().hex[:16]
+        stored: list[CallEvent] = []
+        await self._prepare(session, call)
+        for question in self.questions:
+            outcome = await self._ask(session, question)
+            event = self._event(call, question, outcome, session_id)
+            await self._store(event, call, first=not stored)
+            stored.append(event)
+            if outcome.reason == HANGUP:
+                return stored  # the survey is incomplete; unasked questions store nothing
+        await self._play(session, self.config.thank_you)
+        return stored
+
+    async def _prepare(self, session: AgiSession, call: SurveyCall) -> None:
+        await session.command("ANSWER")
+        language = self.config.language
+        if language and language != call.language and _PROMPT.fullmatch(language):
+            await session.command(f"SET VARIABLE CHANNEL(language) {quote(language)}")
+            call.language = language
+
+    async def _ask(self, session: AgiSession, question: Question) -> Outcome:
+        """One question, asked again after a wrong key or silence while retries last. A caller
+        who pressed a wrong key at any try answered invalid, one silent at every try did not
+        respond."""
+        invalid = ""
+        for attempt in range(1, question.retries + 2):
+            try:
+                reply = await self._get_data(session, question)
+            except AgiHangup:
+                return Outcome(HANGUP, attempts=attempt)
+            key = reply.result[:1]
+            if key and key in question.digits:
+                return Outcome(ANSWERED, key, attempt)
+            if key or not reply.timed_out:  # "result=" without (timeout): # alone ends input
+                invalid = key or "#"
+                if attempt <= question.retries:
+                    await self._play(session, self.config.invalid_prompt)
+        return Outcome(INVALID, invalid, attempt) if invalid else Outcome(NO_RESPONSE, "", attempt)
+
+    async def _get_data(self, session: AgiSession, question: Question) -> Reply:
+        if self.config.announce_text:
+            await session.command(f'SEND TEXT {quote("SURVEY:" + question.id)}')
+        reply = await session.command(
+            f"GET DATA {question.prompt} {int(question.timeout_s * 1000)} 1",
+            timeout_s=question.timeout_s + PROMPT_ALLOWANCE_S)
+        if reply.result == "-1":
+            # -1 is both "the caller hung up" and "the prompt cannot be played": ANSWER is
+            # refused with 511 on a dead channel and accepted on a live one
+            await session.command("ANSWER")
+            raise PromptFailed(f"question {question.id}: GET DATA failed on a live channel "
+                               f"(is the prompt {question.prompt!r} installed for the "
+                               f"channel's language?)")
+        return reply
+
+    async def _play(self, session: AgiSession, sound: str) -> None:
+        """Play a prompt nobody answers (invalid key, thank you); a hang-up here ends nothing
+        the next command would not notice."""
+        if not sound:
+            return
+        try:
+            await session.command(f'STREAM FILE {sound} ""', timeout_s=PROMPT_ALLOWANCE_S)
+        except AgiHangup:
+            pass
+
+    def _event(self, call: SurveyCall, question: Question, outcome: Outcome,
+               session_id: str) -> CallEvent:
+        extra = {"question_kind": question.kind, "linkedid": call.linkedid,
+                 "session": session_id, "attempts": outcome.attempts, **call.checks}
+        if call.language:
+            extra["language"] = call.language
+        return make_event(server=self.server, kind=Kind.SURVEY_ANSWER, ts=time.time(),
+                          source=SOURCE_AGI, call_id=call.call_id, queue=call.queue,
+                          agent=call.agent, discr=question.id, value=outcome.value,
+                          reason=outcome.reason, caller_number=call.caller_number, extra=extra)
+
+    async def _store(self, event: CallEvent, call: SurveyCall, *, first: bool) -> None:
+        links = [CallLink(self.server, call.call_id, call.linkedid, event.ts)] \
+            if first and call.linkedid else []
+        try:
+            async with self.gate:
+                await self.store.write(Batch(events=[event], links=links))
+        except Exception:  # a store problem must not cut the caller's survey short
+            log.exception("could not store survey answer %s", event)
