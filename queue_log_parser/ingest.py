@@ -1,0 +1,298 @@
+"""queue_log -> the store: `ingest_paths` (backfill) and `tail_path` (follow).
+
+Every batch of lines is written with the checkpoint after its last line in one transaction
+(`Batch.checkpoint`), so a kill -9 at any point and a rerun give the same store: the rerun
+resumes at the durable checkpoint, and the natural key skips anything stored twice anyway.
+
+While one batch is being written (aiosqlite's thread), the next one is parsed: at most one
+write is in flight, and batches are written in file order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from callkpi.events import SOURCE_QUEUE_LOG, CallEvent, Checkpoint, Quarantined
+from callkpi.store import Batch, Store, WriteResult
+from queue_log_parser.parser import BadLine, LineParser
+from queue_log_parser.tailer import (
+    HEAD_BYTES,
+    LineBatch,
+    LineReader,
+    disk_position,
+    file_id,
+    head_matches,
+    open_log,
+    read_head,
+    read_head_of,
+)
+
+PARSE_SLICE = 2_000  # lines parsed between two yields to the event loop (lets a write progress)
+
+
+@dataclass
+class IngestStats:
+    lines: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    held_back: int = 0  # incomplete last lines left for the next run
+
+    def add(self, result: WriteResult) -> None:
+        self.stored += result.stored
+        self.duplicates += result.duplicates
+        self.quarantined += result.quarantined
+
+    def summary(self) -> str:
+        text = (f"lines read {self.lines}, events stored {self.stored}, "
+                f"duplicates skipped {self.duplicates}, quarantined {self.quarantined}")
+        if self.held_back:
+            text += f", held back {self.held_back} partial line" + "s" * (self.held_back > 1)
+        return text
+
+
+class LogSink:
+    """Parses line batches and writes them with their checkpoints, one write in flight."""
+
+    def __init__(self, store: Store, server: str, stats: IngestStats) -> None:
+        self.store = store
+        self.parser = LineParser(server)
+        self.stats = stats
+        self._writing: asyncio.Future[WriteResult] | None = None
+
+    async def consume(self, stream: str, fid: str, reader: LineReader, batch_lines: int,
+                      progress: Callable[[], None] | None = None) -> None:
+        """Store every complete line the reader has now."""
+        for batch in reader.batches(batch_lines):
+            events, quarantined = await self.parse(batch, stream)
+            checkpoint = Checkpoint(stream, fid, reader.head, reader.offset, reader.line_no,
+                                    time.time())
+            await self.put(Batch(events, quarantined, checkpoint=checkpoint))
+            self.stats.lines += len(batch.lines)
+            if progress:
+                progress()
+
+    async def parse(self, batch: LineBatch, origin: str) -> tuple[list[CallEvent],
+                                                                  list[Quarantined]]:
+        events: list[CallEvent] = []
+        bad: list[tuple[int, str]] = []
+        append, parse, lines = events.append, self.parser.parse, batch.lines
+        for start in range(0, len(lines), PARSE_SLICE):
+            for i in range(start, min(start + PARSE_SLICE, len(lines))):
+                line = lines[i]
+                if not line:
+                    continue  # an empty line carries nothing
+                try:
+                    append(parse(line))
+                except BadLine as exc:
+                    bad.append((i, exc.args[0]))
+                except Exception as exc:  # a parser bug must not stop the ingest
+                    bad.append((i, f"parser error: {exc!r}"))
+            await asyncio.sleep(0)
+        return events, self.quarantine(batch, origin, bad)
+
+    def quarantine(self, batch: LineBatch, origin: str,
+                   bad: list[tuple[int, str]]) -> list[Quarantined]:
+        if not bad:
+            return []
+        offsets, now = batch.offsets(), time.time()
+        return [Quarantined(SOURCE_QUEUE_LOG, origin, offsets[i], batch.first_line_no + i,
+                            reason, batch.lines[i], now) for i, reason in bad]
+
+    def quarantine_fragment(self, origin: str, reader: LineReader, why: str) -> Batch | None:
+        """An incomplete last line that will never be completed (its file was rotated away
+        or truncated): kept in quarantine, never silently dropped."""
+        rest = reader.take_pending()
+        if not rest:
+            return None
+        return Batch(quarantined=[Quarantined(
+            SOURCE_QUEUE_LOG, origin, reader.offset, reader.line_no + 1, why,
+            rest.decode("utf-8", "backslashreplace"), time.time())])
+
+    async def put(self, batch: Batch) -> None:
+        await self.flush()
+        self._writing = asyncio.ensure_future(self.store.write(batch))
+        await asyncio.sleep(0)  # let the write start before the next batch is parsed
+
+    async def flush(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            self.stats.add(await writing)
+
+
+# ---------------------------------------------------------------- backfill
+async def ingest_paths(store: Store, paths: list[str], *, server: str, batch_lines: int,
+                       full: bool = False,
+                       progress: Callable[[int], None] | None = None) -> IngestStats:
+    """Store the events of each file (plain or .gz), resuming where the store's checkpoint
+    for that path says unless `full`. `progress` gets the on-disk bytes read since its
+    last call."""
+    stats = IngestStats()
+    sink = LogSink(store, server, stats)
+    for path in paths:
+        await _ingest_file(sink, path, batch_lines, full, progress)
+    await sink.flush()
+    return stats
+
+
+async def _ingest_file(sink: LogSink, path: str, batch_lines: int, full: bool,
+                       progress: Callable[[int], None] | None) -> None:
+    stream = os.path.abspath(path)
+    with open_log(path) as f:
+        fid = file_id(os.fstat(f.fileno()))
+        first = read_head(f)
+        checkpoint = None if full else await sink.store.checkpoint(stream)
+        offset, line_no = 0, 0
+        if checkpoint and checkpoint.file_id == fid and head_matches(first, checkpoint.head):
+            offset, line_no = checkpoint.offset, checkpoint.line_no
+        reader = LineReader(f, offset, line_no, first)
+        done = disk_position(f)
+
+        def advance() -> None:
+            nonlocal done
+            if progress:
+                now = disk_position(f)
+                progress(now - done)
+                done = now
+
+        await sink.consume(stream, fid, reader, batch_lines, advance)
+        sink.stats.held_back += 1 if reader.pending else 0
+
+
+# ---------------------------------------------------------------- follow
+class Follower:
+    """Follows one path across restarts, logrotate by rename and by copytruncate."""
+
+    def __init__(self, sink: LogSink, path: str, batch_lines: int) -> None:
+        self.sink = sink
+        self.path = path
+        self.stream = os.path.abspath(path)
+        self.batch_lines = batch_lines
+        self.reader: LineReader | None = None
+        self.fid = ""
+
+    async def start(self) -> None:
+        """Resume from the checkpoint: in the same file, or first in the rotated file the
+        checkpoint names (moved aside while we were not running)."""
+        checkpoint = await self.sink.store.checkpoint(self.stream)
+        if not os.path.exists(self.path):
+            return
+        self._open(self.path)
+        if checkpoint is None or self.reader is None:
+            return
+        if checkpoint.file_id == self.fid and head_matches(self.reader.first, checkpoint.head):
+            self._open(self.path, checkpoint.offset, checkpoint.line_no)
+            return
+        rotated = find_rotated(self.path, checkpoint)
+        if rotated:
+            await self._drain(rotated, checkpoint.offset, checkpoint.line_no)
+
+    async def poll(self) -> None:
+        """Store what was appended; then follow a rotation if there was one."""
+        if self.reader is None:
+            if not os.path.exists(self.path):
+                return
+            self._open(self.path)
+        await self._consume()
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        if st is None or file_id(st) != self.fid:
+            await self._consume()  # renamed: drain the old file to its end (our fd)
+            await self._close("incomplete last line of a rotated file")
+            if st is not None:
+                self._open(self.path)
+                await self._consume()
+        elif st.st_size < self.reader.offset or not self._same_head():
+            # copytruncate: the lines logged between our last read and the copy are in
+            # the copy; read them there when we can find it.
+            checkpoint = Checkpoint(self.stream, self.fid, self.reader.head,
+                                    self.reader.offset, self.reader.line_no, 0.0)
+            await self._close("incomplete last line of a truncated file")
+            rotated = find_rotated(self.path, checkpoint)
+            if rotated:
+                await self._drain(rotated, checkpoint.offset, checkpoint.line_no)
+            self._open(self.path)
+            await self._consume()
+
+    async def close(self) -> None:
+        await self.sink.flush()
+        if self.reader is not None:
+            self.reader.f.close()
+            self.reader = None
+
+    def _open(self, path: str, offset: int = 0, line_no: int = 0) -> None:
+        if self.reader is not None:
+            self.reader.f.close()
+        f = open_log(path)
+        self.fid = file_id(os.fstat(f.fileno()))
+        self.reader = LineReader(f, offset, line_no, read_head(f))
+
+    async def _consume(self) -> None:
+        assert self.reader is not None
+        await self.sink.consume(self.stream, self.fid, self.reader, self.batch_lines)
+        await self.sink.flush()  # a follower's events are stored as soon as they are read
+
+    async def _close(self, why: str) -> None:
+        assert self.reader is not None
+        fragment = self.sink.quarantine_fragment(self.stream, self.reader, why)
+        if fragment:
+            await self.sink.put(fragment)
+            await self.sink.flush()
+        self.reader.f.close()
+        self.reader = None
+
+    async def _drain(self, path: str, offset: int, line_no: int) -> None:
+        self._open(path, offset, line_no)
+        await self._consume()
+        await self._close("incomplete last line of a rotated file")
+
+    def _same_head(self) -> bool:
+        assert self.reader is not None
+        n = min(self.reader.offset, HEAD_BYTES, len(self.reader.first))
+        try:
+            return read_head_of(self.path)[:n] == self.reader.first[:n]
+        except OSError:
+            return False
+
+
+def find_rotated(path: str, checkpoint: Checkpoint) -> str | None:
+    """The file beside `path` that holds the checkpoint's lines: the same inode (renamed
+    by logrotate) or, for copytruncate, a plain copy with the same head and at least as
+    long. Compressed rotations cannot be resumed in place (use `callkpi ingest`)."""
+    directory, name = os.path.split(os.path.abspath(path))
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        if not entry.name.startswith(name) or entry.name == name or not entry.is_file():
+            continue
+        st = entry.stat()
+        if file_id(st) == checkpoint.file_id or st.st_size >= checkpoint.offset:
+            try:
+                first = read_head_of(entry.path)
+            except OSError:
+                continue
+            if first[:2] != b"\x1f\x8b" and head_matches(first, checkpoint.head):
+                return entry.path
+    return None
+
+
+async def tail_path(store: Store, path: str, *, server: str, batch_lines: int,
+                    poll_s: float, stop: asyncio.Event) -> IngestStats:
+    """Follow `path` until `stop` is set; everything read is stored before returning."""
+    stats = IngestStats()
+    follower = Follower(LogSink(store, server, stats), path, batch_lines)
+    try:
+        await follower.start()
+        while not stop.is_set():
+            await follower.poll()
+            try:
+                await asyncio.wait_for(stop.wait(), poll_s)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        await follower.close()
+    return stats

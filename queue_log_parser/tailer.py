@@ -1,0 +1,150 @@
+"""Reading a queue_log incrementally: complete lines only, byte offsets, file identity.
+
+A file is known by its identity (``dev:ino``) and its head (a digest of its first bytes, so a
+new file that reuses an inode is not taken for the old one). Offsets are byte offsets after
+the last complete line; a last line without its newline is never consumed: Asterisk may be
+half-way through writing it, so it stays for the next read (or the next run).
+
+Rotated ``.gz`` files are read through gzip; their offsets are offsets in the uncompressed
+text.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from itertools import accumulate
+from dataclasses import dataclass, field
+from typing import BinaryIO, Iterator
+
+HEAD_BYTES = 1024
+READ_SIZE = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass
+class LineBatch:
+    """Complete lines read from one file, in order."""
+
+    lines: list[str]  # decoded, without newlines
+    raw: list[bytes]  # the same lines as bytes (their lengths give byte offsets)
+    start: int  # byte offset of the first line
+    end: int  # byte offset after the last line's newline
+    first_line_no: int  # 1-based line number of the first line
+
+    def offsets(self) -> list[int]:
+        """Byte offset of each line (only needed when a line is quarantined)."""
+        return list(accumulate((len(b) + 1 for b in self.raw), initial=self.start))
+
+
+def file_id(st: os.stat_result) -> str:
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def head_digest(first: bytes, upto: int) -> str:
+    """`n:sha1` of the first n bytes, n = min(HEAD_BYTES, upto, what exists): the length is
+    part of the value so a head taken while the file was short can be checked later."""
+    n = min(HEAD_BYTES, upto, len(first))
+    return f"{n}:{hashlib.sha1(first[:n]).hexdigest()}"
+
+
+def head_matches(first: bytes, head: str) -> bool:
+    n_text, _, digest = head.partition(":")
+    try:
+        n = int(n_text)
+    except ValueError:
+        return False
+    return len(first) >= n and hashlib.sha1(first[:n]).hexdigest() == digest
+
+
+def is_gzip(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == GZIP_MAGIC
+
+
+def open_log(path: str) -> BinaryIO:
+    """The file as bytes: gzip-compressed rotations are decompressed on the fly."""
+    if is_gzip(path):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb", buffering=0)
+
+
+def read_head(f: BinaryIO) -> bytes:
+    f.seek(0)
+    return f.read(HEAD_BYTES)
+
+
+@dataclass
+class LineReader:
+    """Reads complete lines from `f` starting at `offset` (a line boundary)."""
+
+    f: BinaryIO
+    offset: int = 0  # after the last complete line handed out
+    line_no: int = 0  # complete lines handed out so far in this file
+    first: bytes = b""  # the file's first bytes (up to HEAD_BYTES), for its head digest
+    pending: bytes = field(default=b"", repr=False)  # read past `offset`, no newline yet
+    eof: bool = False
+
+    def __post_init__(self) -> None:
+        self.f.seek(self.offset)
+
+    @property
+    def head(self) -> str:
+        return head_digest(self.first, self.offset)
+
+    def batches(self, batch_lines: int) -> Iterator[LineBatch]:
+        """Every complete line up to the current end of the file, `batch_lines` at a time."""
+        self.eof = False
+        while not self.eof:
+            block = self._read_block()
+            if block:
+                yield from self._split(block, batch_lines)
+
+    def _read_block(self) -> bytes:
+        """Bytes of complete lines (ending with a newline), or b"" at the end of the file."""
+        while True:
+            chunk = self.f.read(READ_SIZE)
+            if not chunk:
+                self.eof = True
+                return b""
+            if len(self.first) < HEAD_BYTES and len(self.first) == self.offset + len(self.pending):
+                self.first += chunk[: HEAD_BYTES - len(self.first)]  # reading the file's start
+            data = self.pending + chunk if self.pending else chunk
+            cut = data.rfind(b"\n") + 1
+            self.pending = data[cut:]
+            if cut:
+                return data[:cut]
+
+    def _split(self, block: bytes, batch_lines: int) -> Iterator[LineBatch]:
+        raw = block.split(b"\n")
+        raw.pop()  # block ends with a newline: the last piece is empty
+        pos = 0
+        for i in range(0, len(raw), batch_lines):
+            part = raw[i:i + batch_lines]
+            size = sum(map(len, part)) + len(part)
+            text = block[pos:pos + size].decode("utf-8", "backslashreplace").split("\n")
+            text.pop()
+            batch = LineBatch(text, part, self.offset, self.offset + size, self.line_no + 1)
+            pos += size
+            self.offset += size
+            self.line_no += len(part)
+            yield batch
+
+    def take_pending(self) -> bytes:
+        """The incomplete last line, handed over when the file will never be completed
+        (rotated away or truncated); the caller quarantines it."""
+        rest, self.pending = self.pending, b""
+        return rest
+
+
+def read_head_of(path: str) -> bytes:
+    """The first bytes of a file, without disturbing any reader of it."""
+    with open_log(path) as f:
+        return f.read(HEAD_BYTES)
+
+
+def disk_position(f: BinaryIO) -> int:
+    """How far into the file on disk reading has got (for a gzip file: the compressed one)."""
+    raw = getattr(f, "fileobj", None)
+    return (raw or f).tell()
