@@ -16,7 +16,7 @@ import signal
 from dataclasses import dataclass
 
 from agi_plugin.protocol import AgiHangup, AgiProtocolError, script_name
-from agi_plugin.session import MAX_LINE, AgiSession
+from agi_plugin.session import ENV_TIMEOUT_S, MAX_LINE, AgiSession
 from agi_plugin.survey import (
     PromptFailed,
     Question,
@@ -100,8 +100,10 @@ class AgiServer:
     """`await start()`, then `await stop()` (e.g. on SIGTERM): stops accepting, lets running
     surveys finish within the grace time, cancels the rest."""
 
-    def __init__(self, config: Config, store: Store, *, rng: random.Random | None = None) -> None:
+    def __init__(self, config: Config, store: Store, *, rng: random.Random | None = None,
+                 env_timeout_s: float = ENV_TIMEOUT_S) -> None:
         self.config = config
+        self.env_timeout_s = env_timeout_s
         self.store = store
         self.allow, questions = checked(config)
         gate = asyncio.Lock()  # one store connection: one transaction at a time
@@ -120,6 +122,11 @@ class AgiServer:
         log.info("FastAGI survey on %s:%d (%d questions)", self.config.agi.bind, self.port,
                  len(self.survey.questions))
         return self
+
+    @property
+    def running(self) -> int:
+        """Sessions in progress."""
+        return len(self._sessions)
 
     async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         if self._server is not None:
@@ -162,7 +169,7 @@ class AgiServer:
 
     async def _serve(self, session: AgiSession) -> None:
         try:
-            await session.read_env()
+            await session.read_env(self.env_timeout_s)
         except AgiProtocolError as exc:
             self.stats.dropped += 1
             log.warning("%s: dropped: %s", session.peer, exc)

@@ -1,0 +1,315 @@
+"""The survey server over real sockets: a fake Asterisk (agi_plugin/fakeasterisk.py) plays
+scripted callers against `AgiServer`, and the rows in a real SQLite store are checked."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+
+import pytest
+
+from agi_plugin import survey as survey_module
+from agi_plugin.fakeasterisk import FakeCall, environment
+from agi_plugin.server import AgiServer
+from callkpi.config import Config, ConfigError
+from callkpi.events import SOURCE_AGI, Kind, make_event
+from callkpi.store import Batch
+
+UID = "1795491290.7"
+LINKED = "1795491290.5"
+SELECT = ("SELECT call_id, queue, agent, discr, value, reason, caller_number, source, extra"
+          " FROM events WHERE kind = 'survey-answer' ORDER BY ts, id")
+
+
+def make_config(**survey) -> Config:
+    config = Config()
+    config.server.name = "pbx1"
+    config.agi.port = 0
+    config.survey.announce_text = True
+    for key, value in survey.items():
+        setattr(config.survey, key, value)
+    return config
+
+
+@pytest.fixture
+async def serve(store):
+    """serve(config=None, **kwargs) -> a started AgiServer on a free loopback port."""
+    servers = []
+
+    async def start(config: Config | None = None, **kwargs) -> AgiServer:
+        server = await AgiServer(config or make_config(), store, **kwargs).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop(grace_s=1)
+
+
+def caller(presses, uid=UID, args=None, variables=None, **env) -> FakeCall:
+    args = [uid, "support", "Agent 1001"] if args is None else args
+    return FakeCall(environment(uid, args, **env), list(presses),
+                    variables={"CHANNEL(linkedid)": LINKED, **(variables or {})})
+
+
+async def run(call: FakeCall, server: AgiServer, timeout_s: float = 30) -> FakeCall:
+    """Play the call and wait until the server has finished with it (a caller that hangs up
+    is gone before the server stores the hang-up)."""
+    await call.run("127.0.0.1", server.port, timeout_s)
+    async with asyncio.timeout(5):
+        while server.running:
+            await asyncio.sleep(0.01)
+    return call
+
+
+async def answers(store) -> list[tuple]:
+    return [(*row[:8], json.loads(row[8] or "{}")) for row in await store.fetch_all(SELECT)]
+
+
+async def brief(store) -> list[tuple[str, str, str]]:
+    return [(discr, value, reason) for _, _, _, discr, value, reason, *_ in await answers(store)]
+
+
+async def test_answers_are_stored_with_the_call_queue_and_agent(serve, store):
+    server = await serve()
+    call = await run(caller(["4", "1"]), server)
+    rows = await answers(store)
+    assert [r[:8] for r in rows] == [
+        (UID, "support", "Agent 1001", "q1", "4", "answered", "5551234", SOURCE_AGI),
+        (UID, "support", "Agent 1001", "q2", "1", "answered", "5551234", SOURCE_AGI)]
+    q1, q2 = rows[0][8], rows[1][8]
+    assert q1["question_kind"] == "csat" and q2["question_kind"] == "resolution"
+    assert q1["linkedid"] == LINKED and q1["session"] == q2["session"]
+    assert q1["call_id_from"] == q1["queue_from"] == q1["agent_from"] == "arg"
+    assert await store.fetch_all("SELECT uniqueid, linked_id FROM call_links") == [(UID, LINKED)]
+    assert call.texts == ["SURVEY:q1", "SURVEY:q2"]
+    gets = [c for c in call.commands if c.startswith("GET DATA")]
+    assert gets == ["GET DATA vm-press&digits/1&to&digits/5 6000 1",
+                    "GET DATA if-correct-press&digits/1 6000 1"]
+    assert call.commands[-1] == 'STREAM FILE auth-thankyou ""'  # the thank-you, then goodbye
+    assert call.closed_by_server
+
+
+async def test_the_text_announces_each_try_right_before_its_get_data(serve, store):
+    server = await serve()
+    call = await run(caller(["9", "2", "1"]), server)
+    asks = [c for c in call.commands if c.startswith(("SEND TEXT", "GET DATA"))]
+    assert [c.split()[0] + c.split()[1] for c in asks] == ["SENDTEXT", "GETDATA"] * 3
+    assert call.texts == ["SURVEY:q1", "SURVEY:q1", "SURVEY:q2"]
+
+
+async def test_invalid_then_valid_is_answered_after_the_invalid_prompt(serve, store):
+    server = await serve()
+    call = await run(caller(["9", "3", "2"]), server)
+    assert await brief(store) == [("q1", "3", "answered"), ("q2", "2", "answered")]
+    assert (await answers(store))[0][8]["attempts"] == 2
+    assert 'STREAM FILE option-is-invalid ""' in call.commands
+
+
+async def test_invalid_after_every_retry_is_invalid(serve, store):
+    server = await serve()
+    await run(caller(["9", "*", "#", "3"]), server)
+    assert await brief(store) == [("q1", "*", "invalid"), ("q2", "3", "invalid")]
+
+
+async def test_silence_after_every_retry_is_no_response(serve, store):
+    server = await serve()
+    call = await run(caller(["none", "none", "1"]), server)
+    assert await brief(store) == [("q1", "", "no-response"), ("q2", "1", "answered")]
+    assert 'STREAM FILE option-is-invalid ""' not in call.commands  # silence replays the question
+
+
+async def test_a_wrong_key_then_silence_is_invalid(serve, store):
+    server = await serve()
+    await run(caller(["*", "none", "2"]), server)
+    assert await brief(store) == [("q1", "*", "invalid"), ("q2", "2", "answered")]
+
+
+@pytest.mark.parametrize("how", ["hangup", "hangup-first", "eof"])
+async def test_hangup_mid_survey_keeps_earlier_answers(serve, store, how):
+    server = await serve()
+    call = await run(caller(["5", how]), server)
+    assert await brief(store) == [("q1", "5", "answered"), ("q2", "", "hangup")]
+    assert not any(c.startswith("STREAM FILE auth-thankyou") for c in call.commands)
+
+
+async def test_hangup_at_the_first_question_stores_only_it(serve, store):
+    server = await serve()
+    await run(caller(["hangup"]), server)
+    assert await brief(store) == [("q1", "", "hangup")]
+
+
+async def test_trying_lines_before_replies(serve, store):
+    server = await serve()
+    call = caller(["2", "1"])
+    call.trying = True
+    await run(call, server)
+    assert await brief(store) == [("q1", "2", "answered"), ("q2", "1", "answered")]
+
+
+@pytest.mark.parametrize("junk", ["junk", "usage", "broken-prompt"])
+async def test_junk_ends_the_session_not_the_server(serve, store, junk, caplog):
+    server = await serve()
+    await run(caller(["3", junk]), server)
+    assert await brief(store) == [("q1", "3", "answered")]  # the question cut short: nothing
+    assert server.stats.errors == 1 and "survey ended" in caplog.text
+    await run(caller(["4", "2"], uid="1795491290.8"), server)
+    assert len(await brief(store)) == 3
+
+
+async def test_malformed_environment_is_logged_with_the_peer_and_dropped(serve, store, caplog):
+    server = await serve()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed without a word
+    writer.close()
+    assert server.stats.dropped == 1
+    assert "127.0.0.1:" in caplog.text and "dropped" in caplog.text
+    assert await brief(store) == []
+
+
+async def test_silent_and_vanishing_clients_time_out_without_blocking_others(serve, store):
+    server = await serve(env_timeout_s=0.5)
+    silent = await asyncio.open_connection("127.0.0.1", server.port)
+    half = await asyncio.open_connection("127.0.0.1", server.port)
+    half[1].write(b"agi_network: yes\n")  # part of an environment, then nothing
+    gone = await asyncio.open_connection("127.0.0.1", server.port)
+    gone[1].close()  # EOF before any header
+    await caller(["5", "1"]).run("127.0.0.1", server.port, timeout_s=2)
+    assert await brief(store) == [("q1", "5", "answered"), ("q2", "1", "answered")]
+    for reader, writer in (silent, half):
+        assert await asyncio.wait_for(reader.read(), 3) == b""
+        writer.close()
+    assert server.stats.dropped == 3
+
+
+async def test_hundred_concurrent_sessions_do_not_block_each_other(serve, store):
+    server = await serve()
+    # a stuck Asterisk thread: the environment, then never a reply
+    stuck_reader, stuck = await asyncio.open_connection("127.0.0.1", server.port)
+    stuck.write("".join(f"{k}: {v}\n" for k, v in environment("1795400000.999", []).items())
+                .encode() + b"\n")
+    calls = [caller([str(1 + i % 5), str(1 + i % 2)], uid=f"17954{i:05d}.{i}") for i in range(100)]
+    await asyncio.wait_for(asyncio.gather(*(c.run("127.0.0.1", server.port) for c in calls)), 20)
+    assert server.running == 1  # the stuck one waits for its reply, alone
+    rows = await answers(store)
+    assert len(rows) == 200 and {r[5] for r in rows} == {"answered"}
+    by_call = {(r[0], r[3]): r[4] for r in rows}
+    for i in range(100):
+        assert by_call[(f"17954{i:05d}.{i}", "q1")] == str(1 + i % 5)
+        assert by_call[(f"17954{i:05d}.{i}", "q2")] == str(1 + i % 2)
+    stuck.close()
+
+
+async def test_allow_list_refuses_other_sources(serve, store, caplog):
+    config = make_config()
+    config.agi.allow = ["10.0.0.0/8"]
+    server = await serve(config)
+    call = await run(caller(["4", "1"]), server)
+    assert call.commands == [] and call.closed_by_server
+    assert server.stats.refused == 1 and "refused FastAGI connection" in caplog.text
+    assert await brief(store) == []
+    config = make_config()
+    config.agi.allow = ["10.0.0.0/8", "127.0.0.1"]
+    allowed = await serve(config)
+    await run(caller(["4", "1"]), allowed)
+    assert len(await brief(store)) == 2
+
+
+async def test_non_loopback_bind_needs_an_allow_list(store):
+    config = make_config()
+    config.agi.bind = "0.0.0.0"
+    with pytest.raises(ConfigError, match="allow"):
+        AgiServer(config, store)
+    config.agi.allow = ["not-an-ip"]
+    with pytest.raises(ConfigError, match="not-an-ip"):
+        AgiServer(config, store)
+
+
+async def test_missing_or_bad_arguments_are_completed_from_the_channel(serve, store):
+    server = await serve()
+    await run(caller(["3", "2"], args=["junk", "sup\x07port", ""],
+                 variables={"CALLKPI_QUEUE": "support", "MEMBERNAME": "Agent 1002"}
+                 ), server)
+    rows = await answers(store)
+    assert rows[0][:3] == (UID, "support", "Agent 1002")
+    assert {k: rows[0][8][k] for k in ("call_id_from", "queue_from", "agent_from")} == {
+        "call_id_from": "channel", "queue_from": "variable", "agent_from": "variable"}
+
+
+async def test_a_call_with_no_uniqueid_anywhere_is_not_surveyed(serve, store, caplog):
+    server = await serve()
+    call = caller(["3", "2"], args=["x", "support", "Agent 1001"])
+    call.env["agi_uniqueid"] = "junk"
+    await run(call, server)
+    assert await brief(store) == [] and not any(c.startswith("GET DATA") for c in call.commands)
+    assert "no uniqueid" in caplog.text
+
+
+async def test_language_is_set_when_the_survey_names_one(serve, store):
+    server = await serve(make_config(language="fr"))
+    call = await run(caller(["3", "2"]), server)
+    assert 'SET VARIABLE CHANNEL(language) "fr"' in call.commands
+    assert (await answers(store))[0][8]["language"] == "fr"
+
+
+async def test_sampling_is_seedable(serve, store):
+    server = await serve(make_config(sample_rate=0.5), rng=random.Random(7))
+    rng = random.Random(7)
+    picks = [rng.random() < 0.5 for _ in range(10)]
+    for i in range(10):
+        await run(caller(["3", "1"], uid=f"1795000000.{i}"), server)
+    surveyed = {r[0] for r in await answers(store)}
+    assert surveyed == {f"1795000000.{i}" for i, pick in enumerate(picks) if pick}
+    assert 0 < len(surveyed) < 10 and server.stats.skipped == 10 - len(surveyed)
+
+
+async def test_callers_who_answered_recently_are_skipped(serve, store):
+    await store.write(Batch(events=[make_event(
+        server="pbx1", kind=Kind.SURVEY_ANSWER, ts=time.time() - 86400, source=SOURCE_AGI,
+        call_id="1.1", discr="q1", value="5", reason="answered", caller_number="5551234")]))
+    server = await serve(make_config(skip_recent_days=30))
+    skipped = await run(caller(["3", "1"]), server)
+    other = await run(caller(["3", "1"], uid="1795491290.9", callerid="5559999"), server)
+    assert not any(c.startswith("GET DATA") for c in skipped.commands)
+    assert any(c.startswith("GET DATA") for c in other.commands)
+    assert {r[0] for r in await answers(store)} == {"1.1", "1795491290.9"}
+
+
+async def test_short_calls_are_skipped_by_their_stored_talk_time(serve, store, monkeypatch):
+    monkeypatch.setattr(survey_module, "TALK_LOOKUP_S", 0.3)
+    for uid, talk in (("1795491290.1", 3.0), ("1795491290.2", 30.0)):
+        await store.write(Batch(events=[make_event(
+            server="pbx1", kind=Kind.COMPLETE, ts=1795491280.0, source="ami", call_id=uid,
+            queue="support", agent="Agent 1001", talk_s=talk, reason="agent")]))
+    server = await serve(make_config(min_talk_s=10))
+    for uid in ("1795491290.1", "1795491290.2", "1795491290.3"):  # .3: not in the store yet
+        await run(caller(["3", "1"], uid=uid), server)
+    assert {r[0] for r in await answers(store)} == {"1795491290.2", "1795491290.3"}
+    assert server.stats.skipped == 1
+
+
+async def test_stop_lets_running_surveys_finish(serve, store):
+    server = await serve()
+    call = caller(["none", "3", "1"])
+    running = asyncio.create_task(call.run("127.0.0.1", server.port))
+    await asyncio.sleep(0.2)
+    await server.stop(grace_s=5)
+    await running
+    assert await brief(store) == [("q1", "3", "answered"), ("q2", "1", "answered")]
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", server.port)
+
+
+async def test_store_failure_is_logged_and_the_survey_goes_on(serve, store, caplog):
+    server = await serve()
+
+    async def broken(batch):
+        raise OSError("disk full")
+
+    store.write = broken
+    call = await run(caller(["3", "1"]), server)
+    assert call.commands[-1].startswith("STREAM FILE auth-thankyou")
+    assert caplog.text.count("could not store survey answer") == 2
