@@ -1,0 +1,478 @@
+"""The KPI engine: the report dict every renderer (JSON, CSV, HTML, e-mail) reads.
+
+docs/kpis.md defines each KPI; this module computes exactly that. The heavy lifting is SQL:
+the queue calls of the period are summed per (queue, 15-minute bucket) in one grouped query
+(and per agent in another); Python then folds the few thousand buckets into local-time
+intervals. Every real time zone offset is a whole number of quarter hours, so a 15-minute
+UTC bucket never straddles a local hour, day or week boundary, DST changes included.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Iterable
+from zoneinfo import ZoneInfo
+
+from callkpi.config import Config, KpiConfig
+from callkpi.events import Kind
+from callkpi.store import Store
+from reports import roster
+from reports.facts import data_end, refresh_facts
+
+BUCKET_S = 900
+INTERVALS = ("hour", "day", "week")
+WAIT_BINS = (0, 10, 20, 30, 60, 120, 300)  # histogram bin edges, seconds; the last is open
+ABANDON_CURVE_S = (0, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300)
+CSAT_GOOD = 4  # a CSAT score counts as satisfied at 4 or more (docs/kpis.md)
+
+# (name, condition, its parameters by name) counted per group over the period's queue calls;
+# the parameters' values come from _sum_values().
+_ANSWERED = "outcome = 'answered'"
+_WAITED = "ended_ts IS NOT NULL AND outcome <> 'closed' AND wait_s IS NOT NULL"
+_FIRST = ("outcome = 'answered' AND caller_number <> '' AND (prev_gap_s IS NULL"
+          " OR prev_gap_s > ?)")
+_NO_REPEAT = "(next_gap_s IS NULL OR next_gap_s > ?)"
+CALL_SUMS = (
+    ("offered", "1 = 1", ()),
+    ("answered", _ANSWERED, ()),
+    ("abandoned", "outcome = 'abandoned' AND wait_s >= ?", ("short",)),
+    ("short_abandoned", "outcome = 'abandoned' AND wait_s < ?", ("short",)),
+    ("timeout", "outcome = 'timeout'", ()),
+    ("exit_key", "outcome = 'exit_key'", ()),
+    ("exit_empty", "outcome = 'exit_empty'", ()),
+    ("withdrawn", "outcome = 'withdrawn'", ()),
+    ("transferred", f"{_ANSWERED} AND transferred = 1", ()),
+    ("closed", "outcome = 'closed'", ()),
+    ("in_sl", f"{_ANSWERED} AND wait_s <= ?", ("sl",)),
+    ("held", f"{_ANSWERED} AND hold_s > 0", ()),
+    ("waited", _WAITED, ()),
+    ("known", "caller_number <> ''", ()),
+    ("repeats", "caller_number <> '' AND prev_gap_s <= ?", ("window",)),
+    ("fcr_resolved", f"{_FIRST} AND {_NO_REPEAT} AND entered_ts + ? <= ?",
+     ("window", "window", "window", "data_end")),
+    ("fcr_repeat", f"{_FIRST} AND next_gap_s <= ?", ("window", "window")),
+    ("fcr_pending", f"{_FIRST} AND {_NO_REPEAT} AND entered_ts + ? > ?",
+     ("window", "window", "window", "data_end")),
+    ("converted", _ANSWERED + " AND disposition IN ({codes})", ("codes",)),
+)
+VALUE_SUMS = (
+    ("answered_wait", f"CASE WHEN {_ANSWERED} THEN wait_s ELSE 0 END"),
+    ("waited_wait", f"CASE WHEN {_WAITED} THEN wait_s ELSE 0 END"),
+    ("talk", f"CASE WHEN {_ANSWERED} THEN talk_s ELSE 0 END"),
+    ("hold", f"CASE WHEN {_ANSWERED} THEN hold_s ELSE 0 END"),
+    ("acw", f"CASE WHEN {_ANSWERED} THEN acw_s ELSE 0 END"),
+)
+SURVEY_SUMS = ("csat_valid", "csat_good", "csat_total", "resolution_answers", "resolution_yes",
+               "scored_calls")
+IVR_SUMS = ("ivr_calls", "ivr_self_service", "ivr_to_queue", "ivr_hangup")
+
+
+@dataclass
+class Period:
+    """The report's days, start..end inclusive, as local midnights in the report's zone."""
+
+    start: dt.date
+    end: dt.date
+    tz: ZoneInfo
+
+    @property
+    def start_ts(self) -> int:
+        return _local_midnight(self.start, self.tz)
+
+    @property
+    def end_ts(self) -> int:
+        return _local_midnight(self.end + dt.timedelta(days=1), self.tz)
+
+    def previous(self) -> "Period":
+        days = (self.end - self.start).days + 1
+        return Period(self.start - dt.timedelta(days=days), self.start - dt.timedelta(days=1),
+                      self.tz)
+
+    def interval_starts(self, interval: str) -> list[int]:
+        """Epoch starts of the local hours / days / weeks (from Monday) of the period."""
+        if interval == "hour":  # local hours are UTC hours shifted by a whole offset
+            return list(range(self.start_ts, self.end_ts, 3600))
+        days = [self.start + dt.timedelta(days=i) for i in range((self.end - self.start).days + 1)]
+        if interval == "week":
+            days = [d for d in days if d == self.start or d.weekday() == 0]
+        return [_local_midnight(d, self.tz) for d in days]
+
+    def iso(self, ts: float) -> str:
+        return dt.datetime.fromtimestamp(ts, self.tz).isoformat()
+
+
+def _local_midnight(day: dt.date, tz: ZoneInfo) -> int:
+    return int(dt.datetime.combine(day, dt.time(0), tz).timestamp())
+
+
+class ReportError(Exception):
+    """The report cannot be built as asked; the message is meant for the user."""
+
+
+# ----------------------------------------------------------------------------- sums
+class Sums(dict):
+    """Named totals of a group; `max_wait` combines by max, everything else adds."""
+
+    def add(self, other: dict[str, Any]) -> None:
+        for key, value in other.items():
+            if value is None:
+                continue
+            if key == "max_wait":
+                self[key] = value if self.get(key) is None else max(self[key], value)
+            else:
+                self[key] = self.get(key, 0) + value
+
+
+def _sum_columns(kpi: KpiConfig, end_of_data: float) -> tuple[str, list[str], list[Any]]:
+    """The SELECT list of the per-group sums, their names and their parameters."""
+    values: dict[str, list[Any]] = {
+        "short": [kpi.short_abandon_s], "sl": [kpi.service_level_s],
+        "window": [kpi.repeat_window_h * 3600], "data_end": [end_of_data],
+        "codes": list(kpi.conversion_codes)}
+    codes = ", ".join("?" for _ in kpi.conversion_codes) or "NULL"
+    names, parts, params = [], [], []
+    for name, cond, param_names in CALL_SUMS:
+        names.append(name)
+        parts.append(f"SUM(CASE WHEN {cond.replace('{codes}', codes)} THEN 1 ELSE 0 END)")
+        for param in param_names:
+            params.extend(values[param])
+    for name, expr in VALUE_SUMS:
+        names.append(name)
+        parts.append(f"SUM({expr})")
+    names.append("max_wait")
+    parts.append(f"MAX(CASE WHEN {_WAITED} THEN wait_s END)")
+    return ", ".join(parts), names, params
+
+
+def _range(lo: int, hi: int, queue: str | None, column: str = "entered_tsec"
+           ) -> tuple[str, list[Any]]:
+    where = f"{column} >= ? AND {column} < ?"
+    params: list[Any] = [lo, hi]
+    if queue is not None:
+        where += " AND queue = ?"
+        params.append(queue)
+    return where, params
+
+
+async def _call_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None,
+                     end_of_data: float, group: str) -> dict[tuple, Sums]:
+    """Per-group sums of the queue calls that entered in [lo, hi)."""
+    columns, names, sum_params = _sum_columns(kpi, end_of_data)
+    where, params = _range(lo, hi, queue)
+    if group == "agent":
+        where += f" AND {_ANSWERED} AND agent <> ''"
+    keys = "agent" if group == "agent" else f"queue, entered_tsec / {BUCKET_S}"
+    sql = f"SELECT {keys}, {columns} FROM queue_calls WHERE {where} GROUP BY {keys}"
+    width = 1 if group == "agent" else 2
+    out: dict[tuple, Sums] = {}
+    for row in await store.fetch_all(sql, [*sum_params, *params]):
+        out[tuple(row[:width])] = Sums(zip(names, row[width:]))
+    return out
+
+
+async def _survey_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None,
+                       group: str) -> dict[tuple, Sums]:
+    valid = [str(d) for d in range(1, kpi.csat_scale + 1)]
+    good = [d for d in valid if int(d) >= CSAT_GOOD]
+    marks = lambda values: ", ".join("?" for _ in values) or "NULL"  # noqa: E731
+    where, params = _range(lo, hi, queue)
+    keys = "agent" if group == "agent" else f"queue, entered_tsec / {BUCKET_S}"
+    csat = f"kind = 'csat' AND status = 'answered' AND value IN ({marks(valid)})"
+    resolution = "kind = 'resolution' AND status = 'answered' AND value IN ('1', '2')"
+    sql = (f"SELECT {keys},"
+           f" SUM(CASE WHEN {csat} THEN 1 ELSE 0 END),"
+           f" SUM(CASE WHEN {csat} AND value IN ({marks(good)}) THEN 1 ELSE 0 END),"
+           f" SUM(CASE WHEN {csat} THEN CAST(value AS INTEGER) ELSE 0 END),"
+           f" SUM(CASE WHEN {resolution} THEN 1 ELSE 0 END),"
+           f" SUM(CASE WHEN {resolution} AND value = '1' THEN 1 ELSE 0 END),"
+           f" COUNT(DISTINCT CASE WHEN {csat} AND answered = 1 THEN queue_call END)"
+           f" FROM survey_answers WHERE {where} GROUP BY {keys}")
+    width = 1 if group == "agent" else 2
+    rows = await store.fetch_all(sql, [*valid, *valid, *good, *valid, *valid, *params])
+    return {tuple(r[:width]): Sums(zip(SURVEY_SUMS, r[width:])) for r in rows}
+
+
+async def _ivr_sums(store: Store, lo: int, hi: int, queue: str | None) -> dict[tuple, Sums]:
+    """IVR exits are not queue calls: counted from the ivr-exit events (queue = target)."""
+    where, params = _range(lo, hi, queue, column="tsec")
+    sql = (f"SELECT queue, tsec / {BUCKET_S}, COUNT(*),"
+           f" SUM(CASE WHEN value = 'self-service' THEN 1 ELSE 0 END),"
+           f" SUM(CASE WHEN value = 'to-queue' THEN 1 ELSE 0 END),"
+           f" SUM(CASE WHEN value = 'hangup' THEN 1 ELSE 0 END)"
+           f" FROM events WHERE kind = ? AND {where} GROUP BY queue, tsec / {BUCKET_S}")
+    rows = await store.fetch_all(sql, [Kind.IVR_EXIT, *params])
+    return {tuple(r[:2]): Sums(zip(IVR_SUMS, r[2:])) for r in rows}
+
+
+async def _bucket_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None,
+                       end_of_data: float) -> dict[tuple, Sums]:
+    """Everything summed per (queue, 15-minute bucket)."""
+    merged: dict[tuple, Sums] = {}
+    for part in (await _call_sums(store, kpi, lo, hi, queue, end_of_data, "bucket"),
+                 await _survey_sums(store, kpi, lo, hi, queue, "bucket"),
+                 await _ivr_sums(store, lo, hi, queue)):
+        for key, sums in part.items():
+            merged.setdefault(key, Sums()).add(sums)
+    return merged
+
+
+# ----------------------------------------------------------------------------- KPIs
+def ratio(num: float | None, den: float | None, scale: float = 1.0) -> float | None:
+    """num / den × scale, None when the denominator is 0 (docs/kpis.md: never 0, never an error)."""
+    if not den:
+        return None
+    return round((num or 0) * scale / den, 3)
+
+
+def pct(num: float | None, den: float | None) -> float | None:
+    return ratio(num, den, 100.0)
+
+
+def queue_kpis(s: dict[str, Any]) -> dict[str, Any]:
+    g = lambda name: s.get(name) or 0  # noqa: E731
+    base = g("offered") - g("short_abandoned")
+    answered = g("answered")
+    fcr_known = g("fcr_resolved") + g("fcr_repeat")
+    return {
+        "offered": g("offered"),
+        "answered": answered,
+        "abandoned": g("abandoned"),
+        "short_abandoned": g("short_abandoned"),
+        "timeout": g("timeout"),
+        "exit_key": g("exit_key"),
+        "exit_empty": g("exit_empty"),
+        "withdrawn": g("withdrawn"),
+        "transferred": g("transferred"),
+        "closed": g("closed"),
+        "abandon_rate_pct": pct(g("abandoned"), base),
+        "asa_s": ratio(g("answered_wait"), answered),
+        "awt_s": ratio(g("waited_wait"), g("waited")),
+        "max_wait_s": s.get("max_wait"),
+        "service_level_pct": pct(g("in_sl"), base),
+        "avg_acw_s": ratio(g("acw"), answered),
+        "aht_s": ratio(g("talk") + g("hold") + g("acw"), answered),
+        "avg_talk_s": ratio(g("talk"), answered),
+        "avg_hold_s": ratio(g("hold"), answered),
+        "hold_rate_pct": pct(g("held"), answered),
+        "csat_pct": pct(g("csat_good"), g("csat_valid")),
+        "csat_avg": ratio(g("csat_total"), g("csat_valid")),
+        "survey_response_rate_pct": pct(g("scored_calls"), answered),
+        "fcr_pct": pct(g("fcr_resolved"), fcr_known),
+        "fcr_pending": g("fcr_pending"),
+        "fcr_survey_pct": pct(g("resolution_yes"), g("resolution_answers")),
+        "repeat_call_rate_pct": pct(g("repeats"), g("known")),
+        "conversion_rate_pct": pct(g("converted"), answered),
+        "ivr_calls": g("ivr_calls"),
+        "ivr_contained_pct": pct(g("ivr_self_service"), g("ivr_calls")),
+        "ivr_to_queue_pct": pct(g("ivr_to_queue"), g("ivr_calls")),
+        "ivr_hangup_pct": pct(g("ivr_hangup"), g("ivr_calls")),
+    }
+
+
+def agent_kpis(s: dict[str, Any], staffed_s: float, paused_s: float, rna: int) -> dict[str, Any]:
+    g = lambda name: s.get(name) or 0  # noqa: E731
+    answered = g("answered")
+    handled = g("talk") + g("hold") + g("acw")
+    return {
+        "answered": answered,
+        "ring_no_answer": rna,
+        "talk_s": round(g("talk"), 3),
+        "hold_s": round(g("hold"), 3),
+        "acw_s": round(g("acw"), 3),
+        "aht_s": ratio(handled, answered),
+        "staffed_s": round(staffed_s, 3),
+        "paused_s": round(paused_s, 3),
+        "calls_per_hour": ratio(answered, staffed_s, 3600.0),
+        "occupancy_pct": pct(handled, staffed_s - paused_s),
+        "csat_pct": pct(g("csat_good"), g("csat_valid")),
+        "fcr_pct": pct(g("fcr_resolved"), g("fcr_resolved") + g("fcr_repeat")),
+        "conversion_rate_pct": pct(g("converted"), answered),
+    }
+
+
+# ---------------------------------------------------------------------------- agents
+async def _agent_times(store: Store, kpi: KpiConfig, lo: float, hi: float, queue: str | None
+                       ) -> tuple[dict[str, float], dict[str, float]]:
+    """(staffed seconds, non-wrap-up paused seconds while staffed) per agent in [lo, hi)."""
+    where = "start_ts < ? AND (end_ts IS NULL OR end_ts > ?)"
+    sessions: dict[str, list[tuple[float, float]]] = {}
+    sql = f"SELECT agent, queue, start_ts, end_ts FROM agent_sessions WHERE {where}"
+    for agent, q, start, end in await store.fetch_all(sql, (hi, lo)):
+        if queue is None or q == queue:
+            sessions.setdefault(agent, []).append(_clip(start, end, lo, hi))
+    staffed = {a: _union(spans) for a, spans in sessions.items()}
+    paused: dict[str, float] = {}
+    sql = f"SELECT agent, reason, start_ts, end_ts FROM agent_pauses WHERE {where}"
+    for agent, reason, start, end in await store.fetch_all(sql, (hi, lo)):
+        if reason in kpi.wrapup_reasons or agent not in staffed:
+            continue
+        span = _clip(start, end, lo, hi)
+        paused[agent] = paused.get(agent, 0.0) + sum(
+            _overlap(span, s) for s in staffed[agent])
+    return {a: sum(e - s for s, e in spans) for a, spans in staffed.items()}, paused
+
+
+def _clip(start: float, end: float | None, lo: float, hi: float) -> tuple[float, float]:
+    end = hi if end is None else min(end, hi)
+    return max(start, lo), max(end, max(start, lo))
+
+
+def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    merged: list[tuple[float, float]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
+    return max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+
+
+async def _ring_no_answer(store: Store, lo: int, hi: int, queue: str | None) -> dict[str, int]:
+    where, params = _range(lo, hi, queue, column="tsec")
+    sql = f"SELECT agent, COUNT(*) FROM events WHERE kind = ? AND {where} GROUP BY agent"
+    return dict(await store.fetch_all(sql, [Kind.RING_NO_ANSWER, *params]))
+
+
+async def _agents(store: Store, kpi: KpiConfig, period: Period, queue: str | None,
+                  end_of_data: float) -> dict[str, dict[str, Any]]:
+    lo, hi = period.start_ts, period.end_ts
+    calls = await _call_sums(store, kpi, lo, hi, queue, end_of_data, "agent")
+    for key, sums in (await _survey_sums(store, kpi, lo, hi, queue, "agent")).items():
+        calls.setdefault(key, Sums()).add(sums)
+    staffed, paused = await _agent_times(store, kpi, lo, min(hi, end_of_data), queue)
+    rna = await _ring_no_answer(store, lo, hi, queue)
+    names = {k[0] for k in calls} | set(staffed) | set(rna)
+    names.discard("")
+    return {name: agent_kpis(calls.get((name,), {}), staffed.get(name, 0.0),
+                             paused.get(name, 0.0), rna.get(name, 0))
+            for name in sorted(names)}
+
+
+# ---------------------------------------------------------------------------- charts
+async def _wait_charts(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None
+                       ) -> tuple[list[dict], list[dict]]:
+    where, params = _range(lo, hi, queue)
+    bins = " ".join(f"WHEN wait_s < ? THEN {i}" for i in range(1, len(WAIT_BINS)))
+    curve = ", ".join("SUM(CASE WHEN wait_s <= ? THEN 1 ELSE 0 END)" for _ in ABANDON_CURVE_S)
+    hist_rows = await store.fetch_all(
+        f"SELECT CASE {bins} ELSE {len(WAIT_BINS)} END, COUNT(*) FROM queue_calls"
+        f" WHERE {where} AND {_WAITED} GROUP BY 1", [*WAIT_BINS[1:], *params])
+    counts = dict(hist_rows)
+    edges = [*WAIT_BINS, None]
+    histogram = [{"from_s": edges[i], "to_s": edges[i + 1], "calls": counts.get(i + 1, 0)}
+                 for i in range(len(WAIT_BINS))]
+    row = (await store.fetch_all(
+        f"SELECT COUNT(*), {curve} FROM queue_calls WHERE {where}"
+        f" AND outcome = 'abandoned' AND wait_s >= ?",
+        [*ABANDON_CURVE_S, *params, kpi.short_abandon_s]))[0]
+    abandoned = row[0]
+    abandon_curve = [{"wait_s": t, "abandoned_pct": pct(n, abandoned)}
+                     for t, n in zip(ABANDON_CURVE_S, row[1:])]
+    return histogram, abandon_curve
+
+
+def _hourly(buckets: dict[tuple, Sums], period: Period) -> list[dict]:
+    hours = [Sums() for _ in range(24)]
+    for (_queue, bucket), sums in buckets.items():
+        hours[dt.datetime.fromtimestamp(bucket * BUCKET_S, period.tz).hour].add(sums)
+    return [{"hour": h, "offered": s.get("offered") or 0, "answered": s.get("answered") or 0,
+             "service_level_pct": queue_kpis(s)["service_level_pct"]}
+            for h, s in enumerate(hours)]
+
+
+# ---------------------------------------------------------------------------- survey
+async def _survey_summary(store: Store, lo: int, hi: int, queue: str | None) -> dict[str, Any]:
+    where, params = _range(lo, hi, queue)
+    questions: dict[str, dict[str, Any]] = {}
+    rows = await store.fetch_all(
+        f"SELECT question, kind, status, value, COUNT(*) FROM survey_answers WHERE {where}"
+        f" GROUP BY question, kind, status, value ORDER BY question, value", params)
+    for question, kind, status, value, count in rows:
+        q = questions.setdefault(question, {"kind": kind, "answers": {}, "invalid": 0,
+                                            "no_response": 0, "hangup": 0})
+        if status == "answered":
+            q["answers"][value] = q["answers"].get(value, 0) + count
+        elif status in ("invalid", "no-response", "hangup"):
+            q[status.replace("-", "_")] += count
+    (surveys, incomplete), = await store.fetch_all(
+        f"SELECT COUNT(*), SUM(hung_up) FROM (SELECT server, call_id,"
+        f" MAX(CASE WHEN status = 'hangup' THEN 1 ELSE 0 END) AS hung_up FROM survey_answers"
+        f" WHERE {where} GROUP BY server, call_id) AS surveyed", params)
+    return {"questions": questions, "surveys": surveys, "incomplete": incomplete or 0}
+
+
+# ---------------------------------------------------------------------------- report
+async def build_report(store: Store, config: Config, start: dt.date, end: dt.date,
+                       queue: str | None = None, interval: str = "day") -> dict[str, Any]:
+    """The report over the local days start..end inclusive (see docs/reports.md)."""
+    if interval not in INTERVALS:
+        raise ReportError(f"interval must be one of {', '.join(INTERVALS)}, not {interval!r}")
+    if end < start:
+        raise ReportError(f"--to {end} is before --from {start}")
+    try:
+        tz = ZoneInfo(config.report.timezone)
+    except (ValueError, KeyError, OSError):
+        raise ReportError(f"unknown time zone {config.report.timezone!r} in [report]") from None
+    kpi = config.kpi
+    await refresh_facts(store, kpi)
+    end_of_data = await data_end(store) or 0.0
+    period = Period(start, end, tz)
+    buckets = await _bucket_sums(store, kpi, period.start_ts, period.end_ts, queue, end_of_data)
+    prev = period.previous()
+    previous = await _bucket_sums(store, kpi, prev.start_ts, prev.end_ts, queue, end_of_data)
+    histogram, abandon_curve = await _wait_charts(store, kpi, period.start_ts, period.end_ts,
+                                                  queue)
+    agents = await roster.list_agents(store)
+    return {
+        "period": {
+            "from": start.isoformat(), "to": end.isoformat(), "timezone": config.report.timezone,
+            "queue": queue, "interval": interval, "start": period.iso(period.start_ts),
+            "end": period.iso(period.end_ts),
+            "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        },
+        "settings": {
+            "service_level_s": kpi.service_level_s, "short_abandon_s": kpi.short_abandon_s,
+            "repeat_window_h": kpi.repeat_window_h, "wrapup_reasons": list(kpi.wrapup_reasons),
+            "csat_scale": kpi.csat_scale, "conversion_codes": list(kpi.conversion_codes),
+        },
+        "totals": {**queue_kpis(_total(buckets.values())),
+                   **roster.headcount(agents, start, end)},
+        "previous_totals": {**queue_kpis(_total(previous.values())),
+                            **roster.headcount(agents, prev.start, prev.end)},
+        "queues": _by_queue(buckets),
+        "agents": await _agents(store, kpi, period, queue, end_of_data),
+        "intervals": _intervals(buckets, period, interval),
+        "charts": {"hourly": _hourly(buckets, period), "wait_histogram": histogram,
+                   "abandon_curve": abandon_curve},
+        "survey": await _survey_summary(store, period.start_ts, period.end_ts, queue),
+    }
+
+
+def _total(groups: Iterable[Sums]) -> Sums:
+    total = Sums()
+    for sums in groups:
+        total.add(sums)
+    return total
+
+
+def _by_queue(buckets: dict[tuple, Sums]) -> dict[str, dict[str, Any]]:
+    """Queue calls per queue (IVR exits with no target queue belong to no queue)."""
+    queues: dict[str, Sums] = {}
+    for (queue, _bucket), sums in buckets.items():
+        if queue:
+            queues.setdefault(queue, Sums()).add(sums)
+    return {name: queue_kpis(queues[name]) for name in sorted(queues)}
+
+
+def _intervals(buckets: dict[tuple, Sums], period: Period, interval: str) -> list[dict]:
+    starts = period.interval_starts(interval)
+    sums = [Sums() for _ in starts]
+    for (_queue, bucket), group in buckets.items():
+        sums[bisect.bisect_right(starts, bucket * BUCKET_S) - 1].add(group)
+    return [{"start": period.iso(t), **queue_kpis(s)} for t, s in zip(starts, sums)]
