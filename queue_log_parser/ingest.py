@@ -11,6 +11,7 @@ write is in flight, and batches are written in file order.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from dataclasses import dataclass
@@ -133,9 +134,15 @@ async def ingest_paths(store: Store, paths: list[str], *, server: str, batch_lin
     last call."""
     stats = IngestStats()
     sink = LogSink(store, server, stats)
-    for path in paths:
-        await _ingest_file(sink, path, batch_lines, full, progress)
-    await sink.flush()
+    # Events are acyclic tuples freed by reference counting; the cyclic collector would
+    # only rescan the millions of them a backfill allocates (~30 % of the parse time).
+    gc.disable()
+    try:
+        for path in paths:
+            await _ingest_file(sink, path, batch_lines, full, progress)
+        await sink.flush()
+    finally:
+        gc.enable()
     return stats
 
 
