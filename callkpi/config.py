@@ -95,7 +95,7 @@ class SurveyConfig:
 
     questions: list[dict[str, Any]] = field(default_factory=list)  # empty: the built-in survey
     language: str = "en"
-    invalid_prompt: str = "option-is-invalid"
+    invalid_prompt: str = "pm-invalid-option"  # stock sounds of Debian's asterisk-prompt-en
     thank_you: str = "auth-thankyou"
     announce_text: bool = False  # SEND TEXT "SURVEY:<id>" before each question (tests)
     sample_rate: float = 1.0  # share of eligible calls surveyed
