@@ -82,17 +82,17 @@ def wait_histogram_chart(rows: Sequence[dict[str, Any]]) -> bytes | None:
 
 
 def abandon_curve_chart(rows: Sequence[dict[str, Any]]) -> bytes | None:
-    """The share of callers who had hung up by each wait time."""
-    if not rows:
+    """Of the callers who abandoned, the share who had hung up by each wait time."""
+    if all(r["abandoned_pct"] is None for r in rows):  # nobody abandoned
         return None
     fig, ax = _figure()
     waits = [r["wait_s"] for r in rows]
     ax.plot(waits, [_nan(r["abandoned_pct"]) for r in rows], color=ABANDON, marker="o",
             markersize=3, linewidth=1.8)
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, 105)
     ax.set_xlim(left=0)
     ax.set_xlabel("wait (seconds)", fontsize=FONT)
-    ax.set_ylabel("abandoned %", fontsize=FONT)
+    ax.set_ylabel("% of abandons", fontsize=FONT)
     return _png(fig)
 
 

@@ -120,6 +120,11 @@ def render_text(report: dict[str, Any], *, title: str | None = None,
     return "\n".join(lines) + "\n"
 
 
+def subject_line(report: dict[str, Any], *, title: str | None = None) -> str:
+    period = report["period"]
+    return f"{title or ReportConfig().title}: {_period_label(period, _days(period))}"
+
+
 def _charts(report: dict[str, Any], targets: dict[str, float] | None
             ) -> dict[str, bytes | None]:
     from reports.charts import render_charts  # matplotlib: only when a page is drawn

@@ -96,11 +96,11 @@ WAIT_HISTOGRAM = [
     {"from_s": 60, "to_s": 120, "calls": 28}, {"from_s": 120, "to_s": 300, "calls": 17},
     {"from_s": 300, "to_s": None, "calls": 3},
 ]
+# of the calls abandoned, the share that had hung up by each wait (cumulative, to 100)
 ABANDON_CURVE = [
-    {"wait_s": 0, "abandoned_pct": 0.0}, {"wait_s": 10, "abandoned_pct": 1.2},
-    {"wait_s": 20, "abandoned_pct": 2.9}, {"wait_s": 30, "abandoned_pct": 4.1},
-    {"wait_s": 60, "abandoned_pct": 5.9}, {"wait_s": 120, "abandoned_pct": 7.3},
-    {"wait_s": 300, "abandoned_pct": 8.0},
+    {"wait_s": t, "abandoned_pct": p} for t, p in (
+        (0, 0.0), (5, 6.1), (10, 15.2), (15, 24.2), (20, 36.4), (30, 51.5), (45, 63.6),
+        (60, 72.7), (90, 81.8), (120, 87.9), (180, 93.9), (300, 100.0))
 ]
 SURVEY = {
     "questions": {
@@ -146,6 +146,6 @@ def empty_report() -> dict[str, Any]:
         charts={"hourly": [{"hour": h, "offered": 0, "answered": 0, "service_level_pct": None}
                            for h in range(24)],
                 "wait_histogram": [{**row, "calls": 0} for row in WAIT_HISTOGRAM],
-                "abandon_curve": []},
+                "abandon_curve": [{**row, "abandoned_pct": None} for row in ABANDON_CURVE]},
         survey={"questions": {}, "surveys": 0, "incomplete": 0},
     )

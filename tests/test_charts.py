@@ -52,12 +52,13 @@ def test_a_period_without_calls_has_no_charts():
     assert hourly_chart([]) is None
     assert wait_histogram_chart([]) is None
     assert abandon_curve_chart([]) is None
+    assert abandon_curve_chart([{"wait_s": 0, "abandoned_pct": None}]) is None
 
 
 def test_an_open_ended_bucket_and_a_single_point():
     rows = [{"from_s": 0, "to_s": None, "calls": 4}]
     assert png_size(wait_histogram_chart(rows)) == (1000, 460)
-    assert png_size(abandon_curve_chart([{"wait_s": 0, "abandoned_pct": None}])) == (1000, 460)
+    assert png_size(abandon_curve_chart([{"wait_s": 0, "abandoned_pct": 100.0}])) == (1000, 460)
 
 
 def test_matplotlib_is_loaded_only_to_draw_and_never_pyplot():
