@@ -178,13 +178,12 @@ class Deriver:
         call.transferred = kind == Kind.TRANSFER
 
     def _close(self, call: QueueCall, ts: float) -> None:
-        """The PBX restarted with the call open: an answered call stays answered (its talk
-        ends at the restart); a waiting one is `closed` and has no wait."""
-        call.ended_ts = ts
+        """The PBX restarted (kill -9, crash) with the call open: it is `closed` at the
+        restart, with no wait; a connected one keeps its agent and the time it was bridged
+        until the restart, for information only (Asterisk never said how it ended)."""
+        call.outcome, call.ended_ts, call.wait_s = "closed", ts, None
         if call.connect_ts is not None:
             call.bridged_s = max(0.0, ts - call.connect_ts)
-        else:
-            call.outcome, call.wait_s = "closed", None
 
     def _pbx_restart(self, server: str, ts: float) -> None:
         for key in [k for k in self.open_calls if k[0] == server]:

@@ -37,7 +37,8 @@ _NO_REPEAT = "(next_gap_s IS NULL OR next_gap_s > ?)"
 CALL_SUMS = (
     ("offered", "1 = 1", ()),
     ("answered", _ANSWERED, ()),
-    ("abandoned", "outcome = 'abandoned' AND wait_s >= ?", ("short",)),
+    # an abandon whose wait Asterisk left empty is not known to be short: it is counted
+    ("abandoned", "outcome = 'abandoned' AND (wait_s IS NULL OR wait_s >= ?)", ("short",)),
     ("short_abandoned", "outcome = 'abandoned' AND wait_s < ?", ("short",)),
     ("timeout", "outcome = 'timeout'", ()),
     ("exit_key", "outcome = 'exit_key'", ()),
@@ -369,7 +370,7 @@ async def _wait_charts(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: st
                  for i in range(len(WAIT_BINS))]
     row = (await store.fetch_all(
         f"SELECT COUNT(*), {curve} FROM queue_calls WHERE {where}"
-        f" AND outcome = 'abandoned' AND wait_s >= ?",
+        f" AND outcome = 'abandoned' AND NOT wait_s < ?",
         [*ABANDON_CURVE_S, *params, kpi.short_abandon_s]))[0]
     abandoned = row[0]
     abandon_curve = [{"wait_s": t, "abandoned_pct": pct(n, abandoned)}

@@ -66,8 +66,9 @@ async def test_pbx_restart_closes_open_calls(store):
     calls = await derive(store, scenario())
     c5 = calls["c5@q"]
     assert (c5["outcome"], c5["ended_ts"], c5["wait_s"]) == ("closed", T + 600, None)
-    c6 = calls["c6@q2"]  # answered before the restart: stays answered, talk to the restart
-    assert (c6["outcome"], c6["ended_ts"], c6["bridged_s"]) == ("answered", T + 600, 40)
+    c6 = calls["c6@q2"]  # connected, never completed: closed too, bridged until the restart
+    assert (c6["outcome"], c6["ended_ts"], c6["bridged_s"]) == ("closed", T + 600, 40)
+    assert (c6["agent"], c6["wait_s"], c6["acw_s"]) == ("B", None, None)
     sessions = await store.fetch_all("SELECT agent, end_ts FROM agent_sessions ORDER BY agent")
     assert sessions == [("A", T + 600), ("B", T + 600)]  # restart ends every session
 

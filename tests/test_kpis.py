@@ -268,3 +268,16 @@ async def test_report_shape(store):
                              "csat_scale": 5, "conversion_codes": ["sale"]}
     assert set(r["charts"]) == {"hourly", "wait_histogram", "abandon_curve"}
     assert len(r["charts"]["hourly"]) == 24
+
+
+async def test_restart_closes_open_calls_out_of_the_averages(store):
+    c = Calls()
+    c.left(Kind.ABANDON, "a", "q", T, wait=10)
+    c.enter("open", "q", T + 100)  # still waiting when the PBX is killed
+    c.ev(Kind.QUEUE_START, T + 400)
+    c.ev(Kind.ABANDON, T + 500, call_id="blank", queue="q")  # Asterisk left the wait empty
+    c.enter("blank", "q", T + 450)
+    t = (await report_of(store, c, config(short_abandon_s=5.0)))["totals"]
+    assert (t["offered"], t["closed"], t["abandoned"]) == (3, 1, 2)
+    assert (t["awt_s"], t["max_wait_s"]) == (10.0, 10)  # neither closed nor blank wait
+    assert t["abandon_rate_pct"] == approx(100 * 2 / 3)
