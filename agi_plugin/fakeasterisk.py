@@ -7,7 +7,8 @@ Caller actions, one per GET DATA: a key ("4", "*", "#"), "none" (silent until th
 "hangup" (as Asterisk reports it: `200 result=-1`, then `HANGUP`, then 511 for everything),
 "hangup-first" (`HANGUP` arrives before the reply, which is 511), "eof" (the connection just
 closes), "junk" (a line that is not AGI), "usage" (a 520 block), "broken-prompt" (`200 result=-1`
-on a live channel, as when the prompt file is missing).
+on a live channel, as when the prompt file is missing), "early<key>" (the key, pressed while an
+interruptible STREAM FILE of the prompt plays).
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ class FakeCall:
             self.texts.append(command.split(" ", 2)[2].strip('"'))
             return "200 result=0"
         if command.startswith("STREAM FILE"):
+            interruptible = not command.endswith('""')
+            if interruptible and presses and presses[0].startswith("early"):
+                return f"200 result={ord(presses.pop(0)[-1])} endpos=1000"
             return "200 result=0 endpos=8000"
         if verb[0] in ("ANSWER", "SET", "VERBOSE", "NOOP"):
             return "200 result=0" if verb[0] == "ANSWER" else "200 result=1"

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from agi_plugin.protocol import AgiHangup, Reply, arguments, quote
+from agi_plugin.protocol import AgiHangup, AgiProtocolError, Reply, arguments, quote
 from agi_plugin.session import AgiSession
 from callkpi.config import ConfigError, SurveyConfig
 from callkpi.events import SOURCE_AGI, CallEvent, CallLink, Kind, make_event
@@ -31,16 +31,17 @@ ANSWERED, INVALID, NO_RESPONSE, HANGUP = "answered", "invalid", "no-response", "
 PROMPT_ALLOWANCE_S = 120.0  # how long a prompt may play before GET DATA starts its timeout
 TALK_LOOKUP_S = 3.0  # how long to wait for the call's complete event to reach the store
 TALK_LOOKUP_STEP_S = 0.25
-KEYS = set("0123456789*#")
+ANY_KEY = "0123456789*#"
+KEYS = set(ANY_KEY)
 _QUESTION_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 _UNIQUEID = re.compile(r"\d{1,20}\.\d{1,10}")
 _PROMPT = re.compile(r"[A-Za-z0-9_./&-]{1,255}")
 MAX_NAME = 128  # queue and member names: Asterisk's own limit is 80 / 128
 
-# The built-in survey: stock sounds of Debian's asterisk-core-sounds-en ("press 1 to 5";
+# The built-in survey: stock sounds of Debian's asterisk-core-sounds-en ("press 1 2 3 4 5";
 # "if this is correct, press 1"), stand-ins until you record your own (docs/survey.md).
 DEFAULT_QUESTIONS: list[dict[str, Any]] = [
-    {"id": "q1", "kind": "csat", "prompt": "vm-press&digits/1&to&digits/5", "digits": "12345",
+    {"id": "q1", "kind": "csat", "prompt": "vm-press&digits/1&digits/2&digits/3&digits/4&digits/5", "digits": "12345",
      "timeout_s": 6, "retries": 1},
     {"id": "q2", "kind": "resolution", "prompt": "if-correct-press&digits/1", "digits": "12",
      "timeout_s": 6, "retries": 1},
@@ -283,29 +284,35 @@ class Survey:
         return Outcome(INVALID, invalid, attempt) if invalid else Outcome(NO_RESPONSE, "", attempt)
 
     async def _get_data(self, session: AgiSession, question: Question) -> Reply:
+        """The caller's key. GET DATA plays one file (Asterisk 22 does not split "&" there), so
+        the files of the prompt before the last are played by STREAM FILE, which any key
+        interrupts: a key pressed there is the answer."""
         if self.config.announce_text:
             await session.command(f'SEND TEXT {quote("SURVEY:" + question.id)}')
-        reply = await session.command(
-            f"GET DATA {question.prompt} {int(question.timeout_s * 1000)} 1",
-            timeout_s=question.timeout_s + PROMPT_ALLOWANCE_S)
-        if reply.result == "-1":
-            # -1 is both "the caller hung up" and "the prompt cannot be played": ANSWER is
-            # refused with 511 on a dead channel and accepted on a live one
-            await session.command("ANSWER")
-            raise PromptFailed(f"question {question.id}: GET DATA failed on a live channel "
-                               f"(is the prompt {question.prompt!r} installed for the "
-                               f"channel's language?)")
+        *intro, last = question.prompt.split("&")
+        for sound in intro:
+            reply = await session.command(f"STREAM FILE {sound} {quote(ANY_KEY)}",
+                                          timeout_s=PROMPT_ALLOWANCE_S)
+            await _check_played(session, reply, sound)
+            if reply.result != "0":
+                return reply._replace(result=_pressed(reply), data="")
+        reply = await session.command(f"GET DATA {last} {int(question.timeout_s * 1000)} 1",
+                                      timeout_s=question.timeout_s + PROMPT_ALLOWANCE_S)
+        await _check_played(session, reply, last)
         return reply
 
-    async def _play(self, session: AgiSession, sound: str) -> None:
-        """Play a prompt nobody answers (invalid key, thank you); a hang-up here ends nothing
-        the next command would not notice."""
-        if not sound:
-            return
-        try:
-            await session.command(f'STREAM FILE {sound} ""', timeout_s=PROMPT_ALLOWANCE_S)
-        except AgiHangup:
-            pass
+    async def _play(self, session: AgiSession, prompt: str) -> None:
+        """Play a prompt nobody answers (invalid key, thank you). A missing file is logged,
+        not fatal; a hang-up here is noticed by the next command."""
+        for sound in prompt.split("&") if prompt else ():
+            try:
+                reply = await session.command(f'STREAM FILE {sound} ""',
+                                              timeout_s=PROMPT_ALLOWANCE_S)
+                await _check_played(session, reply, sound)
+            except AgiHangup:
+                return
+            except PromptFailed as exc:
+                log.warning("%s: %s", session.peer, exc)
 
     def _event(self, call: SurveyCall, question: Question, outcome: Outcome,
                session_id: str) -> CallEvent:
@@ -326,3 +333,19 @@ class Survey:
                 await self.store.write(Batch(events=[event], links=links))
         except Exception:  # a store problem must not cut the caller's survey short
             log.exception("could not store survey answer %s", event)
+
+
+async def _check_played(session: AgiSession, reply: Reply, sound: str) -> None:
+    """result=-1 is both "the caller hung up" and "the file cannot be played": ANSWER is refused
+    (511) on a dead channel and accepted on a live one."""
+    if reply.result == "-1":
+        await session.command("ANSWER")
+        raise PromptFailed(f"sound {sound!r} could not be played on a live channel (is it "
+                           f"installed for the channel's language?)")
+
+
+def _pressed(reply: Reply) -> str:
+    """STREAM FILE reports the key that interrupted it as its character code."""
+    if reply.result.isdigit() and chr(int(reply.result)) in ANY_KEY:
+        return chr(int(reply.result))
+    raise AgiProtocolError(f"STREAM FILE: unexpected result {reply.raw[:80]!r}")

@@ -85,9 +85,13 @@ async def test_answers_are_stored_with_the_call_queue_and_agent(serve, store):
     assert q1["call_id_from"] == q1["queue_from"] == q1["agent_from"] == "arg"
     assert await store.fetch_all("SELECT uniqueid, linked_id FROM call_links") == [(UID, LINKED)]
     assert call.texts == ["SURVEY:q1", "SURVEY:q2"]
-    gets = [c for c in call.commands if c.startswith("GET DATA")]
-    assert gets == ["GET DATA vm-press&digits/1&to&digits/5 6000 1",
-                    "GET DATA if-correct-press&digits/1 6000 1"]
+    prompts = [c for c in call.commands if c.startswith(("GET DATA", "STREAM FILE"))]
+    assert prompts == [  # "&": the files before the last play interruptible by any key
+        'STREAM FILE vm-press "0123456789*#"', 'STREAM FILE digits/1 "0123456789*#"',
+        'STREAM FILE digits/2 "0123456789*#"', 'STREAM FILE digits/3 "0123456789*#"',
+        'STREAM FILE digits/4 "0123456789*#"', "GET DATA digits/5 6000 1",
+        'STREAM FILE if-correct-press "0123456789*#"', "GET DATA digits/1 6000 1",
+        'STREAM FILE auth-thankyou ""']
     assert call.commands[-1] == 'STREAM FILE auth-thankyou ""'  # the thank-you, then goodbye
     assert call.closed_by_server
 
@@ -97,6 +101,8 @@ async def test_the_text_announces_each_try_right_before_its_get_data(serve, stor
     call = await run(caller(["9", "2", "1"]), server)
     asks = [c for c in call.commands if c.startswith(("SEND TEXT", "GET DATA"))]
     assert [c.split()[0] + c.split()[1] for c in asks] == ["SENDTEXT", "GETDATA"] * 3
+    first_prompt = call.commands.index('STREAM FILE vm-press "0123456789*#"')
+    assert call.commands[first_prompt - 1] == 'SEND TEXT "SURVEY:q1"'
     assert call.texts == ["SURVEY:q1", "SURVEY:q1", "SURVEY:q2"]
 
 
@@ -105,7 +111,7 @@ async def test_invalid_then_valid_is_answered_after_the_invalid_prompt(serve, st
     call = await run(caller(["9", "3", "2"]), server)
     assert await brief(store) == [("q1", "3", "answered"), ("q2", "2", "answered")]
     assert (await answers(store))[0][8]["attempts"] == 2
-    assert 'STREAM FILE option-is-invalid ""' in call.commands
+    assert 'STREAM FILE pm-invalid-option ""' in call.commands
 
 
 async def test_invalid_after_every_retry_is_invalid(serve, store):
@@ -118,7 +124,7 @@ async def test_silence_after_every_retry_is_no_response(serve, store):
     server = await serve()
     call = await run(caller(["none", "none", "1"]), server)
     assert await brief(store) == [("q1", "", "no-response"), ("q2", "1", "answered")]
-    assert 'STREAM FILE option-is-invalid ""' not in call.commands  # silence replays the question
+    assert 'STREAM FILE pm-invalid-option ""' not in call.commands  # silence replays the question
 
 
 async def test_a_wrong_key_then_silence_is_invalid(serve, store):
@@ -139,6 +145,13 @@ async def test_hangup_at_the_first_question_stores_only_it(serve, store):
     server = await serve()
     await run(caller(["hangup"]), server)
     assert await brief(store) == [("q1", "", "hangup")]
+
+
+async def test_a_key_pressed_during_the_prompt_is_the_answer(serve, store):
+    server = await serve()
+    call = await run(caller(["early4", "early9", "2"]), server)
+    assert await brief(store) == [("q1", "4", "answered"), ("q2", "2", "answered")]
+    assert call.commands.count("GET DATA digits/5 6000 1") == 0  # q1 ended in its prompt
 
 
 async def test_trying_lines_before_replies(serve, store):

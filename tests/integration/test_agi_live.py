@@ -1,0 +1,148 @@
+"""The survey server against the real sandbox Asterisk: the smoke scenario's callers answer the
+survey with SendDTMF on their Local channel (a digit, `*` for invalid, silence, a hang-up), and
+the survey-answer events `AgiServer` stores must equal the simulator's ground truth, with the
+queue and agent of each call.
+
+Run: flock /tmp/callkpi-sandbox.lock .venv/bin/pytest tests/integration/test_agi_live.py -x -q
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from agi_plugin.server import AgiServer
+from agi_plugin.survey import load_questions
+from callkpi.config import Config, SurveyConfig
+from callkpi.store_sqlite import open_store
+from simulator.runner import run_scenario
+from simulator.scenario import load_scenario
+from simulator.truth import Truth
+
+pytestmark = pytest.mark.integration
+
+# The smoke scenario's callers answer three prompts with keys 1-5 (simulator/scenario.py).
+# No retries: a simulated caller answers each announced prompt once, in order. q2 is a
+# resolution question, so a 3-5 there is a wrong key, stored as invalid. q1 plays two files
+# ("&"), as the built-in survey's prompts do.
+QUESTIONS = [
+    {"id": "q1", "kind": "csat", "prompt": "beep&beep", "digits": "12345", "timeout_s": 3,
+     "retries": 0},
+    {"id": "q2", "kind": "resolution", "prompt": "beep", "digits": "12", "timeout_s": 3,
+     "retries": 0},
+    {"id": "q3", "kind": "csat", "prompt": "beep", "digits": "12345", "timeout_s": 3,
+     "retries": 0},
+]
+DIGITS = {q["id"]: q["digits"] for q in QUESTIONS}
+# smoke's callers, with more of the rarer answers so one run has every kind of them
+SURVEY_WEIGHTS = {"digit": 0.4, "invalid": 0.25, "none": 0.15, "hangup": 0.2}
+
+
+@dataclasses.dataclass
+class SurveyRun:
+    truth: Truth
+    rows: list[tuple]  # call_id, queue, agent, discr, value, reason, caller_number, extra
+    links: dict[str, str]
+    stats: object
+
+
+@pytest.fixture(scope="module")
+def survey_run(asterisk, tmp_path_factory) -> SurveyRun:
+    config = Config()
+    config.server.name = "sandbox"
+    config.agi.port = asterisk.agi_port
+    config.survey.questions = QUESTIONS
+    config.survey.announce_text = True  # the simulated callers wait for SURVEY:<id>
+    config.survey.invalid_prompt = "beeperr"
+    db = tmp_path_factory.mktemp("agi") / "callkpi.db"
+
+    async def run() -> SurveyRun:
+        store = await open_store(db)
+        async with store:
+            server = await AgiServer(config, store).start()
+            try:
+                scenario = dataclasses.replace(load_scenario("smoke"), survey=SURVEY_WEIGHTS)
+                truth = await run_scenario(scenario, asterisk.ami_host,
+                                           asterisk.ami_port, asterisk.ami_user,
+                                           asterisk.ami_secret)
+            finally:
+                await server.stop(grace_s=30)
+            rows = await store.fetch_all(
+                "SELECT call_id, queue, agent, discr, value, reason, caller_number, extra"
+                " FROM events WHERE kind = 'survey-answer' ORDER BY ts")
+            links = dict(await store.fetch_all("SELECT uniqueid, linked_id FROM call_links"))
+            return SurveyRun(truth, rows, links, server.stats)
+
+    asterisk.reset_logs()
+    result = asyncio.run(run())
+    assert result.truth.complete, result.truth.problems
+    return result
+
+
+def expected(question: str, answer: str) -> tuple[str, str]:
+    """What the server stores for a simulated caller's answer to a question."""
+    if answer == "invalid":
+        return "*", "invalid"  # the simulated caller presses *
+    if answer == "none":
+        return "", "no-response"
+    if answer == "hangup":
+        return "", "hangup"
+    return answer, "answered" if answer in DIGITS[question] else "invalid"
+
+
+def test_stored_answers_equal_the_truth(survey_run):
+    answered = [c for c in survey_run.truth.calls if c.outcome == "answered"]
+    surveyed = [c for c in answered if c.survey]
+    assert surveyed, "the smoke scenario surveys some callers"
+    kinds = {a for c in surveyed for a in c.survey.values()}
+    assert {"hangup", "none", "invalid"} <= kinds and kinds - {"hangup", "none", "invalid"}, kinds
+    stored: dict[str, dict[str, tuple]] = {}
+    for row in survey_run.rows:
+        stored.setdefault(row[0], {})[row[3]] = row
+    assert set(stored) == {c.uniqueid for c in surveyed}
+    for call in surveyed:
+        mine = stored[call.uniqueid]
+        assert {q: (r[4], r[5]) for q, r in mine.items()} == {
+            q: expected(q, a) for q, a in call.survey.items()}, call.call
+        for row in mine.values():
+            assert row[1:3] == (call.queue, call.agent), call.call
+            assert row[6] == call.caller_number
+            extra = json.loads(row[7])
+            assert extra["call_id_from"] == extra["queue_from"] == extra["agent_from"] == "arg"
+            assert extra["question_kind"] == ("resolution" if row[3] == "q2" else "csat")
+            assert extra["linkedid"] and survey_run.links[call.uniqueid] == extra["linkedid"]
+        assert len({json.loads(r[7])["session"] for r in mine.values()}) == 1
+
+
+def test_the_built_in_survey_uses_stock_sounds_asterisk_has(asterisk):
+    config = SurveyConfig()
+    prompts = [q.prompt for q in load_questions(config)] + [config.invalid_prompt,
+                                                           config.thank_you]
+    sounds = in_chroot(Path(asterisk.sandbox.root), Path("/usr/share/asterisk/sounds/en"))
+    for sound in (s for p in prompts for s in p.split("&")):
+        assert list(sounds.glob(f"{sound}.*")), sound
+
+
+def in_chroot(root: Path, path: Path) -> Path:
+    """`path` inside the sandbox root, following its absolute symlinks (en -> /etc/alternatives
+    -> the voice Debian installed) as Asterisk in the chroot sees them."""
+    resolved = root
+    for part in path.parts[1:]:
+        resolved = resolved / part
+        while resolved.is_symlink():
+            target = Path(os.readlink(resolved))
+            resolved = root / target.relative_to("/") if target.is_absolute() \
+                else resolved.parent / target
+    return resolved
+
+
+def test_a_hangup_ends_the_survey(survey_run):
+    for call in survey_run.truth.calls:
+        if "hangup" in call.survey.values():
+            assert list(call.survey.values())[-1] == "hangup"
+    assert survey_run.stats.errors == 0 and survey_run.stats.dropped == 0
