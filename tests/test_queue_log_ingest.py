@@ -1,0 +1,247 @@
+"""`callkpi ingest`: backfill into the real store, resume, partial lines, .gz, quarantine,
+kill -9 mid-ingest, and the queue_log/AMI twins."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ami_listener.manager import AmiParser
+from ami_listener.mapping import AmiMapper
+from callkpi.cli import cli
+from callkpi.events import KEY_COLUMNS, Kind
+from callkpi.store import Batch
+from callkpi.store_sqlite import open_store
+from queue_log_parser.ingest import ingest_paths
+
+ROOT = Path(__file__).parent.parent
+EXAMPLES = ROOT / "examples"
+SAMPLE = EXAMPLES / "queue_log.sample"
+CALLKPI = Path(sys.executable).parent / "callkpi"
+
+
+async def ingest(store, *paths, full=False, batch_lines=20_000):
+    return await ingest_paths(store, [str(p) for p in paths], server="pbx",
+                              batch_lines=batch_lines, full=full)
+
+
+async def rows(store, sql="SELECT * FROM events ORDER BY id"):
+    return await store.fetch_all(sql)
+
+
+async def test_sample_is_stored_and_a_second_run_stores_nothing(store):
+    lines = SAMPLE.read_text().splitlines()
+    first = await ingest(store, SAMPLE)
+    assert (first.lines, first.stored, first.duplicates, first.quarantined) == (
+        len(lines), len(lines), 0, 0)
+    again = await ingest(store, SAMPLE)
+    assert (again.lines, again.stored) == (0, 0)  # resumed at the checkpoint
+    full = await ingest(store, SAMPLE, full=True)
+    assert (full.lines, full.stored, full.duplicates) == (len(lines), 0, len(lines))
+    assert len(await rows(store)) == len(lines)
+
+
+async def test_checkpoint_is_the_end_of_the_last_complete_line(store, tmp_path):
+    log = tmp_path / "queue_log"
+    data = SAMPLE.read_bytes()
+    log.write_bytes(data)
+    await ingest(store, log, batch_lines=7)
+    cp = await store.checkpoint(str(log))
+    st_ = log.stat()
+    assert (cp.offset, cp.line_no, cp.file_id) == (len(data), data.count(b"\n"),
+                                                   f"{st_.st_dev}:{st_.st_ino}")
+
+
+async def test_partial_last_line_is_held_back_until_completed(store, tmp_path):
+    log = tmp_path / "queue_log"
+    lines = SAMPLE.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:10]) + lines[10][:17])
+    first = await ingest(store, log)
+    assert (first.lines, first.stored, first.quarantined, first.held_back) == (10, 10, 0, 1)
+    assert "held back 1 partial line" in first.summary()
+    with log.open("a") as f:  # Asterisk finishes the line, and writes more
+        f.write(lines[10][17:] + "".join(lines[11:20]))
+    second = await ingest(store, log)
+    assert (second.lines, second.stored, second.held_back) == (10, 10, 0)
+    assert len(await rows(store)) == 20
+    assert await store.fetch_all("SELECT count(*) FROM quarantine") == [(0,)]
+
+
+async def test_gzip_rotations_and_resume_in_them(store, tmp_path):
+    plain = tmp_path / "queue_log.1"
+    shutil.copy(SAMPLE, plain)
+    gz = tmp_path / "queue_log.2.gz"
+    gz.write_bytes(gzip.compress(SAMPLE.read_bytes()))
+    result = await ingest(store, gz, plain)
+    n = len(SAMPLE.read_text().splitlines())
+    assert (result.lines, result.stored, result.duplicates) == (2 * n, n, n)
+    cp = await store.checkpoint(str(gz))
+    assert cp.offset == len(SAMPLE.read_bytes())
+    assert (await ingest(store, gz)).lines == 0
+
+
+async def test_malformed_lines_are_quarantined_where_they_are_and_never_stop_it(store, tmp_path):
+    good = SAMPLE.read_bytes().splitlines(keepends=True)
+    junk = [b"not a queue_log line\n", b"1|1.1|q|NONE|ENTERQUEUE||555|one\n",
+            b"\xff\xfe|1.1|q|A|CONNECT|1|2|3\n"]
+    log = tmp_path / "queue_log"
+    log.write_bytes(b"".join(good[:3] + junk[:2] + good[3:5] + junk[2:] + good[5:]))
+    result = await ingest(store, log)
+    assert (result.stored, result.quarantined) == (len(good), 3)
+    q = await store.fetch_all(
+        "SELECT origin, position, line_no, reason, raw FROM quarantine ORDER BY id")
+    offset = lambda n: sum(len(x) for x in (good[:3] + junk[:2] + good[3:5])[:n])  # noqa: E731
+    assert q == [
+        (str(log), offset(3), 4, "1 fields, a queue_log line has at least 5",
+         "not a queue_log line"),
+        (str(log), offset(4), 5, "position 'one' is not a whole number",
+         "1|1.1|q|NONE|ENTERQUEUE||555|one"),
+        (str(log), offset(7), 8, "timestamp '\\\\xff\\\\xfe' is not a number",
+         "\\xff\\xfe|1.1|q|A|CONNECT|1|2|3"),
+    ]
+    again = await ingest(store, log, full=True)
+    assert (again.stored, again.quarantined) == (0, 0)  # quarantine rows are not doubled
+
+
+VALID = st.sampled_from(SAMPLE.read_text().splitlines())
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(before=VALID, junk=st.binary(max_size=300), after=VALID)
+async def test_arbitrary_bytes_never_crash_nor_lose_the_lines_around_them(tmp_path_factory,
+                                                                          before, junk, after):
+    tmp = tmp_path_factory.mktemp("prop")
+    log = tmp / "queue_log"
+    log.write_bytes(before.encode() + b"\n" + junk + b"\n" + after.encode() + b"\n")
+    store = await open_store(tmp / "p.db")
+    try:
+        result = await ingest(store, log)
+        keys = {tuple(r) for r in await store.fetch_all(
+            f"SELECT {', '.join(KEY_COLUMNS)} FROM events")}
+        from queue_log_parser.parser import LineParser
+        parser = LineParser("pbx")
+        for valid in (before, after):
+            event = parser.parse(valid)
+            assert tuple(getattr(event, c) for c in KEY_COLUMNS) in keys
+        # every junk line is an event or quarantined: nothing silently lost
+        junk_lines = [x for x in junk.split(b"\n") if x]
+        (quarantined,) = (await store.fetch_all("SELECT count(*) FROM quarantine"))[0]
+        assert result.lines == 2 + len(junk.split(b"\n"))
+        assert quarantined == result.quarantined <= len(junk_lines)
+        assert result.stored + result.duplicates + quarantined == 2 + len(junk_lines)
+    finally:
+        await store.close()
+
+
+def test_cli_summary_missing_file_and_db_option(tmp_path):
+    runner = CliRunner()
+    db = tmp_path / "x.db"
+    out = runner.invoke(cli, ["ingest", "--db", str(db), str(SAMPLE)])
+    assert out.exit_code == 0, out.output
+    n = len(SAMPLE.read_text().splitlines())
+    assert out.output == (f"lines read {n}, events stored {n}, duplicates skipped 0, "
+                          "quarantined 0\n")
+    missing = runner.invoke(cli, ["ingest", "--db", str(db), str(tmp_path / "nope")])
+    assert missing.exit_code == 1
+    assert missing.output == f"Error: {tmp_path / 'nope'}: no such file\n"
+
+
+# ---------------------------------------------------------------- kill -9 mid-ingest
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_ingest", ROOT / "bench" / "ingest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def snapshot(db: Path):
+    store = await open_store(db)
+    try:
+        return (await rows(store),
+                await rows(store, "SELECT source, origin, position, line_no, reason, raw"
+                                  " FROM quarantine ORDER BY id"),
+                await rows(store, "SELECT stream, file_id, head, offset, line_no FROM checkpoints"))
+    finally:
+        await store.close()
+
+
+def durable_offset(db: Path) -> int:
+    """The checkpoint another process has committed (plain sqlite3: the store's migration
+    must not race the ingest's own)."""
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            found = conn.execute("SELECT offset FROM checkpoints").fetchall()
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+    return found[0][0] if found else 0
+
+
+def run_ingest(db: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "CALLKPI_CONFIG": os.devnull, "CALLKPI_SERVER_NAME": "pbx",
+           "CALLKPI_QUEUE_LOG_BATCH_LINES": "5000"}
+    return subprocess.Popen([str(CALLKPI), "ingest", "--db", str(db), str(log)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+async def test_kill_9_mid_ingest_then_rerun_gives_the_same_store(tmp_path):
+    log = tmp_path / "queue_log"
+    load_bench().generate(log, 150_000, seed=3)
+    with log.open("ab") as f:
+        f.write(b"junk line\n1|1.1|q|NONE|ABANDON|x|1|2\n")  # quarantine rows too
+    clean, killed = tmp_path / "clean.db", tmp_path / "killed.db"
+    assert run_ingest(clean, log).wait(120) == 0
+    proc = run_ingest(killed, log)
+    deadline = time.monotonic() + 60
+    while not durable_offset(killed) and time.monotonic() < deadline:
+        time.sleep(0.02)  # kill it once some batches are durable, before the end
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = await snapshot(killed)
+    assert partial[2] and partial[2][0][3] < log.stat().st_size  # it was killed mid-way
+    assert run_ingest(killed, log).wait(120) == 0
+    assert await snapshot(killed) == await snapshot(clean)
+
+
+# ---------------------------------------------------------------- the AMI twins
+async def test_queue_log_replaces_the_ami_listeners_copies(store):
+    messages, junk = AmiParser().feed((EXAMPLES / "ami-capture.txt").read_bytes())
+    assert junk == []
+    mapper = AmiMapper("pbx")
+    ami_events, links = [], []
+    for message in messages:
+        if "Event" in message:
+            out = mapper.map(message, 0.0)
+            ami_events += out.events
+            links += out.links
+    await store.write(Batch(events=ami_events, links=links))
+    result = await ingest(store, SAMPLE)
+    n = len(SAMPLE.read_text().splitlines())
+    assert result.lines == n
+    events = await store.fetch_all(f"SELECT {', '.join(KEY_COLUMNS)}, source FROM events")
+    queue_log = [e for e in events if e[-1] == "queue_log"]
+    assert len(queue_log) == n
+    # no AMI copy of a queue_log event is left (same key, stamped up to a second apart)
+    qkeys = {(e[:5], e[6]): e[5] for e in queue_log}
+    left = [e for e in events if e[-1] == "ami" and (e[:5], e[6]) in qkeys
+            and abs(qkeys[(e[:5], e[6])] - e[5]) <= 1]
+    assert left == []
+    # what stays from AMI is what queue_log never has
+    assert {e[2] for e in events if e[-1] == "ami"} <= {Kind.HOLD, Kind.UNHOLD, Kind.UNPAUSE}
+    twinned = {Kind.ENTER_QUEUE, Kind.CONNECT, Kind.COMPLETE, Kind.IVR_EXIT,
+               Kind.DISPOSITION, Kind.EXIT_EMPTY, Kind.ABANDON}
+    assert twinned <= {e[2] for e in queue_log}
