@@ -48,6 +48,7 @@ class FakeCall:
     presses: list[str]
     variables: dict[str, str] = field(default_factory=dict)  # for GET VARIABLE
     trying: bool = False  # send `100 result=0 Trying...` before each GET DATA reply
+    think_s: float = 0.0  # the caller takes this long to answer each GET DATA
     commands: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)  # SEND TEXT payloads
     round_trips: list[float] = field(default_factory=list)  # our reply -> the next command, s
@@ -74,6 +75,8 @@ class FakeCall:
             self.round_trips.append(time.perf_counter() - sent_at)
             command = line.decode().rstrip("\n")
             self.commands.append(command)
+            if self.think_s and command.startswith("GET DATA"):
+                await asyncio.sleep(self.think_s)
             reply = self._reply(command, presses)
             if reply == "eof":
                 return

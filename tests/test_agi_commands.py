@@ -1,0 +1,140 @@
+"""`callkpi agi` and the [survey] configuration: clear one-line errors, SIGTERM lets running
+surveys finish and exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from agi_plugin.fakeasterisk import FakeCall, environment
+from agi_plugin.survey import DEFAULT_QUESTIONS, load_questions
+from callkpi.cli import cli
+from callkpi.config import ConfigError, SurveyConfig, load_config
+
+CALLKPI = str(Path(sys.executable).parent / "callkpi")
+
+
+def question(**changes):
+    return {"id": "q1", "kind": "csat", "prompt": "custom/csat", "digits": "12345",
+            "timeout_s": 5, "retries": 1, **changes}
+
+
+def test_built_in_survey():
+    questions = load_questions(SurveyConfig())
+    assert [(q.id, q.kind, q.digits) for q in questions] == [("q1", "csat", "12345"),
+                                                             ("q2", "resolution", "12")]
+    assert len(DEFAULT_QUESTIONS) == 2
+
+
+def test_questions_from_toml(tmp_path):
+    path = tmp_path / "callkpi.toml"
+    path.write_text('[survey]\nquestions = [\n'
+                    ' {id = "sat", kind = "csat", prompt = "custom/sat", digits = "123",'
+                    ' timeout_s = 4, retries = 2},\n'
+                    ' {id = "fcr", kind = "resolution", prompt = "custom/fcr", digits = "19"},\n'
+                    ']\n')
+    questions = load_questions(load_config(path, env={}).survey)
+    assert [(q.id, q.digits, q.timeout_s, q.retries) for q in questions] == [
+        ("sat", "123", 4.0, 2), ("fcr", "19", 6.0, 1)]
+
+
+@pytest.mark.parametrize("table, message", [
+    (question(id="q 1"), "id must be"),
+    (question(kind="nps"), "kind must be one of csat, resolution"),
+    (question(prompt="csat.wav ; rm"), "prompt must be a sound file name"),
+    (question(prompt=3), "prompt must be"),
+    (question(digits="1a"), "digits must be distinct keys"),
+    (question(digits="11"), "digits must be distinct keys"),
+    (question(kind="resolution", digits="123"), "two digits"),
+    (question(timeout_s=0), "timeout_s must be"),
+    (question(timeout_s="5"), "timeout_s must be"),
+    (question(retries=True), "retries must be"),
+    (question(retries=9), "retries must be"),
+    (question(colour="red"), "unknown key 'colour'"),
+])
+def test_bad_question_is_named(table, message):
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_questions(SurveyConfig(questions=[table]))
+    assert "\n" not in str(raised.value)
+
+
+def test_duplicate_ids_and_bad_settings():
+    with pytest.raises(ConfigError, match="unique"):
+        load_questions(SurveyConfig(questions=[question(), question()]))
+    with pytest.raises(ConfigError, match="sample_rate"):
+        load_questions(SurveyConfig(sample_rate=1.5))
+    with pytest.raises(ConfigError, match="thank_you"):
+        load_questions(SurveyConfig(thank_you="thanks.wav\nANSWER"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bind", "0.0.0.0"], "not loopback"),
+    (["--bind", "0.0.0.0", "--allow", "10.0.0.300"], "not an IP address"),
+])
+def test_cli_errors_are_one_line(tmp_path, args, message):
+    result = CliRunner().invoke(cli, ["agi", "--db", str(tmp_path / "x.db"), *args])
+    assert result.exit_code == 1
+    assert message in result.output and result.output.count("\n") == 1
+    assert not (tmp_path / "x.db").exists()  # checked before anything is opened
+
+
+def test_cli_bad_survey_config_is_one_line(tmp_path):
+    config = tmp_path / "callkpi.toml"
+    config.write_text('[survey]\nquestions = [{id = "q1", kind = "nps", prompt = "x"}]\n')
+    result = CliRunner().invoke(cli, ["--config", str(config), "agi", "--db",
+                                      str(tmp_path / "x.db")])
+    assert result.exit_code == 1 and "kind must be one of" in result.output
+    assert "Traceback" not in result.output
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_sigterm_lets_the_running_survey_finish_and_exits_0(tmp_path):
+    port, db = free_port(), tmp_path / "callkpi.db"
+    server = subprocess.Popen([CALLKPI, "agi", "--port", str(port), "--db", str(db)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        await wait_listening(port)
+        call = FakeCall(environment("1795491290.4", ["1795491290.4", "support", "Agent 1001"]),
+                        ["5", "1"], think_s=1.0)
+        running = asyncio.create_task(call.run("127.0.0.1", port))
+        await asyncio.sleep(0.5)  # the caller is thinking about q1
+        server.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        with pytest.raises(OSError):  # no new sessions once stopping
+            await asyncio.open_connection("127.0.0.1", port)
+        await running
+        out, err = server.communicate(timeout=10)
+    finally:
+        server.kill()
+    assert server.returncode == 0, err
+    assert "surveys=1 answers=2" in out
+    rows = sqlite3.connect(db).execute(
+        "SELECT discr, value, reason FROM events ORDER BY discr").fetchall()
+    assert rows == [("q1", "5", "answered"), ("q2", "1", "answered")]
+
+
+async def wait_listening(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
