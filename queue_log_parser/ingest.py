@@ -199,12 +199,14 @@ class Follower:
             await self._drain(rotated, checkpoint.offset, checkpoint.line_no)
 
     async def poll(self) -> None:
-        """Store what was appended; then follow a rotation if there was one."""
+        """Store what was appended, following a rotation if there was one. The file is
+        checked before it is read: a truncated file that grew past our offset again must
+        not be read from the middle of a line."""
         if self.reader is None:
             if not os.path.exists(self.path):
                 return
             self._open(self.path)
-        await self._consume()
+        assert self.reader is not None
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -214,7 +216,6 @@ class Follower:
             await self._close("incomplete last line of a rotated file")
             if st is not None:
                 self._open(self.path)
-                await self._consume()
         elif st.st_size < self.reader.offset or not self._same_head():
             # copytruncate: the lines logged between our last read and the copy are in
             # the copy; read them there when we can find it.
@@ -225,6 +226,7 @@ class Follower:
             if rotated:
                 await self._drain(rotated, checkpoint.offset, checkpoint.line_no)
             self._open(self.path)
+        if self.reader is not None:
             await self._consume()
 
     async def close(self) -> None:

@@ -1,0 +1,164 @@
+"""`callkpi tail`: following a queue_log through appends, partial lines, logrotate by rename
+and by copytruncate, and restarts; SIGTERM stores what was read and exits 0."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from callkpi.events import KEY_COLUMNS
+from queue_log_parser.ingest import Follower, IngestStats, LogSink
+
+SAMPLE = Path(__file__).parent.parent / "examples" / "queue_log.sample"
+LINES = SAMPLE.read_text().splitlines(keepends=True)
+CALLKPI = Path(sys.executable).parent / "callkpi"
+
+
+def follower(store, path: Path) -> Follower:
+    return Follower(LogSink(store, "pbx", IngestStats()), str(path), batch_lines=5)
+
+
+def append(path: Path, lines) -> None:
+    with path.open("a") as f:
+        f.write("".join(lines))
+
+
+async def stored(store) -> list[tuple]:
+    return await store.fetch_all(f"SELECT {', '.join(KEY_COLUMNS)} FROM events ORDER BY id")
+
+
+async def assert_each_line_once(store, lines) -> None:
+    from queue_log_parser.parser import LineParser
+    parser = LineParser("pbx")
+    expected = [tuple(getattr(parser.parse(x.rstrip("\n")), c) for c in KEY_COLUMNS)
+                for x in lines]
+    assert sorted(await stored(store)) == sorted(expected)
+    assert await store.fetch_all("SELECT count(*) FROM quarantine") == [(0,)]
+
+
+async def test_follows_appends_and_completes_a_partial_line_later(store, tmp_path):
+    log = tmp_path / "queue_log"
+    log.write_text("")
+    f = follower(store, log)
+    await f.start()
+    append(log, LINES[:3] + [LINES[3][:10]])
+    await f.poll()
+    assert len(await stored(store)) == 3
+    append(log, [LINES[3][10:]] + LINES[4:6])
+    await f.poll()
+    await f.close()
+    await assert_each_line_once(store, LINES[:6])
+    cp = await store.checkpoint(str(log))
+    assert (cp.offset, cp.line_no) == (len("".join(LINES[:6]).encode()), 6)
+
+
+async def test_logrotate_by_rename(store, tmp_path):
+    log, old = tmp_path / "queue_log", tmp_path / "queue_log.1"
+    log.write_text("".join(LINES[:10]))
+    f = follower(store, log)
+    await f.start()
+    await f.poll()
+    os.rename(log, old)
+    append(old, LINES[10:15])  # Asterisk writes to its open file until `logger rotate`
+    log.write_text("".join(LINES[15:20]))
+    await f.poll()
+    append(log, LINES[20:25])
+    await f.poll()
+    await f.close()
+    await assert_each_line_once(store, LINES[:25])
+    cp = await store.checkpoint(str(log))
+    st = log.stat()
+    assert (cp.file_id, cp.offset) == (f"{st.st_dev}:{st.st_ino}", log.stat().st_size)
+
+
+async def test_logrotate_by_copytruncate_reads_the_lines_only_the_copy_has(store, tmp_path):
+    log = tmp_path / "queue_log"
+    log.write_text("".join(LINES[:30]))
+    f = follower(store, log)
+    await f.start()
+    await f.poll()
+    append(log, LINES[30:34])  # written after our last read, before logrotate's copy
+    shutil.copy(log, tmp_path / "queue_log.1")
+    with log.open("r+") as fh:
+        fh.truncate(0)
+    append(log, LINES[34:36])  # a new, shorter file at the same inode
+    await f.poll()
+    append(log, LINES[36:40])
+    await f.poll()
+    await f.close()
+    await assert_each_line_once(store, LINES[:40])
+
+
+async def test_truncated_and_regrown_past_the_offset_is_told_apart_by_its_head(store, tmp_path):
+    log = tmp_path / "queue_log"
+    log.write_text("".join(LINES[:3]))
+    f = follower(store, log)
+    await f.start()
+    await f.poll()
+    with log.open("r+") as fh:
+        fh.truncate(0)
+    append(log, LINES[40:50])  # longer than before: only the head shows it is new
+    await f.poll()
+    await f.close()
+    await assert_each_line_once(store, LINES[:3] + LINES[40:50])
+
+
+async def test_restart_resumes_and_finds_the_file_rotated_while_down(store, tmp_path):
+    log = tmp_path / "queue_log"
+    log.write_text("".join(LINES[:10]))
+    first = follower(store, log)
+    await first.start()
+    await first.poll()
+    await first.close()
+    append(log, LINES[10:20])  # written while we were down ...
+    os.rename(log, tmp_path / "queue_log.1")  # ... then rotated
+    log.write_text("".join(LINES[20:25]))
+    second = follower(store, log)
+    await second.start()
+    await second.poll()
+    await second.close()
+    await assert_each_line_once(store, LINES[:25])
+    # and a plain restart resumes at the checkpoint: nothing read twice
+    third = follower(store, log)
+    await third.start()
+    await third.poll()
+    await third.close()
+    assert third.sink.stats.lines == 0
+
+
+async def test_an_unfinished_line_of_a_rotated_file_is_quarantined_not_lost(store, tmp_path):
+    log = tmp_path / "queue_log"
+    log.write_text("".join(LINES[:2]) + LINES[2][:12])
+    f = follower(store, log)
+    await f.start()
+    await f.poll()
+    os.rename(log, tmp_path / "queue_log.1")
+    log.write_text("".join(LINES[3:5]))
+    await f.poll()
+    await f.close()
+    assert await store.fetch_all("SELECT line_no, reason, raw FROM quarantine") == [
+        (3, "incomplete last line of a rotated file", LINES[2][:12])]
+    assert len(await stored(store)) == 4
+
+
+def test_cli_tail_stores_as_it_goes_and_exits_0_on_sigterm(tmp_path):
+    log, db = tmp_path / "queue_log", tmp_path / "t.db"
+    log.write_text("".join(LINES[:5]))
+    env = {**os.environ, "CALLKPI_CONFIG": os.devnull, "CALLKPI_QUEUE_LOG_POLL_S": "0.05",
+           "CALLKPI_SERVER_NAME": "pbx"}
+    proc = subprocess.Popen([str(CALLKPI), "tail", "--db", str(db), str(log)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        append(log, LINES[5:8])
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out == "lines read 8, events stored 8, duplicates skipped 0, quarantined 0\n"
