@@ -241,6 +241,7 @@ class Survey:
         self.store = store
         self.server = server
         self.gate = gate
+        self._unwritten: list[tuple[CallEvent, list[CallLink], asyncio.Future]] = []
 
     async def run(self, session: AgiSession, call: SurveyCall) -> list[CallEvent]:
         """Ask every question until the caller hangs up; the stored answers, in order."""
@@ -329,10 +330,29 @@ class Survey:
         links = [CallLink(self.server, call.call_id, call.linkedid, event.ts)] \
             if first and call.linkedid else []
         try:
-            async with self.gate:
-                await self.store.write(Batch(events=[event], links=links))
+            await self._commit(event, links)
         except Exception:  # a store problem must not cut the caller's survey short
             log.exception("could not store survey answer %s", event)
+
+    async def _commit(self, event: CallEvent, links: list[CallLink]) -> None:
+        """Group commit: whoever gets the store next writes every answer waiting by then in one
+        transaction, so under load a caller waits for one commit, not a queue of them."""
+        done = asyncio.get_running_loop().create_future()
+        self._unwritten.append((event, links, done))
+        async with self.gate:
+            if done.done():  # an earlier writer took it along
+                return done.result()
+            batch, self._unwritten = self._unwritten, []
+            try:
+                await self.store.write(Batch(events=[e for e, _, _ in batch],
+                                             links=[link for _, ls, _ in batch for link in ls]))
+            except Exception as exc:
+                for _, _, waiting in batch:
+                    if waiting is not done:
+                        waiting.set_exception(exc)
+                raise
+            for _, _, waiting in batch:
+                waiting.set_result(None)
 
 
 async def _check_played(session: AgiSession, reply: Reply, sound: str) -> None:
