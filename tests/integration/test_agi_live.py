@@ -20,6 +20,7 @@ from agi_plugin.server import AgiServer
 from agi_plugin.survey import load_questions
 from callkpi.config import Config, SurveyConfig
 from callkpi.store_sqlite import open_store
+from simulator.ami import AmiClient
 from simulator.runner import run_scenario
 from simulator.scenario import load_scenario
 from simulator.truth import Truth
@@ -139,6 +140,43 @@ def in_chroot(root: Path, path: Path) -> Path:
             resolved = root / target.relative_to("/") if target.is_absolute() \
                 else resolved.parent / target
     return resolved
+
+
+async def test_prompts_play_in_the_survey_language(asterisk, tmp_path, caplog):
+    """A prompt recorded only in French plays once [survey] language = "fr" sets the channel's
+    language; one missing in French is logged and stores nothing."""
+    sounds = in_chroot(Path(asterisk.sandbox.root), Path("/usr/share/asterisk/sounds"))
+    french = sounds / "fr" / "custom"
+    french.mkdir(parents=True, exist_ok=True)
+    recording = french / "callkpi-test-fr.gsm"
+    recording.write_bytes((sounds / "en_US_f_Allison" / "beep.gsm").read_bytes())
+    config = Config()
+    config.server.name = "sandbox"
+    config.agi.port = asterisk.agi_port
+    config.survey.language = "fr"
+    config.survey.thank_you = ""
+    config.survey.questions = [
+        {"id": "fr", "prompt": "custom/callkpi-test-fr", "timeout_s": 1, "retries": 0},
+        {"id": "en-only", "prompt": "custom/callkpi-missing", "timeout_s": 1, "retries": 0}]
+    ami = AmiClient(asterisk.ami_host, asterisk.ami_port, asterisk.ami_user, asterisk.ami_secret)
+    store = await open_store(tmp_path / "callkpi.db")
+    server = await AgiServer(config, store).start()
+    try:
+        await ami.connect()
+        # sim-phone answers and stays 10 s; its other half runs the survey, nobody presses
+        await ami.action("Originate", Channel="Local/s@sim-phone/n", Application="AGI",
+                         Data=f"agi://127.0.0.1:{asterisk.agi_port}/csat", Async="true")
+        async with asyncio.timeout(15):
+            while not server.stats.connections or server.running:
+                await asyncio.sleep(0.1)
+        rows = await store.fetch_all("SELECT discr, reason, extra FROM events")
+    finally:
+        await ami.close()
+        await server.stop(grace_s=5)
+        await store.close()
+        recording.unlink()
+    assert [(d, r, json.loads(e)["language"]) for d, r, e in rows] == [("fr", "no-response", "fr")]
+    assert "'custom/callkpi-missing' could not be played on a live channel" in caplog.text
 
 
 def test_a_hangup_ends_the_survey(survey_run):
