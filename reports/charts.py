@@ -18,7 +18,8 @@ from matplotlib.ticker import MaxNLocator
 # 1000 x 460 px, shown at 600 px wide (see templates/report.html)
 SIZE_IN = (5.0, 2.3)
 DPI = 200
-FONT = 8  # points: 13 px on the image shown 600 px wide
+MIN_HOURS = 8
+FONT = 9  # points: 15 px on the image shown 600 px wide, 9 px on a phone
 OFFERED, ANSWERED, LEVEL, ABANDON, TARGET, GRID, INK = (
     "#93c5fd", "#1d4ed8", "#ea580c", "#dc2626", "#6b7280", "#e5e7eb", "#374151")
 
@@ -40,13 +41,15 @@ def hourly_chart(rows: Sequence[dict[str, Any]], service_level_target: float | N
     busy = [r["hour"] for r in rows if r["offered"]]
     if not busy:
         return None
-    rows = [r for r in rows if min(busy) <= r["hour"] <= max(busy)]  # the working day only
+    first, last = _working_day(min(busy), max(busy))
+    rows = [r for r in rows if first <= r["hour"] <= last]
     hours = [r["hour"] for r in rows]
     fig, ax = _figure()
     ax.bar(hours, [r["offered"] for r in rows], width=0.8, color=OFFERED, label="offered")
     ax.bar(hours, [r["answered"] for r in rows], width=0.5, color=ANSWERED, label="answered")
-    ax.set_xticks(hours, [f"{h:02d}" for h in hours])
-    ax.xaxis.set_major_locator(MaxNLocator(nbins=12, integer=True))
+    step = 1 if len(hours) <= 12 else 2
+    ax.set_xticks(hours[::step], [f"{h:02d}" for h in hours[::step]])
+    ax.set_xlim(first - 0.6, last + 0.6)
     ax.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
     ax.set_xlabel("hour", fontsize=FONT)
     ax.set_ylabel("calls", fontsize=FONT)
@@ -61,7 +64,7 @@ def hourly_chart(rows: Sequence[dict[str, Any]], service_level_target: float | N
     level.tick_params(labelsize=FONT, colors=INK)
     level.spines[["top", "left", "bottom"]].set_visible(False)
     handles = ax.get_legend_handles_labels()[0] + level.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, loc="upper left", ncols=4, frameon=False, fontsize=7.5,
+    ax.legend(handles=handles, loc="upper left", ncols=4, frameon=False, fontsize=8,
               bbox_to_anchor=(0, 1.2))
     return _png(fig)
 
@@ -111,6 +114,14 @@ def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", facecolor="white")
     return buffer.getvalue()
+
+
+def _working_day(first: int, last: int) -> tuple[int, int]:
+    """The hours to show: those with calls, widened to MIN_HOURS (within 0..23) so that
+    a lone busy hour is not one bar as wide as the chart."""
+    first = max(0, first - max(0, MIN_HOURS - (last - first + 1)) // 2)
+    last = min(23, max(last, first + MIN_HOURS - 1))
+    return max(0, min(first, last - MIN_HOURS + 1)), last
 
 
 def _bucket_label(from_s: float, to_s: float | None) -> str:

@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from report_fixture import empty_report, make_report
-from reports.charts import (abandon_curve_chart, hourly_chart, render_charts,
+from reports.charts import (_working_day, abandon_curve_chart, hourly_chart, render_charts,
                             wait_histogram_chart)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -74,3 +75,10 @@ def test_matplotlib_is_loaded_only_to_draw_and_never_pyplot():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=Path(__file__).parent.parent)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("busy, shown", [
+    ((3, 3), (0, 7)), ((23, 23), (16, 23)), ((12, 12), (9, 16)), ((0, 23), (0, 23)),
+    ((8, 17), (8, 17)), ((8, 9), (5, 12))])
+def test_the_hours_shown_are_the_busy_ones_at_least_eight(busy, shown):
+    assert _working_day(*busy) == shown
