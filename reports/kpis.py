@@ -27,28 +27,16 @@ WAIT_BINS = (0, 10, 20, 30, 60, 120, 300)  # histogram bin edges, seconds; the l
 ABANDON_CURVE_S = (0, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300)
 CSAT_GOOD = 4  # a CSAT score counts as satisfied at 4 or more (docs/kpis.md)
 
-# (name, condition, its parameters by name) counted per group over the period's queue calls;
-# the parameters' values come from _sum_values().
-_ANSWERED = "outcome = 'answered'"
-_WAITED = "ended_ts IS NOT NULL AND outcome <> 'closed' AND wait_s IS NOT NULL"
-_FIRST = ("outcome = 'answered' AND caller_number <> '' AND (prev_gap_s IS NULL"
-          " OR prev_gap_s > ?)")
+# The queue calls of a period are grouped by (queue, bucket, outcome): the outcome counts are
+# the groups' sizes, and these sums are taken per group; _fold() keeps the ones that mean
+# something for the group's outcome (talk of answered calls, short waits of abandons, ...).
+# Parameters are named; their values come from _sum_columns().
+_FIRST = "caller_number <> '' AND (prev_gap_s IS NULL OR prev_gap_s > ?)"
 _NO_REPEAT = "(next_gap_s IS NULL OR next_gap_s > ?)"
-CALL_SUMS = (
-    ("offered", "1 = 1", ()),
-    ("answered", _ANSWERED, ()),
-    # an abandon whose wait Asterisk left empty is not known to be short: it is counted
-    ("abandoned", "outcome = 'abandoned' AND (wait_s IS NULL OR wait_s >= ?)", ("short",)),
-    ("short_abandoned", "outcome = 'abandoned' AND wait_s < ?", ("short",)),
-    ("timeout", "outcome = 'timeout'", ()),
-    ("exit_key", "outcome = 'exit_key'", ()),
-    ("exit_empty", "outcome = 'exit_empty'", ()),
-    ("withdrawn", "outcome = 'withdrawn'", ()),
-    ("transferred", f"{_ANSWERED} AND transferred = 1", ()),
-    ("closed", "outcome = 'closed'", ()),
-    ("in_sl", f"{_ANSWERED} AND wait_s <= ?", ("sl",)),
-    ("held", f"{_ANSWERED} AND hold_s > 0", ()),
-    ("waited", _WAITED, ()),
+CALL_COUNTS = (
+    ("short", "wait_s < ?", ("short",)),
+    ("in_sl", "wait_s <= ?", ("sl",)),
+    ("held", "hold_s > 0", ()),
     ("known", "caller_number <> ''", ()),
     ("repeats", "caller_number <> '' AND prev_gap_s <= ?", ("window",)),
     ("fcr_resolved", f"{_FIRST} AND {_NO_REPEAT} AND entered_ts + ? <= ?",
@@ -56,15 +44,22 @@ CALL_SUMS = (
     ("fcr_repeat", f"{_FIRST} AND next_gap_s <= ?", ("window", "window")),
     ("fcr_pending", f"{_FIRST} AND {_NO_REPEAT} AND entered_ts + ? > ?",
      ("window", "window", "window", "data_end")),
-    ("converted", _ANSWERED + " AND disposition IN ({codes})", ("codes",)),
+    ("converted", "disposition IN ({codes})", ("codes",)),
 )
-VALUE_SUMS = (
-    ("answered_wait", f"CASE WHEN {_ANSWERED} THEN wait_s ELSE 0 END"),
-    ("waited_wait", f"CASE WHEN {_WAITED} THEN wait_s ELSE 0 END"),
-    ("talk", f"CASE WHEN {_ANSWERED} THEN talk_s ELSE 0 END"),
-    ("hold", f"CASE WHEN {_ANSWERED} THEN hold_s ELSE 0 END"),
-    ("acw", f"CASE WHEN {_ANSWERED} THEN acw_s ELSE 0 END"),
+CALL_AGGREGATES = (
+    ("calls", "COUNT(*)"),
+    ("wait", "SUM(wait_s)"),
+    ("waits", "COUNT(wait_s)"),
+    ("max_wait", "MAX(wait_s)"),
+    ("transferred", "SUM(transferred)"),
+    ("talk", "SUM(talk_s)"),
+    ("hold", "SUM(hold_s)"),
+    ("acw", "SUM(acw_s)"),
 )
+# outcomes whose wait counts in the average wait (a closed call has none; an open one no end)
+WAITED = ("answered", "abandoned", "timeout", "exit_key", "exit_empty", "withdrawn")
+ANSWERED_ONLY = ("in_sl", "held", "fcr_resolved", "fcr_repeat", "fcr_pending", "converted",
+                 "transferred", "talk", "hold", "acw")
 SURVEY_SUMS = ("csat_valid", "csat_good", "csat_total", "resolution_answers", "resolution_yes",
                "scored_calls")
 IVR_SUMS = ("ivr_calls", "ivr_self_service", "ivr_to_queue", "ivr_hangup")
@@ -134,17 +129,33 @@ def _sum_columns(kpi: KpiConfig, end_of_data: float) -> tuple[str, list[str], li
         "codes": list(kpi.conversion_codes)}
     codes = ", ".join("?" for _ in kpi.conversion_codes) or "NULL"
     names, parts, params = [], [], []
-    for name, cond, param_names in CALL_SUMS:
+    for name, expr in CALL_AGGREGATES:
+        names.append(name)
+        parts.append(expr)
+    for name, cond, param_names in CALL_COUNTS:
         names.append(name)
         parts.append(f"SUM(CASE WHEN {cond.replace('{codes}', codes)} THEN 1 ELSE 0 END)")
         for param in param_names:
             params.extend(values[param])
-    for name, expr in VALUE_SUMS:
-        names.append(name)
-        parts.append(f"SUM({expr})")
-    names.append("max_wait")
-    parts.append(f"MAX(CASE WHEN {_WAITED} THEN wait_s END)")
     return ", ".join(parts), names, params
+
+
+def _fold(outcome: str, group: dict[str, Any]) -> Sums:
+    """One (…, outcome) group's sums as the named totals queue_kpis() reads."""
+    calls = group["calls"]
+    sums = Sums(offered=calls, known=group["known"], repeats=group["repeats"])
+    if outcome == "abandoned":  # a wait Asterisk left empty is not known to be short
+        short = group["short"] or 0
+        sums.update(abandoned=calls - short, short_abandoned=short)
+    elif outcome in ("answered", "timeout", "exit_key", "exit_empty", "withdrawn", "closed"):
+        sums[outcome] = calls
+    if outcome in WAITED:
+        sums.update(waited=group["waits"], waited_wait=group["wait"] or 0.0,
+                    max_wait=group["max_wait"])
+    if outcome == "answered":
+        sums.update({name: group[name] or 0 for name in ANSWERED_ONLY})
+        sums["answered_wait"] = group["wait"] or 0.0
+    return sums
 
 
 def _range(lo: int, hi: int, queue: str | None, column: str = "entered_tsec"
@@ -159,17 +170,20 @@ def _range(lo: int, hi: int, queue: str | None, column: str = "entered_tsec"
 
 async def _call_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None,
                      end_of_data: float, group: str) -> dict[tuple, Sums]:
-    """Per-group sums of the queue calls that entered in [lo, hi)."""
+    """Sums of the queue calls that entered in [lo, hi), per (queue, bucket), per agent or
+    in total."""
     columns, names, sum_params = _sum_columns(kpi, end_of_data)
     where, params = _range(lo, hi, queue)
     if group == "agent":
-        where += f" AND {_ANSWERED} AND agent <> ''"
-    keys = "agent" if group == "agent" else f"queue, entered_tsec / {BUCKET_S}"
-    sql = f"SELECT {keys}, {columns} FROM queue_calls WHERE {where} GROUP BY {keys}"
-    width = 1 if group == "agent" else 2
+        where += " AND outcome = 'answered' AND agent <> ''"
+    keys = {"agent": "agent", "bucket": f"queue, entered_tsec / {BUCKET_S}", "total": "''"}[group]
+    sql = (f"SELECT {keys}, outcome, {columns} FROM queue_calls WHERE {where}"
+           f" GROUP BY {keys}, outcome")
+    width = 2 if group == "bucket" else 1
     out: dict[tuple, Sums] = {}
     for row in await store.fetch_all(sql, [*sum_params, *params]):
-        out[tuple(row[:width])] = Sums(zip(names, row[width:]))
+        key, outcome = tuple(row[:width]), row[width]
+        out.setdefault(key, Sums()).add(_fold(outcome, dict(zip(names, row[width + 1:]))))
     return out
 
 
@@ -208,14 +222,14 @@ async def _ivr_sums(store: Store, lo: int, hi: int, queue: str | None) -> dict[t
 
 
 async def _bucket_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None,
-                       end_of_data: float) -> dict[tuple, Sums]:
-    """Everything summed per (queue, 15-minute bucket)."""
+                       end_of_data: float, group: str = "bucket") -> dict[tuple, Sums]:
+    """Everything summed per (queue, 15-minute bucket), or in total (group="total")."""
     merged: dict[tuple, Sums] = {}
-    for part in (await _call_sums(store, kpi, lo, hi, queue, end_of_data, "bucket"),
+    for part in (await _call_sums(store, kpi, lo, hi, queue, end_of_data, group),
                  await _survey_sums(store, kpi, lo, hi, queue, "bucket"),
                  await _ivr_sums(store, lo, hi, queue)):
         for key, sums in part.items():
-            merged.setdefault(key, Sums()).add(sums)
+            merged.setdefault(key if group == "bucket" else ("",), Sums()).add(sums)
     return merged
 
 
@@ -359,11 +373,12 @@ async def _agents(store: Store, kpi: KpiConfig, period: Period, queue: str | Non
 async def _wait_charts(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None
                        ) -> tuple[list[dict], list[dict]]:
     where, params = _range(lo, hi, queue)
+    waited = f"outcome IN ({', '.join('?' for _ in WAITED)}) AND wait_s IS NOT NULL"
     bins = " ".join(f"WHEN wait_s < ? THEN {i}" for i in range(1, len(WAIT_BINS)))
     curve = ", ".join("SUM(CASE WHEN wait_s <= ? THEN 1 ELSE 0 END)" for _ in ABANDON_CURVE_S)
     hist_rows = await store.fetch_all(
         f"SELECT CASE {bins} ELSE {len(WAIT_BINS)} END, COUNT(*) FROM queue_calls"
-        f" WHERE {where} AND {_WAITED} GROUP BY 1", [*WAIT_BINS[1:], *params])
+        f" WHERE {where} AND {waited} GROUP BY 1", [*WAIT_BINS[1:], *params, *WAITED])
     counts = dict(hist_rows)
     edges = [*WAIT_BINS, None]
     histogram = [{"from_s": edges[i], "to_s": edges[i + 1], "calls": counts.get(i + 1, 0)}
@@ -426,7 +441,8 @@ async def build_report(store: Store, config: Config, start: dt.date, end: dt.dat
     period = Period(start, end, tz)
     buckets = await _bucket_sums(store, kpi, period.start_ts, period.end_ts, queue, end_of_data)
     prev = period.previous()
-    previous = await _bucket_sums(store, kpi, prev.start_ts, prev.end_ts, queue, end_of_data)
+    previous = await _bucket_sums(store, kpi, prev.start_ts, prev.end_ts, queue, end_of_data,
+                                  group="total")
     histogram, abandon_curve = await _wait_charts(store, kpi, period.start_ts, period.end_ts,
                                                   queue)
     agents = await roster.list_agents(store)
