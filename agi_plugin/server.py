@@ -203,8 +203,10 @@ class AgiServer:
             log.info("%s: call %s not surveyed: %s", session.peer, call.call_id, reason)
             return
         self.stats.surveys += 1
-        answers = await self.survey.run(session, call)
-        self.stats.answers += len(answers)
+        try:
+            await self.survey.run(session, call)
+        finally:
+            self.stats.answers = self.survey.answers
 
 
 async def serve(config: Config) -> ServerStats:

@@ -16,6 +16,7 @@ from agi_plugin.protocol import (
 
 ENV_TIMEOUT_S = 10.0  # Asterisk sends the environment at once; a silent peer is not Asterisk
 REPLY_TIMEOUT_S = 15.0  # commands that play nothing (GET VARIABLE, SEND TEXT, ANSWER)
+CLOSE_TIMEOUT_S = 5.0
 MAX_LINE = 8192  # the servers' stream limit: an environment value or a reply is short
 
 
@@ -55,9 +56,9 @@ class AgiSession:
         if self.hung_up:
             raise AgiHangup("the caller hung up")
         try:
-            self.writer.write(text.encode() + b"\n")
-            await self.writer.drain()
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(timeout_s):  # a peer that stops reading is late too
+                self.writer.write(text.encode() + b"\n")
+                await self.writer.drain()
                 reply = await self._reply()
         except ConnectionError:
             raise AgiHangup("connection lost") from None
@@ -72,7 +73,10 @@ class AgiSession:
     async def close(self) -> None:
         self.writer.close()
         try:
-            await self.writer.wait_closed()
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.writer.wait_closed()
+        except TimeoutError:  # the peer does not read what is left: drop it
+            self.writer.transport.abort()
         except (ConnectionError, OSError):
             pass  # the peer went first: nothing left to flush
 

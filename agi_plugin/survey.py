@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 KINDS = ("csat", "resolution")
 ANSWERED, INVALID, NO_RESPONSE, HANGUP = "answered", "invalid", "no-response", "hangup"
 PROMPT_ALLOWANCE_S = 120.0  # how long a prompt may play before GET DATA starts its timeout
-TALK_LOOKUP_S = 3.0  # how long to wait for the call's complete event to reach the store
+# How long to wait for the call's complete event to reach the store: AMI's AgentComplete comes
+# before Queue() returns and the listener commits within ~0.1 s; the caller hears silence meanwhile.
+TALK_LOOKUP_S = 1.0
 TALK_LOOKUP_STEP_S = 0.25
 ANY_KEY = "0123456789*#"
 KEYS = set(ANY_KEY)
@@ -219,6 +221,9 @@ class SkipRules:
             if rows:
                 return float(rows[0][0])
             if time.monotonic() >= deadline:
+                log.warning("call %s: no talk time in the store after %g s, surveyed anyway "
+                            "(min_talk_s needs `callkpi listen` writing to this store)",
+                            call.call_id, TALK_LOOKUP_S)
                 return None
             await asyncio.sleep(TALK_LOOKUP_STEP_S)
 
@@ -241,22 +246,20 @@ class Survey:
         self.store = store
         self.server = server
         self.gate = gate
+        self.answers = 0  # survey-answer events stored
         self._unwritten: list[tuple[CallEvent, list[CallLink], asyncio.Future]] = []
 
-    async def run(self, session: AgiSession, call: SurveyCall) -> list[CallEvent]:
-        """Ask every question until the caller hangs up; the stored answers, in order."""
+    async def run(self, session: AgiSession, call: SurveyCall) -> None:
+        """Ask every question until the caller hangs up, storing each answer as it comes."""
         session_id = uuid.uuid4().hex[:16]
-        stored: list[CallEvent] = []
         await self._prepare(session, call)
-        for question in self.questions:
+        for number, question in enumerate(self.questions):
             outcome = await self._ask(session, question)
             event = self._event(call, question, outcome, session_id)
-            await self._store(event, call, first=not stored)
-            stored.append(event)
+            await self._store(event, call, first=number == 0)
             if outcome.reason == HANGUP:
-                return stored  # the survey is incomplete; unasked questions store nothing
+                return  # the survey is incomplete; unasked questions store nothing
         await self._play(session, self.config.thank_you)
-        return stored
 
     async def _prepare(self, session: AgiSession, call: SurveyCall) -> None:
         await session.command("ANSWER")
@@ -333,6 +336,8 @@ class Survey:
             await self._commit(event, links)
         except Exception:  # a store problem must not cut the caller's survey short
             log.exception("could not store survey answer %s", event)
+        else:
+            self.answers += 1
 
     async def _commit(self, event: CallEvent, links: list[CallLink]) -> None:
         """Group commit: whoever gets the store next writes every answer waiting by then in one

@@ -167,7 +167,8 @@ async def test_junk_ends_the_session_not_the_server(serve, store, junk, caplog):
     server = await serve()
     await run(caller(["3", junk]), server)
     assert await brief(store) == [("q1", "3", "answered")]  # the question cut short: nothing
-    assert server.stats.errors == 1 and "survey ended" in caplog.text
+    assert server.stats.errors == 1 and server.stats.answers == 1
+    assert "survey ended" in caplog.text
     await run(caller(["4", "2"], uid="1795491290.8"), server)
     assert len(await brief(store)) == 3
 
@@ -326,3 +327,4 @@ async def test_store_failure_is_logged_and_the_survey_goes_on(serve, store, capl
     call = await run(caller(["3", "1"]), server)
     assert call.commands[-1].startswith("STREAM FILE auth-thankyou")
     assert caplog.text.count("could not store survey answer") == 2
+    assert server.stats.answers == 0
