@@ -55,6 +55,7 @@ OUTCOMES = (
 LOWER_BETTER_PCT = {"abandon_rate_pct", "repeat_call_rate_pct", "ivr_hangup_pct",
                     "attrition_pct"}
 DASH = "—"  # a ratio with nothing to divide by: never shown as 0
+NBSP = "\u00a0"  # between a number and its unit, so "81.2 %" never breaks across lines
 
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("reports", "templates"),
@@ -117,7 +118,7 @@ def render_text(report: dict[str, Any], *, title: str | None = None,
         lines.append(f"Queue {name}: {count(row['offered'])} offered, "
                      f"SL {pct(row['service_level_pct'])}, ASA {duration(row['asa_s'])}, "
                      f"abandoned {pct(row['abandon_rate_pct'])}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines).replace(NBSP, " ") + "\n"  # plain text: plain spaces
 
 
 def subject_line(report: dict[str, Any], *, title: str | None = None) -> str:
@@ -204,7 +205,7 @@ def fmt(key: str, value: float | None) -> str:
 
 
 def pct(value: float | None) -> str:
-    return DASH if value is None else f"{value:.1f}\u00a0%"  # no-break: "81.2 %" stays whole
+    return DASH if value is None else f"{value:.1f}{NBSP}%"
 
 
 def count(value: float | None) -> str:
@@ -217,7 +218,7 @@ def duration(value: float | None) -> str:
         return DASH
     seconds = round(value)
     if seconds < 60:
-        return f"{seconds}\u00a0s"
+        return f"{seconds}{NBSP}s"
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
@@ -226,7 +227,7 @@ def duration(value: float | None) -> str:
 def _signed(key: str, delta: float) -> str:
     sign = "+" if delta > 0 else "−" if delta < 0 else "±"
     if key.endswith("_pct"):
-        return f"{sign}{abs(delta):.1f}\u00a0pt"
+        return f"{sign}{abs(delta):.1f}{NBSP}pt"
     return sign + fmt(key, abs(delta))
 
 

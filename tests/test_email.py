@@ -131,7 +131,7 @@ def test_the_message_is_text_then_html_with_its_charts_by_content_id(smtp_server
     assert got.get_content_type() == "multipart/alternative"
     plain, related = got.get_payload()
     assert plain.get_content_type() == "text/plain"
-    assert "Service level: 76.5\u00a0% (target ≥ 80.0\u00a0%, missed)" in plain.get_content()
+    assert "Service level: 76.5 % (target ≥ 80.0 %, missed)" in plain.get_content()
     assert related.get_content_type() == "multipart/related"
     html_part, *images = related.get_payload()
     assert html_part.get_content_type() == "text/html"
