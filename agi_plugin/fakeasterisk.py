@@ -8,7 +8,8 @@ Caller actions, one per GET DATA: a key ("4", "*", "#"), "none" (silent until th
 "hangup-first" (`HANGUP` arrives before the reply, which is 511), "eof" (the connection just
 closes), "junk" (a line that is not AGI), "usage" (a 520 block), "broken-prompt" (`200 result=-1`
 on a live channel, as when the prompt file is missing), "early<key>" (the key, pressed while an
-interruptible STREAM FILE of the prompt plays).
+interruptible STREAM FILE of the prompt plays), "reply:<line>" (that reply, to the next GET DATA
+or interruptible STREAM FILE).
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ class FakeCall:
             interruptible = not command.endswith('""')
             if interruptible and presses and presses[0].startswith("early"):
                 return f"200 result={ord(presses.pop(0)[-1])} endpos=1000"
+            if interruptible and presses and presses[0].startswith("reply:"):
+                return presses.pop(0)[6:]
             return "200 result=0 endpos=8000"
         if verb[0] in ("ANSWER", "SET", "VERBOSE", "NOOP"):
             return "200 result=0" if verb[0] == "ANSWER" else "200 result=1"
@@ -116,6 +119,8 @@ class FakeCall:
         if action == "hangup-first":
             self.hung_up = True
             return "HANGUP\n" + DEAD
+        if action.startswith("reply:"):
+            return action[6:]
         if action == "broken-prompt":
             return "200 result=-1"
         if action == "usage":

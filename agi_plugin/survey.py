@@ -37,6 +37,7 @@ ANY_KEY = "0123456789*#"
 KEYS = set(ANY_KEY)
 _QUESTION_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 _UNIQUEID = re.compile(r"\d{1,20}\.\d{1,10}")
+_LANGUAGE = re.compile(r"[A-Za-z0-9_-]{0,32}")  # "" keeps the channel's
 _PROMPT = re.compile(r"[A-Za-z0-9_./&-]{1,255}")
 MAX_NAME = 128  # queue and member names: Asterisk's own limit is 80 / 128
 
@@ -72,6 +73,8 @@ def load_questions(config: SurveyConfig) -> list[Question]:
         value = getattr(config, name)
         if value and not _PROMPT.fullmatch(value):
             raise ConfigError(f"[survey] {name}: not a sound file name: {value!r}")
+    if not _LANGUAGE.fullmatch(config.language):
+        raise ConfigError(f"[survey] language: not a language code: {config.language!r}")
     if not 0.0 <= config.sample_rate <= 1.0:
         raise ConfigError(f"[survey] sample_rate: must be between 0 and 1, got {config.sample_rate}")
     return questions
@@ -264,7 +267,7 @@ class Survey:
     async def _prepare(self, session: AgiSession, call: SurveyCall) -> None:
         await session.command("ANSWER")
         language = self.config.language
-        if language and language != call.language and _PROMPT.fullmatch(language):
+        if language and language != call.language:
             await session.command(f"SET VARIABLE CHANNEL(language) {quote(language)}")
             call.language = language
 
@@ -371,6 +374,6 @@ async def _check_played(session: AgiSession, reply: Reply, sound: str) -> None:
 
 def _pressed(reply: Reply) -> str:
     """STREAM FILE reports the key that interrupted it as its character code."""
-    if reply.result.isdigit() and chr(int(reply.result)) in ANY_KEY:
+    if reply.result.isdigit() and int(reply.result) < 128 and chr(int(reply.result)) in ANY_KEY:
         return chr(int(reply.result))
     raise AgiProtocolError(f"STREAM FILE: unexpected result {reply.raw[:80]!r}")

@@ -72,6 +72,8 @@ def test_duplicate_ids_and_bad_settings():
         load_questions(SurveyConfig(questions=[question(), question()]))
     with pytest.raises(ConfigError, match="sample_rate"):
         load_questions(SurveyConfig(sample_rate=1.5))
+    with pytest.raises(ConfigError, match="language"):
+        load_questions(SurveyConfig(language="fr ; x"))
     with pytest.raises(ConfigError, match="thank_you"):
         load_questions(SurveyConfig(thank_you="thanks.wav\nANSWER"))
 

@@ -154,6 +154,12 @@ async def test_a_key_pressed_during_the_prompt_is_the_answer(serve, store):
     assert call.commands.count("GET DATA digits/5 6000 1") == 0  # q1 ended in its prompt
 
 
+async def test_an_impossible_key_code_ends_the_session(serve, store):
+    server = await serve()
+    await run(caller(["reply:200 result=99999999 endpos=10"]), server)
+    assert await brief(store) == [] and server.stats.errors == 1
+
+
 async def test_trying_lines_before_replies(serve, store):
     server = await serve()
     call = caller(["2", "1"])
