@@ -58,7 +58,12 @@ def tail(ctx: click.Context, path: str | None) -> None:
     """Follow a queue_log (default: config [queue_log] path) through log rotations, storing
     events as Asterisk writes them, until SIGTERM or Ctrl-C."""
     config = get_config(ctx)
-    stats = run(follow(config, path or config.queue_log.path))
+    path = path or config.queue_log.path
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise click.ClickException(f"{path}: no such directory")
+    if not os.path.exists(path):
+        click.echo(f"waiting for {path} to appear", err=True)
+    stats = run(follow(config, path))
     click.echo(stats.summary())
 
 

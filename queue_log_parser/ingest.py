@@ -65,11 +65,12 @@ class LogSink:
         self.stats = stats
         self._writing: asyncio.Future[WriteResult] | None = None
 
-    async def consume(self, stream: str, fid: str, reader: LineReader, batch_lines: int,
-                      progress: Callable[[], None] | None = None) -> None:
-        """Store every complete line the reader has now."""
+    async def consume(self, stream: str, origin: str, fid: str, reader: LineReader,
+                      batch_lines: int, progress: Callable[[], None] | None = None) -> None:
+        """Store every complete line the reader has now. `stream` names the checkpoint,
+        `origin` the file being read (a rotated file of the stream, when draining one)."""
         for batch in reader.batches(batch_lines):
-            events, quarantined = await self.parse(batch, stream)
+            events, quarantined = await self.parse(batch, origin)
             checkpoint = Checkpoint(stream, fid, reader.head, reader.offset, reader.line_no,
                                     time.time())
             await self.put(Batch(events, quarantined, checkpoint=checkpoint))
@@ -166,7 +167,7 @@ async def _ingest_file(sink: LogSink, path: str, batch_lines: int, full: bool,
                 progress(now - done)
                 done = now
 
-        await sink.consume(stream, fid, reader, batch_lines, advance)
+        await sink.consume(stream, stream, fid, reader, batch_lines, advance)
         sink.stats.held_back += 1 if reader.pending else 0
 
 
@@ -181,6 +182,7 @@ class Follower:
         self.batch_lines = batch_lines
         self.reader: LineReader | None = None
         self.fid = ""
+        self.origin = self.stream  # the file being read: the path, or a rotation of it
 
     async def start(self) -> None:
         """Resume from the checkpoint: in the same file, or first in the rotated file the
@@ -240,16 +242,18 @@ class Follower:
             self.reader.f.close()
         f = open_log(path)
         self.fid = file_id(os.fstat(f.fileno()))
+        self.origin = os.path.abspath(path)
         self.reader = LineReader(f, offset, line_no, read_head(f))
 
     async def _consume(self) -> None:
         assert self.reader is not None
-        await self.sink.consume(self.stream, self.fid, self.reader, self.batch_lines)
+        await self.sink.consume(self.stream, self.origin, self.fid, self.reader,
+                                self.batch_lines)
         await self.sink.flush()  # a follower's events are stored as soon as they are read
 
     async def _close(self, why: str) -> None:
         assert self.reader is not None
-        fragment = self.sink.quarantine_fragment(self.stream, self.reader, why)
+        fragment = self.sink.quarantine_fragment(self.origin, self.reader, why)
         if fragment:
             await self.sink.put(fragment)
             await self.sink.flush()

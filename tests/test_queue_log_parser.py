@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from callkpi.events import KEY_COLUMNS, Kind
 from queue_log_parser.parser import BadLine, LineParser
@@ -247,3 +249,25 @@ def test_padded_data_fields_of_a_data1_to_data5_export():
     assert (e.caller_number, e.position, e.caller_name) == ("5551234", 2, "")
     t = parse("1|1.1|q|A|BLINDTRANSFER|s|survey|0|1|1|")
     assert (t.value, t.orig_position) == ("s@survey", 1)
+
+
+@given(st.text())
+def test_any_text_is_an_event_or_a_reason_never_a_crash(text):
+    line = text.replace("\n", "")
+    try:
+        event = parse(line)
+    except BadLine as exc:
+        assert exc.args[0]
+    else:
+        assert event.source == "queue_log" and event.tsec == int(event.ts)
+
+
+@given(st.lists(st.text(alphabet="0123456789|abc NONE.", max_size=12), min_size=5, max_size=12))
+def test_pipe_soup_in_every_field_is_an_event_or_a_reason(fields):
+    for name in ("ENTERQUEUE", "CONNECT", "BLINDTRANSFER", "ATTENDEDTRANSFER", "ABANDON",
+                 "EXITWITHKEY", "WITHDRAW", "AGENTLOGOFF", "PAUSE", "IVREXIT"):
+        line = "|".join(["1700000000", *fields[1:4], name, *fields[5:]])
+        try:
+            parse(line)
+        except BadLine:
+            pass

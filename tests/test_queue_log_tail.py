@@ -162,3 +162,25 @@ def test_cli_tail_stores_as_it_goes_and_exits_0_on_sigterm(tmp_path):
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert out == "lines read 8, events stored 8, duplicates skipped 0, quarantined 0\n"
+
+
+def test_cli_tail_defaults_to_the_configured_path_and_rejects_a_missing_directory(tmp_path):
+    log, db = tmp_path / "queue_log", tmp_path / "t.db"
+    env = {**os.environ, "CALLKPI_CONFIG": os.devnull, "CALLKPI_QUEUE_LOG_POLL_S": "0.05",
+           "CALLKPI_QUEUE_LOG_PATH": str(log)}
+    proc = subprocess.Popen([str(CALLKPI), "tail", "--db", str(db)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        log.write_text("".join(LINES[:4]))  # Asterisk starts logging
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert err == f"waiting for {log} to appear\n"
+    assert out.startswith("lines read 4, events stored 4,")
+    bad = subprocess.run([str(CALLKPI), "tail", "--db", str(db), str(tmp_path / "no" / "log")],
+                         env=env, capture_output=True, text=True)
+    assert (bad.returncode, bad.stderr) == (
+        1, f"Error: {tmp_path / 'no' / 'log'}: no such directory\n")
