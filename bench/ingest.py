@@ -36,7 +36,7 @@ from callkpi.config import QueueLogConfig
 ROOT = Path(__file__).resolve().parent.parent
 CALLKPI = Path(sys.executable).parent / "callkpi"
 QUEUES = ("support", "sales", "billing")
-AGENTS = [f"Agent {n}" for n in range(1001, 1061)]
+AGENTS = [f"Agent {n}" for n in range(1001, 1091)]
 PAUSES = ("lunch", "break", "training", "meeting")
 DISPOSITIONS = ("sale", "callback", "7", "resolved", "no-sale")
 NAMES = ("Cust", "Jane Doe", "ACME Ltd", "", "O'Brien", "Müller")
@@ -51,6 +51,7 @@ class Generator:
         self.counter = 0
         self.heap: list[tuple[float, int, str]] = []
         self.seq = 0
+        self.busy_until = dict.fromkeys(AGENTS, 0.0)  # an agent takes one call at a time
 
     def lines(self, n: int):
         emitted = 0
@@ -107,22 +108,29 @@ class Generator:
 
     def _answered(self, t: float, uid: str, q: str, pos: int, wait: int) -> None:
         r = self.rng
-        agent = r.choice(AGENTS)
         wait += r.randint(0, 40)
+        free = [a for a, until in self.busy_until.items() if until < t + wait]
+        if not free:  # nobody to take it: the caller gives up
+            self._at(t + wait, uid, q, "NONE", "ABANDON", f"1|{pos}|{wait}")
+            return
+        agent = r.choice(free)
         ring = r.randint(0, 8)
-        self._at(t + wait, uid, q, agent, "CONNECT", f"{wait}|{int(t + wait)}.{self.counter}k|{ring}")
+        member = f"{int(t + wait)}.{self.counter}k"
+        self._at(t + wait, uid, q, agent, "CONNECT", f"{wait}|{member}|{ring}")
         talk = int(r.lognormvariate(5, 0.8))
         end = t + wait + talk
+        acw = r.randint(5, 60)
+        self.busy_until[agent] = end + acw + 1
         how = r.random()
         if how < 0.03:
             self._at(end, uid, q, agent, "BLINDTRANSFER", f"s|survey|{wait}|{talk}|{pos}")
             return
         if how < 0.05:
-            self._at(end, uid, q, agent, "ATTENDEDTRANSFER", f"BRIDGE|{r.getrandbits(64):x}|{wait}|{talk}|{pos}")
+            bridge = f"{r.getrandbits(64):x}"
+            self._at(end, uid, q, agent, "ATTENDEDTRANSFER", f"BRIDGE|{bridge}|{wait}|{talk}|{pos}")
             return
         event = "COMPLETEAGENT" if how < 0.55 else "COMPLETECALLER"
         self._at(end, uid, q, agent, event, f"{wait}|{talk}|{pos}")
-        acw = r.randint(5, 60)
         self._at(end, "NONE", "NONE", agent, "PAUSEALL", "ACW")
         self._at(end, "NONE", q, agent, "PAUSE", "ACW")
         self._at(end + acw - 1, uid, q, agent, "DISPOSITION", r.choice(DISPOSITIONS))
@@ -208,7 +216,8 @@ def main() -> None:
         t0 = time.perf_counter()
         generate(log, args.lines, args.seed)
         size_mb = log.stat().st_size / 1e6
-        print(f"generated {args.lines} lines ({size_mb:.0f} MB) in {time.perf_counter() - t0:.1f} s")
+        print(f"generated {args.lines} lines ({size_mb:.0f} MB)"
+              f" in {time.perf_counter() - t0:.1f} s")
         callkpi_s, peak_mb, summary = measure_callkpi(log, Path(tmp) / "callkpi.db")
         print(f"callkpi ingest: {callkpi_s:.2f} s, {args.lines / callkpi_s:,.0f} lines/s, "
               f"peak RSS {peak_mb:.0f} MB ({summary})")
