@@ -4,9 +4,10 @@ pauses, and survey answers linked to the call they rate, derived from the events
 Built incrementally. `facts_state` keeps the last events.id derived; a refresh re-derives
 everything from a time `w0` early enough that every fact the new events can change is
 rebuilt: the earliest new event, the entry of any call still unsettled (not ended, or its
-after-call work still open), of any call the new events name (a late AMI hold or a late
-queue_log line), and the start of any session or pause still open. Facts that start before
-`w0` are final and kept; events before `w0` are not read again.
+after-call work still open) or ended shortly before the new events, and of any call the new
+events name (a late AMI hold or a late queue_log line). Calls that entered before `w0` are
+final and kept; sessions and pauses still open at `w0` resume from their stored start;
+events before `w0` are not read again.
 
 docs/kpis.md defines what each column means; this module computes exactly that.
 """
@@ -296,6 +297,8 @@ async def refresh_facts(store: Store, kpi: KpiConfig, *, rebuild: bool = False) 
         return FactsResult(0, 0, None)
     w0 = None if rebuild else await _rederive_from(store, watermark)
     deriver = Deriver(kpi)
+    if w0 is not None:
+        await _resume_open_intervals(store, deriver, w0)
     sql = (f"SELECT id, server, call_id, kind, queue, agent, ts, wait_s, talk_s, reason,"
            f" caller_number, value, discr, extra FROM events"
            f" WHERE kind IN ({_marks(FACT_KINDS)}) AND id <= ?")
@@ -356,10 +359,6 @@ async def _rederive_from(store: Store, watermark: int) -> float:
          (t_new - lookback,)),
         ("SELECT min(c.entered_ts) FROM queue_calls c JOIN events e"
          " ON e.server = c.server AND e.call_id = c.call_id WHERE e.id > ?", (watermark,)),
-        ("SELECT min(start_ts) FROM agent_sessions WHERE end_ts IS NULL OR end_ts >= ?",
-         (t_new,)),
-        ("SELECT min(start_ts) FROM agent_pauses WHERE end_ts IS NULL OR end_ts >= ?",
-         (t_new - lookback,)),
     ):
         (value,) = (await store.fetch_all(sql, params))[0]
         if value is not None:
@@ -373,14 +372,32 @@ async def _wrapups(store: Store) -> list[float]:
     return [float(v) for v in settings.get("wrapup_s", {}).values()]
 
 
+async def _resume_open_intervals(store: Store, deriver: Deriver, w0: float) -> None:
+    """Sessions and pauses that began before w0 and had not ended by then are rebuilt from
+    their stored start, open: their end (if any) is among the events replayed from w0. An
+    agent logged in for months does not make every refresh reread those months."""
+    where = "start_ts < ? AND (end_ts IS NULL OR end_ts >= ?)"
+    for server, agent, queue, start in await store.fetch_all(
+            f"SELECT server, agent, queue, start_ts FROM agent_sessions WHERE {where}", (w0, w0)):
+        session = Interval(server, agent, queue, start)
+        deriver.sessions.append(session)
+        deriver.open_sessions[(server, agent, queue)] = session
+    for server, agent, reason, start in await store.fetch_all(
+            f"SELECT server, agent, reason, start_ts FROM agent_pauses WHERE {where}", (w0, w0)):
+        pause = Interval(server, agent, reason, start)
+        deriver.pauses.append(pause)
+        deriver.open_pause[(server, agent)] = pause
+
+
 async def _clear(tx: Any, w0: float | None) -> None:
     if w0 is None:
         for table in ("queue_calls", "agent_sessions", "agent_pauses", "survey_answers"):
             await tx.execute(f"DELETE FROM {table}")
         return
     await tx.execute("DELETE FROM queue_calls WHERE entered_ts >= ?", (w0,))
-    await tx.execute("DELETE FROM agent_sessions WHERE start_ts >= ?", (w0,))
-    await tx.execute("DELETE FROM agent_pauses WHERE start_ts >= ?", (w0,))
+    # what began later, and what _resume_open_intervals() rebuilds
+    await tx.execute("DELETE FROM agent_sessions WHERE end_ts IS NULL OR end_ts >= ?", (w0,))
+    await tx.execute("DELETE FROM agent_pauses WHERE end_ts IS NULL OR end_ts >= ?", (w0,))
     await tx.execute("DELETE FROM survey_answers WHERE ts >= ?", (w0,))
 
 

@@ -131,7 +131,7 @@ async def test_late_hold_and_late_end_are_picked_up(store):
     assert (calls["c1@q"]["hold_s"], calls["c1@q"]["talk_s"]) == (15, 45)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", range(12))
 async def test_incremental_equals_rebuild(store, seed):
     events = scenario().events
     events += Calls().answer("agi-1", T + 90, "q1", "csat", "4", linkedid="c1").events
@@ -160,3 +160,18 @@ async def test_changed_wrapup_settings_rebuild_the_facts(store):
     assert calls["c3@q"]["acw_s"] == 30
     await refresh_facts(store, KpiConfig(wrapup_s={"q": 12.0}))
     assert (await calls_by_id(store))["c3@q"]["acw_s"] == 12
+
+
+async def test_an_open_session_does_not_make_refreshes_reread_it(store):
+    c = Calls().member("A", "q", T, None).pause("A", T + 5, None, reason="lunch")
+    await derive(store, c)
+    c.answered("late", "q", "A", T + 10_000, wait=2, talk=30)
+    await c.store_in(store)
+    result = await refresh_facts(store, KPI)
+    assert (result.since, result.events) == (T + 10_000, 3)  # only the new call's events
+    c.ev(Kind.MEMBER_REMOVE, T + 20_000, agent="A", queue="q")
+    await derive(store, c)
+    assert await store.fetch_all("SELECT start_ts, end_ts FROM agent_sessions") == [
+        (T, T + 20_000)]
+    assert await store.fetch_all("SELECT reason, start_ts, end_ts FROM agent_pauses") == [
+        ("lunch", T + 5, T + 20_000)]  # leaving the last queue ends the pause
