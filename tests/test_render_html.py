@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from report_fixture import agent, empty_report, kpis, make_report
+from report_fixture import AGENTS, QUEUES, agent, empty_report, kpis, make_report
 from reports import render_html as r
 from reports.render_html import (duration, fmt, lower_is_better, pct, render_email_parts,
                                  render_html, render_text)
@@ -206,3 +206,12 @@ def test_units_by_name():
     assert [k for k in ("service_level_pct", "abandon_rate_pct", "asa_s", "aht_s", "csat_pct",
                         "fcr_pct", "repeat_call_rate_pct") if lower_is_better(k)] == [
         "abandon_rate_pct", "asa_s", "aht_s", "repeat_call_rate_pct"]
+
+
+def test_a_big_call_center_fits_in_gmail_before_it_clips():
+    """Gmail cuts a mail's HTML after 102 kB ("[Message clipped]"): 150 agents, 30 queues."""
+    report = make_report(agents={f"Agent {n:03d}": AGENTS["Alice Smith"] for n in range(150)},
+                         queues={f"queue-{n:02d}": QUEUES["sales"] for n in range(30)})
+    page, _ = render_email_parts(report)
+    assert page.count("Agent 1") == 50
+    assert len(page.encode()) < 102_000
