@@ -3,9 +3,6 @@
 Every batch of lines is written with the checkpoint after its last line in one transaction
 (`Batch.checkpoint`), so a kill -9 at any point and a rerun give the same store: the rerun
 resumes at the durable checkpoint, and the natural key skips anything stored twice anyway.
-
-While one batch is being written (aiosqlite's thread), the next one is parsed: at most one
-write is in flight, and batches are written in file order.
 """
 
 from __future__ import annotations
@@ -32,9 +29,6 @@ from queue_log_parser.tailer import (
     read_head_of,
 )
 
-PARSE_SLICE = 2_000  # lines parsed between two yields to the event loop (lets a write progress)
-
-
 @dataclass
 class IngestStats:
     lines: int = 0
@@ -57,20 +51,19 @@ class IngestStats:
 
 
 class LogSink:
-    """Parses line batches and writes them with their checkpoints, one write in flight."""
+    """Parses line batches and writes each with its checkpoint, in file order."""
 
     def __init__(self, store: Store, server: str, stats: IngestStats) -> None:
         self.store = store
         self.parser = LineParser(server)
         self.stats = stats
-        self._writing: asyncio.Future[WriteResult] | None = None
 
     async def consume(self, stream: str, origin: str, fid: str, reader: LineReader,
                       batch_lines: int, progress: Callable[[], None] | None = None) -> None:
         """Store every complete line the reader has now. `stream` names the checkpoint,
         `origin` the file being read (a rotated file of the stream, when draining one)."""
         for batch in reader.batches(batch_lines):
-            events, quarantined = await self.parse(batch, origin)
+            events, quarantined = self.parse(batch, origin)
             checkpoint = Checkpoint(stream, fid, reader.head, reader.offset, reader.line_no,
                                     time.time())
             await self.put(Batch(events, quarantined, checkpoint=checkpoint))
@@ -78,23 +71,19 @@ class LogSink:
             if progress:
                 progress()
 
-    async def parse(self, batch: LineBatch, origin: str) -> tuple[list[CallEvent],
-                                                                  list[Quarantined]]:
+    def parse(self, batch: LineBatch, origin: str) -> tuple[list[CallEvent], list[Quarantined]]:
         events: list[CallEvent] = []
         bad: list[tuple[int, str]] = []
-        append, parse, lines = events.append, self.parser.parse, batch.lines
-        for start in range(0, len(lines), PARSE_SLICE):
-            for i in range(start, min(start + PARSE_SLICE, len(lines))):
-                line = lines[i]
-                if not line:
-                    continue  # an empty line carries nothing
-                try:
-                    append(parse(line))
-                except BadLine as exc:
-                    bad.append((i, exc.args[0]))
-                except Exception as exc:  # a parser bug must not stop the ingest
-                    bad.append((i, f"parser error: {exc!r}"))
-            await asyncio.sleep(0)
+        append, parse = events.append, self.parser.parse
+        for i, line in enumerate(batch.lines):
+            if not line:
+                continue  # an empty line carries nothing
+            try:
+                append(parse(line))
+            except BadLine as exc:
+                bad.append((i, exc.args[0]))
+            except Exception as exc:  # a parser bug must not stop the ingest
+                bad.append((i, f"parser error: {exc!r}"))
         return events, self.quarantine(batch, origin, bad)
 
     def quarantine(self, batch: LineBatch, origin: str,
@@ -116,14 +105,7 @@ class LogSink:
             rest.decode("utf-8", "backslashreplace"), time.time())])
 
     async def put(self, batch: Batch) -> None:
-        await self.flush()
-        self._writing = asyncio.ensure_future(self.store.write(batch))
-        await asyncio.sleep(0)  # let the write start before the next batch is parsed
-
-    async def flush(self) -> None:
-        if self._writing is not None:
-            writing, self._writing = self._writing, None
-            self.stats.add(await writing)
+        self.stats.add(await self.store.write(batch))
 
 
 # ---------------------------------------------------------------- backfill
@@ -141,7 +123,6 @@ async def ingest_paths(store: Store, paths: list[str], *, server: str, batch_lin
     try:
         for path in paths:
             await _ingest_file(sink, path, batch_lines, full, progress)
-        await sink.flush()
     finally:
         gc.enable()
     return stats
@@ -232,7 +213,6 @@ class Follower:
             await self._consume()
 
     async def close(self) -> None:
-        await self.sink.flush()
         if self.reader is not None:
             self.reader.f.close()
             self.reader = None
@@ -249,14 +229,12 @@ class Follower:
         assert self.reader is not None
         await self.sink.consume(self.stream, self.origin, self.fid, self.reader,
                                 self.batch_lines)
-        await self.sink.flush()  # a follower's events are stored as soon as they are read
 
     async def _close(self, why: str) -> None:
         assert self.reader is not None
         fragment = self.sink.quarantine_fragment(self.origin, self.reader, why)
         if fragment:
             await self.sink.put(fragment)
-            await self.sink.flush()
         self.reader.f.close()
         self.reader = None
 
