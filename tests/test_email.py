@@ -53,7 +53,11 @@ class Inbox:
         return "250 OK queued"
 
 
+MECHANISMS: list[str] = []  # what check_login was asked to check, in order
+
+
 def check_login(server, session, envelope, mechanism, auth_data) -> AuthResult:
+    MECHANISMS.append(mechanism)
     ok = isinstance(auth_data, LoginPassword) and (
         auth_data.login.decode(), auth_data.password.decode()) == (USER, PASSWORD)
     return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535
@@ -172,6 +176,16 @@ def test_ssl_from_the_first_byte(smtp_server, certificate):
                                         username=USER, password=PASSWORD))
     [mail] = inbox.mails
     assert mail["tls"] and mail["authenticated"]
+
+
+@pytest.mark.parametrize("offered, used", [(None, "PLAIN"), (["PLAIN"], "LOGIN")])
+def test_auth_plain_and_auth_login(smtp_server, certificate, offered, used):
+    port, inbox = smtp_server(tls="starttls", authenticator=check_login,
+                              auth_exclude_mechanism=offered)
+    MECHANISMS.clear()
+    send_message(message(), smtp_config(port, tls="starttls", ca_file=str(certificate[0]),
+                                        username=USER, password=PASSWORD))
+    assert MECHANISMS == [used] and inbox.mails[0]["authenticated"]
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
