@@ -114,7 +114,7 @@ def render_text(report: dict[str, Any], *, title: str | None = None,
         lines.append(line)
     lines += ["", "Calls: " + ", ".join(f"{value} {label}" for label, value in
                                         context["outcomes"])]
-    for name, row in report["queues"].items():
+    for name, row in sorted(report["queues"].items()):
         lines.append(f"Queue {name}: {count(row['offered'])} offered, "
                      f"SL {pct(row['service_level_pct'])}, ASA {duration(row['asa_s'])}, "
                      f"abandoned {pct(row['abandon_rate_pct'])}")
@@ -147,7 +147,7 @@ def _render(report: dict[str, Any], title: str | None, targets: dict[str, float]
 def _context(report: dict[str, Any], title: str | None, targets: dict[str, float] | None,
              images: dict[str, str | None]) -> dict[str, Any]:
     period, totals = report["period"], report["totals"]
-    previous = report.get("previous_totals") or {}
+    previous = report["previous_totals"]
     targets = _targets(targets)
     days = _days(period)
     agents = sorted(report["agents"].items(), key=lambda item: (-(item[1]["answered"] or 0),
@@ -164,7 +164,7 @@ def _context(report: dict[str, Any], title: str | None, targets: dict[str, float
                     for key, label in DETAILS if key in totals],
         "queues": sorted(report["queues"].items()),
         "agents": agents,
-        "survey": report.get("survey") or {"questions": {}, "surveys": 0, "incomplete": 0},
+        "survey": report["survey"],
         "totals": totals,
         "settings": report["settings"],
         "images": images,
@@ -177,7 +177,9 @@ def _tile(key: str, label: str, value: float | None, previous: float | None,
     lower = lower_is_better(key)
     met = None if value is None or target is None else (
         value <= target if lower else value >= target)
-    delta = None if value is None or previous is None else value - previous
+    # compared as shown, so an unchanged "81.2 %" is never coloured better or worse
+    delta = None if value is None or previous is None else round(
+        value - previous, 1 if key.endswith("_pct") else 0)
     return Tile(
         key=key, label=label, value=fmt(key, value),
         target=None if target is None else f"{'≤' if lower else '≥'} {fmt(key, target)}",

@@ -215,3 +215,12 @@ def test_a_big_call_center_fits_in_gmail_before_it_clips():
     page, _ = render_email_parts(report)
     assert page.count("Agent 1") == 50
     assert len(page.encode()) < 102_000
+
+
+def test_a_change_too_small_to_show_is_no_change():
+    report = make_report(totals=kpis(service_level_pct=80.01, aht_s=300.2),
+                         previous_totals=kpis(service_level_pct=80.0, aht_s=300.0))
+    page = html.unescape(render_html(report))
+    assert f"±0.0{NB}pt" in tile(page, "service_level_pct")
+    assert "±0 s".replace(" ", NB) in tile(page, "aht_s")
+    assert 'class="better"' not in page and 'class="worse"' not in page
