@@ -49,6 +49,8 @@ def email(ctx: click.Context, yesterday: bool, day: dt.datetime | None,
 
 async def email_days(config: Config, days: Sequence[dt.date], recipients: Sequence[str],
                      force: bool, dry_run: bool) -> None:
+    if not Path(config.store.db).is_file():  # a mistyped path would mail an empty report
+        raise click.ClickException(f"database {config.store.db} does not exist")
     store = await open_configured_store(config)
     async with store:
         for day in days:

@@ -4,6 +4,7 @@ days-sent record, and no password anywhere in what callkpi logs or prints."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import email
 import email.policy
@@ -25,6 +26,7 @@ from click.testing import CliRunner
 
 from callkpi.cli import cli
 from callkpi.config import Config, SmtpConfig, load_config
+from callkpi.store_sqlite import open_store
 from queue_log_parser.ingest import ingest_paths
 from report_fixture import empty_report, make_report
 from reports.email_command import local_today
@@ -319,6 +321,8 @@ async def test_the_mail_of_a_day_recorded_from_real_asterisk(store, smtp_server,
 # ------------------------------------------------------------------ callkpi email
 @pytest.fixture
 def cli_config(tmp_path):
+    asyncio.run(create_store(tmp_path / "callkpi.db"))
+
     def write(port: int, *extra: str) -> Path:
         path = tmp_path / "callkpi.toml"
         path.write_text("\n".join([
@@ -328,6 +332,10 @@ def cli_config(tmp_path):
             *extra]) + "\n")
         return path
     return write
+
+
+async def create_store(path: Path) -> None:
+    await (await open_store(path)).close()
 
 
 def callkpi(*args: str, env: dict[str, str] | None = None):
@@ -424,6 +432,14 @@ def test_callkpi_email_refuses_what_is_not_one_address(cli_config, address):
     assert result.exit_code == 2 and "not an e-mail address" in result.stderr
 
 
+def test_callkpi_email_needs_an_existing_database(cli_config, tmp_path):
+    result = callkpi("--config", str(cli_config(free_port())), "email", "--yesterday",
+                     "--to", "a@example.com", "--db", str(tmp_path / "typo.db"))
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: database {tmp_path / 'typo.db'} does not exist\n"
+    assert not (tmp_path / "typo.db").exists()
+
+
 def test_callkpi_email_without_recipients(cli_config):
     result = callkpi("--config", str(cli_config(free_port())), "email", "--yesterday")
     assert result.exit_code == 2 and "no recipient" in result.stderr
@@ -436,9 +452,9 @@ def test_yesterday_is_in_the_report_time_zone():
     assert local_today("Pacific/Kiritimati") != local_today("Pacific/Pago_Pago")
 
 
-def test_an_unknown_time_zone(cli_config):
-    result = callkpi("--config", str(cli_config(free_port())), "email",
-                     "--yesterday", "--to", "a@example.com",
-                     env={"CALLKPI_REPORT_TIMEZONE": "Mars/Olympus"})
+@pytest.mark.parametrize("day", [["--yesterday"], ["--date", "2026-11-24"]])
+def test_an_unknown_time_zone(cli_config, day):
+    result = callkpi("--config", str(cli_config(free_port())), "email", *day,
+                     "--to", "a@example.com", env={"CALLKPI_REPORT_TIMEZONE": "Mars/Olympus"})
     assert result.exit_code == 1
     assert result.stderr == "Error: unknown time zone 'Mars/Olympus' in [report]\n"
