@@ -54,6 +54,7 @@ def build_message(report: dict[str, Any], *, sender: str, recipients: Sequence[s
     message["To"] = ", ".join(recipients)
     message["Date"] = formatdate(localtime=True)
     message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies
     message.set_content(render_text(report, title=title, targets=targets))
     message.add_alternative(html, subtype="html")
     html_part = message.get_payload()[1]

@@ -134,6 +134,7 @@ def test_the_message_is_text_then_html_with_its_charts_by_content_id(smtp_server
     assert got["Subject"] == "Support daily: Tuesday 24 November 2026"
     assert got["To"] == "boss@example.com, team@example.com"
     assert got["Message-ID"] and got["Date"]
+    assert got["Auto-Submitted"] == "auto-generated"
     assert got.get_content_type() == "multipart/alternative"
     plain, related = got.get_payload()
     assert plain.get_content_type() == "text/plain"
