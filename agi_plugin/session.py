@@ -4,6 +4,7 @@ time, each with a deadline, so a silent or slow peer costs only its own session.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from agi_plugin.protocol import (
     MAX_ENV_LINES,
@@ -13,6 +14,8 @@ from agi_plugin.protocol import (
     ReplyReader,
     parse_env,
 )
+
+log = logging.getLogger(__name__)
 
 ENV_TIMEOUT_S = 10.0  # Asterisk sends the environment at once; a silent peer is not Asterisk
 REPLY_TIMEOUT_S = 15.0  # commands that play nothing (GET VARIABLE, SEND TEXT, ANSWER)
@@ -64,6 +67,7 @@ class AgiSession:
             raise AgiHangup("connection lost") from None
         except TimeoutError:
             raise AgiProtocolError(f"no reply to {_verb(text)} within {timeout_s:g} s") from None
+        log.debug("%s: %s -> %s", self.peer, text, reply.raw)
         if reply.code == 511:
             raise AgiHangup("the caller hung up")
         if reply.code != 200:

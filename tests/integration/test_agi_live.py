@@ -29,10 +29,11 @@ pytestmark = pytest.mark.integration
 
 # The smoke scenario's callers answer three prompts with keys 1-5 (simulator/scenario.py).
 # No retries: a simulated caller answers each announced prompt once, in order. q2 is a
-# resolution question, so a 3-5 there is a wrong key, stored as invalid. q1 plays two files
-# ("&"), as the built-in survey's prompts do.
+# resolution question, so a 3-5 there is a wrong key, stored as invalid. q1 plays three files
+# ("&"), as the built-in survey's prompts do: the caller's key (0.2 s after the text) comes
+# while the first two play (STREAM FILE, 0.9 s), so it is read from STREAM FILE's reply.
 QUESTIONS = [
-    {"id": "q1", "kind": "csat", "prompt": "beep&beep", "digits": "12345", "timeout_s": 3,
+    {"id": "q1", "kind": "csat", "prompt": "beep&beep&beep", "digits": "12345", "timeout_s": 3,
      "retries": 0},
     {"id": "q2", "kind": "resolution", "prompt": "beep", "digits": "12", "timeout_s": 3,
      "retries": 0},
