@@ -43,7 +43,8 @@ window.addEventListener('load', function () {
               t.getBoundingClientRect().width];
     }),
     images: Array.prototype.map.call(document.images, function (i) {
-      return {src: i.src.slice(0, 21), natural: i.naturalWidth, shown: i.getBoundingClientRect().width};
+      return {src: i.src.slice(0, 21), natural: i.naturalWidth,
+              shown: i.getBoundingClientRect().width};
     }),
     scripts: document.scripts.length, svg: document.querySelectorAll('svg').length,
     handlers: withHandlers.length
