@@ -44,8 +44,8 @@ MAX_NAME = 128  # queue and member names: Asterisk's own limit is 80 / 128
 # The built-in survey: stock sounds of Debian's asterisk-core-sounds-en ("press 1 2 3 4 5";
 # "if this is correct, press 1"), stand-ins until you record your own (docs/survey.md).
 DEFAULT_QUESTIONS: list[dict[str, Any]] = [
-    {"id": "q1", "kind": "csat", "prompt": "vm-press&digits/1&digits/2&digits/3&digits/4&digits/5", "digits": "12345",
-     "timeout_s": 6, "retries": 1},
+    {"id": "q1", "kind": "csat", "prompt": "vm-press&digits/1&digits/2&digits/3&digits/4&digits/5",
+     "digits": "12345", "timeout_s": 6, "retries": 1},
     {"id": "q2", "kind": "resolution", "prompt": "if-correct-press&digits/1", "digits": "12",
      "timeout_s": 6, "retries": 1},
 ]
@@ -76,7 +76,8 @@ def load_questions(config: SurveyConfig) -> list[Question]:
     if not _LANGUAGE.fullmatch(config.language):
         raise ConfigError(f"[survey] language: not a language code: {config.language!r}")
     if not 0.0 <= config.sample_rate <= 1.0:
-        raise ConfigError(f"[survey] sample_rate: must be between 0 and 1, got {config.sample_rate}")
+        raise ConfigError(f"[survey] sample_rate: must be between 0 and 1, "
+                          f"got {config.sample_rate}")
     return questions
 
 
@@ -94,7 +95,8 @@ def _question(number: int, table: dict[str, Any]) -> Question:
         raise ConfigError(f"{where}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
     prompt = table.get("prompt")
     if not isinstance(prompt, str) or not _PROMPT.fullmatch(prompt):
-        raise ConfigError(f"{where}: prompt must be a sound file name (no extension), got {prompt!r}")
+        raise ConfigError(f"{where}: prompt must be a sound file name (no extension), "
+                          f"got {prompt!r}")
     digits = str(table.get("digits", "12345" if kind == "csat" else "12"))
     if not digits or not set(digits) <= KEYS or len(set(digits)) != len(digits):
         raise ConfigError(f"{where}: digits must be distinct keys from 0-9 * #, got {digits!r}")
@@ -272,10 +274,8 @@ class Survey:
             call.language = language
 
     async def _ask(self, session: AgiSession, question: Question) -> Outcome:
-        """One question, asked again after a wrong key or silence while retries last. A caller
-        who pressed a wrong key at any try answered invalid, one silent at every try did not
-        respond."""
-        invalid = ""
+        """One question, asked again after a wrong key or silence while retries last; when
+        they are used up, the last try decides: a wrong key is invalid, silence no response."""
         for attempt in range(1, question.retries + 2):
             try:
                 reply = await self._get_data(session, question)
@@ -284,11 +284,10 @@ class Survey:
             key = reply.result[:1]
             if key and key in question.digits:
                 return Outcome(ANSWERED, key, attempt)
-            if key or not reply.timed_out:  # "result=" without (timeout): # alone ends input
-                invalid = key or "#"
-                if attempt <= question.retries:
-                    await self._play(session, self.config.invalid_prompt)
-        return Outcome(INVALID, invalid, attempt) if invalid else Outcome(NO_RESPONSE, "", attempt)
+            wrong = key or ("" if reply.timed_out else "#")  # "result=": # alone ends input
+            if wrong and attempt <= question.retries:
+                await self._play(session, self.config.invalid_prompt)
+        return Outcome(INVALID, wrong, attempt) if wrong else Outcome(NO_RESPONSE, "", attempt)
 
     async def _get_data(self, session: AgiSession, question: Question) -> Reply:
         """The caller's key. GET DATA plays one file (Asterisk 22 does not split "&" there), so

@@ -67,7 +67,8 @@ def make_call(i: int) -> FakeCall:
     return call
 
 
-async def run_calls(port: int, sessions: int, concurrency: int) -> tuple[list[FakeCall], int, float]:
+async def run_calls(port: int, sessions: int,
+                    concurrency: int) -> tuple[list[FakeCall], int, float]:
     slots = asyncio.Semaphore(concurrency)
     calls = [make_call(i) for i in range(sessions)]
     errors = 0

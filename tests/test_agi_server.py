@@ -127,10 +127,10 @@ async def test_silence_after_every_retry_is_no_response(serve, store):
     assert 'STREAM FILE pm-invalid-option ""' not in call.commands  # silence replays the question
 
 
-async def test_a_wrong_key_then_silence_is_invalid(serve, store):
+async def test_the_last_try_decides(serve, store):
     server = await serve()
-    await run(caller(["*", "none", "2"]), server)
-    assert await brief(store) == [("q1", "*", "invalid"), ("q2", "2", "answered")]
+    await run(caller(["*", "none", "none", "7"]), server)
+    assert await brief(store) == [("q1", "", "no-response"), ("q2", "7", "invalid")]
 
 
 @pytest.mark.parametrize("how", ["hangup", "hangup-first", "eof"])
