@@ -29,7 +29,7 @@ from callkpi.config import Config  # noqa: E402
 from callkpi.events import Kind, make_event  # noqa: E402
 from callkpi.store import Batch  # noqa: E402
 from callkpi.store_sqlite import open_store  # noqa: E402
-from reports.facts import CALL_COLUMNS, SURVEY_COLUMNS, _insert, _settings_fingerprint  # noqa: E402
+from reports.facts import BUCKET_S, CALL_COLUMNS, SURVEY_COLUMNS, _insert, _settings_fingerprint  # noqa: E402
 from reports.kpis import build_report  # noqa: E402
 from reports.render_json import render_json  # noqa: E402
 
@@ -57,13 +57,13 @@ def fake_calls(n: int, start: float, rng: random.Random):
                    "answered", wait, connect, AGENTS[i % len(AGENTS)], talk, talk - min(hold, talk),
                    min(hold, talk), rng.uniform(0, 60), number,
                    rng.choice(("sale", "info", "callback", "")), int(rng.random() < 0.05),
-                   None, None, 0)
+                   None, None, 0, int(entered) // BUCKET_S)
         else:
             outcome = rng.choice(("abandoned", "abandoned", "abandoned", "timeout", "exit_key",
                                   "exit_empty"))
             yield (i + 1, "pbx", f"{entered:.0f}.{i}", queue, entered, int(entered),
                    entered + wait, outcome, wait, None, "", None, None, None, None, number, "",
-                   0, None, None, 0)
+                   0, None, None, 0, int(entered) // BUCKET_S)
 
 
 def caller_gaps(rows: list[tuple]) -> list[tuple]:

@@ -23,6 +23,10 @@ from callkpi.config import KpiConfig
 from callkpi.events import Kind
 from callkpi.store import Store
 
+# Queue calls are summed per 15-minute UTC bucket of their entry (column entered_bucket):
+# every real time zone offset is a whole number of quarter hours.
+BUCKET_S = 900
+
 # A wrap-up pause counts as a call's ACW when it starts this close to the call's end.
 ACW_PAUSE_WINDOW_S = 10.0
 
@@ -50,6 +54,7 @@ CALL_COLUMNS = (
     "id", "server", "call_id", "queue", "entered_ts", "entered_tsec", "ended_ts", "outcome",
     "wait_s", "connect_ts", "agent", "bridged_s", "talk_s", "hold_s", "acw_s",
     "caller_number", "disposition", "transferred", "prev_gap_s", "next_gap_s", "unsettled",
+    "entered_bucket",
 )
 SURVEY_COLUMNS = (
     "id", "server", "call_id", "queue_call", "queue", "agent", "entered_tsec", "answered",
@@ -90,7 +95,7 @@ class QueueCall:
             int(self.entered_ts), self.ended_ts, self.outcome, self.wait_s, self.connect_ts,
             self.agent, self.bridged_s, self.talk_s, self.hold_s, self.acw_s,
             self.caller_number, self.disposition, int(self.transferred), None, None,
-            int(self.unsettled),
+            int(self.unsettled), int(self.entered_ts) // BUCKET_S,
         )
 
 

@@ -19,9 +19,8 @@ from callkpi.config import Config, KpiConfig
 from callkpi.events import Kind
 from callkpi.store import Store
 from reports import roster
-from reports.facts import data_end, refresh_facts
+from reports.facts import BUCKET_S, data_end, refresh_facts
 
-BUCKET_S = 900
 INTERVALS = ("hour", "day", "week")
 WAIT_BINS = (0, 10, 20, 30, 60, 120, 300)  # histogram bin edges, seconds; the last is open
 ABANDON_CURVE_S = (0, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300)
@@ -31,20 +30,25 @@ CSAT_GOOD = 4  # a CSAT score counts as satisfied at 4 or more (docs/kpis.md)
 # the groups' sizes, and these sums are taken per group; _fold() keeps the ones that mean
 # something for the group's outcome (talk of answered calls, short waits of abandons, ...).
 # Parameters are named; their values come from _sum_columns().
-_FIRST = "caller_number <> '' AND (prev_gap_s IS NULL OR prev_gap_s > ?)"
-_NO_REPEAT = "(next_gap_s IS NULL OR next_gap_s > ?)"
+# FCR classes of a call as CASE chains (cheaper per row than ANDs of ORs): not a first
+# contact (anonymous, or a call from the number within the window before) -> 0 first.
+_NOT_FIRST = "WHEN caller_number = '' THEN 0 WHEN prev_gap_s <= ? THEN 0"
 CALL_COUNTS = (
-    ("short", "wait_s < ?", ("short",)),
-    ("in_sl", "wait_s <= ?", ("sl",)),
-    ("held", "hold_s > 0", ()),
-    ("known", "caller_number <> ''", ()),
-    ("repeats", "caller_number <> '' AND prev_gap_s <= ?", ("window",)),
-    ("fcr_resolved", f"{_FIRST} AND {_NO_REPEAT} AND entered_ts + ? <= ?",
-     ("window", "window", "window", "data_end")),
-    ("fcr_repeat", f"{_FIRST} AND next_gap_s <= ?", ("window", "window")),
-    ("fcr_pending", f"{_FIRST} AND {_NO_REPEAT} AND entered_ts + ? > ?",
-     ("window", "window", "window", "data_end")),
-    ("converted", "disposition IN ({codes})", ("codes",)),
+    ("short", "CASE WHEN wait_s < ? THEN 1 ELSE 0 END", ("short",)),
+    ("in_sl", "CASE WHEN wait_s <= ? THEN 1 ELSE 0 END", ("sl",)),
+    ("held", "CASE WHEN hold_s > 0 THEN 1 ELSE 0 END", ()),
+    ("known", "CASE WHEN caller_number <> '' THEN 1 ELSE 0 END", ()),
+    ("repeats", "CASE WHEN caller_number = '' THEN 0 WHEN prev_gap_s <= ? THEN 1 ELSE 0 END",
+     ("window",)),
+    ("fcr_resolved", f"CASE {_NOT_FIRST} WHEN next_gap_s <= ? THEN 0"
+                     f" WHEN entered_ts <= ? THEN 1 ELSE 0 END",
+     ("window", "window", "window_over")),
+    ("fcr_repeat", f"CASE {_NOT_FIRST} WHEN next_gap_s <= ? THEN 1 ELSE 0 END",
+     ("window", "window")),
+    ("fcr_pending", f"CASE {_NOT_FIRST} WHEN next_gap_s <= ? THEN 0"
+                    f" WHEN entered_ts <= ? THEN 0 ELSE 1 END",
+     ("window", "window", "window_over")),
+    ("converted", "CASE WHEN disposition IN ({codes}) THEN 1 ELSE 0 END", ("codes",)),
 )
 CALL_AGGREGATES = (
     ("calls", "COUNT(*)"),
@@ -121,20 +125,28 @@ class Sums(dict):
                 self[key] = self.get(key, 0) + value
 
 
-def _sum_columns(kpi: KpiConfig, end_of_data: float) -> tuple[str, list[str], list[Any]]:
-    """The SELECT list of the per-group sums, their names and their parameters."""
+def _sum_columns(kpi: KpiConfig, end_of_data: float, only: frozenset[str] | None = None
+                 ) -> tuple[str, list[str], list[Any]]:
+    """The SELECT list of the per-group sums (all, or those named in `only`), their names and
+    their parameters."""
     values: dict[str, list[Any]] = {
         "short": [kpi.short_abandon_s], "sl": [kpi.service_level_s],
-        "window": [kpi.repeat_window_h * 3600], "data_end": [end_of_data],
+        "window": [kpi.repeat_window_h * 3600],
+        # a call's repeat window is over when it entered at least a window before the data end
+        "window_over": [end_of_data - kpi.repeat_window_h * 3600],
         "codes": list(kpi.conversion_codes)}
     codes = ", ".join("?" for _ in kpi.conversion_codes) or "NULL"
     names, parts, params = [], [], []
     for name, expr in CALL_AGGREGATES:
+        if only is not None and name not in only:
+            continue
         names.append(name)
         parts.append(expr)
-    for name, cond, param_names in CALL_COUNTS:
+    for name, case, param_names in CALL_COUNTS:
+        if only is not None and name not in only:
+            continue
         names.append(name)
-        parts.append(f"SUM(CASE WHEN {cond.replace('{codes}', codes)} THEN 1 ELSE 0 END)")
+        parts.append(f"SUM({case.replace('{codes}', codes)})")
         for param in param_names:
             params.extend(values[param])
     return ", ".join(parts), names, params
@@ -143,18 +155,18 @@ def _sum_columns(kpi: KpiConfig, end_of_data: float) -> tuple[str, list[str], li
 def _fold(outcome: str, group: dict[str, Any]) -> Sums:
     """One (…, outcome) group's sums as the named totals queue_kpis() reads."""
     calls = group["calls"]
-    sums = Sums(offered=calls, known=group["known"], repeats=group["repeats"])
+    sums = Sums(offered=calls, known=group.get("known"), repeats=group.get("repeats"))
     if outcome == "abandoned":  # a wait Asterisk left empty is not known to be short
         short = group["short"] or 0
         sums.update(abandoned=calls - short, short_abandoned=short)
     elif outcome in ("answered", "timeout", "exit_key", "exit_empty", "withdrawn", "closed"):
         sums[outcome] = calls
     if outcome in WAITED:
-        sums.update(waited=group["waits"], waited_wait=group["wait"] or 0.0,
-                    max_wait=group["max_wait"])
+        sums.update(waited=group.get("waits"), waited_wait=group.get("wait") or 0.0,
+                    max_wait=group.get("max_wait"))
     if outcome == "answered":
-        sums.update({name: group[name] or 0 for name in ANSWERED_ONLY})
-        sums["answered_wait"] = group["wait"] or 0.0
+        sums.update({name: group.get(name) or 0 for name in ANSWERED_ONLY})
+        sums["answered_wait"] = group.get("wait") or 0.0
     return sums
 
 
@@ -168,22 +180,31 @@ def _range(lo: int, hi: int, queue: str | None, column: str = "entered_tsec"
     return where, params
 
 
+# what the agent table needs of each agent's answered calls
+AGENT_SUMS = frozenset(("calls", "talk", "hold", "acw", "converted", "fcr_resolved",
+                        "fcr_repeat"))
+
+
 async def _call_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None,
                      end_of_data: float, group: str) -> dict[tuple, Sums]:
     """Sums of the queue calls that entered in [lo, hi), per (queue, bucket), per agent or
     in total."""
-    columns, names, sum_params = _sum_columns(kpi, end_of_data)
-    where, params = _range(lo, hi, queue)
     if group == "agent":
+        columns, names, sum_params = _sum_columns(kpi, end_of_data, AGENT_SUMS)
+        where, params = _range(lo, hi, queue)
         where += " AND outcome = 'answered' AND agent <> ''"
-    keys = {"agent": "agent", "bucket": f"queue, entered_tsec / {BUCKET_S}", "total": "''"}[group]
+        keys = "agent"
+    else:
+        columns, names, sum_params = _sum_columns(kpi, end_of_data)
+        where, params = _range(lo // BUCKET_S, hi // BUCKET_S, queue, "entered_bucket")
+        keys = "entered_bucket, queue" if group == "bucket" else "''"
     sql = (f"SELECT {keys}, outcome, {columns} FROM queue_calls WHERE {where}"
            f" GROUP BY {keys}, outcome")
     width = 2 if group == "bucket" else 1
     out: dict[tuple, Sums] = {}
     for row in await store.fetch_all(sql, [*sum_params, *params]):
-        key, outcome = tuple(row[:width]), row[width]
-        out.setdefault(key, Sums()).add(_fold(outcome, dict(zip(names, row[width + 1:]))))
+        key = (row[1], row[0]) if group == "bucket" else tuple(row[:width])
+        out.setdefault(key, Sums()).add(_fold(row[width], dict(zip(names, row[width + 1:]))))
     return out
 
 
