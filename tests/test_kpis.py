@@ -281,3 +281,15 @@ async def test_restart_closes_open_calls_out_of_the_averages(store):
     assert (t["offered"], t["closed"], t["abandoned"]) == (3, 1, 2)
     assert (t["awt_s"], t["max_wait_s"]) == (10.0, 10)  # neither closed nor blank wait
     assert t["abandon_rate_pct"] == approx(100 * 2 / 3)
+
+
+async def test_abandon_curve_and_histogram_edges(store):
+    c = Calls()
+    for call_id, wait in (("a", 5), ("b", 20), ("c", 20.5), ("d", 301)):
+        c.left(Kind.ABANDON, call_id, "q", T, wait=wait)
+    r = await report_of(store, c, config(short_abandon_s=0.0))
+    curve = {p["wait_s"]: p["abandoned_pct"] for p in r["charts"]["abandon_curve"]}
+    assert (curve[0], curve[5], curve[15], curve[20], curve[30], curve[300]) == (
+        0.0, 25.0, 25.0, 50.0, 75.0, 75.0)  # "by t" includes a wait of exactly t
+    hist = {h["from_s"]: h["calls"] for h in r["charts"]["wait_histogram"]}
+    assert hist == {0: 1, 10: 0, 20: 2, 30: 0, 60: 0, 120: 0, 300: 1}  # [from, to)
