@@ -27,18 +27,19 @@ from simulator.truth import Truth
 
 pytestmark = pytest.mark.integration
 
-# The smoke scenario's callers answer three prompts with keys 1-5 (simulator/scenario.py).
-# No retries: a simulated caller answers each announced prompt once, in order. q2 is a
-# resolution question, so a 3-5 there is a wrong key, stored as invalid. q1 plays three files
-# ("&"), as the built-in survey's prompts do: the caller's key (0.2 s after the text) comes
-# while the first two play (STREAM FILE, 0.9 s), so it is read from STREAM FILE's reply.
+# The smoke scenario's callers answer the prompts with keys 1-5 (simulator/scenario.py), one
+# answer per announced prompt, in order: a retry is announced again and takes the caller's next
+# answer, and the truth keeps the last answer per question, which is the one that decides.
+# q2 is a resolution question, so a 3-5 there is a wrong key, stored as invalid. q1 plays three
+# files ("&"), as the built-in survey's prompts do: the caller's key (0.2 s after the text)
+# comes while the first two play (STREAM FILE, 0.9 s), so it is read from STREAM FILE's reply.
 QUESTIONS = [
     {"id": "q1", "kind": "csat", "prompt": "beep&beep&beep", "digits": "12345", "timeout_s": 3,
-     "retries": 0},
+     "retries": 1},
     {"id": "q2", "kind": "resolution", "prompt": "beep", "digits": "12", "timeout_s": 3,
      "retries": 0},
     {"id": "q3", "kind": "csat", "prompt": "beep", "digits": "12345", "timeout_s": 3,
-     "retries": 0},
+     "retries": 1},
 ]
 DIGITS = {q["id"]: q["digits"] for q in QUESTIONS}
 # smoke's callers, with more of the rarer answers so one run has every kind of them
@@ -119,6 +120,7 @@ def test_stored_answers_equal_the_truth(survey_run):
             assert extra["question_kind"] == ("resolution" if row[3] == "q2" else "csat")
             assert extra["linkedid"] and survey_run.links[call.uniqueid] == extra["linkedid"]
         assert len({json.loads(r[7])["session"] for r in mine.values()}) == 1
+    assert any(json.loads(r[7])["attempts"] == 2 for r in survey_run.rows)  # a retry happened
 
 
 def test_the_built_in_survey_uses_stock_sounds_asterisk_has(asterisk):
