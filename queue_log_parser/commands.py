@@ -11,7 +11,7 @@ import click
 
 from callkpi.cli_common import db_option, get_config, open_configured_store, run
 from callkpi.config import Config
-from queue_log_parser.ingest import IngestStats, ingest_paths, tail_path
+from queue_log_parser.ingest import IngestStats, LogFileError, ingest_paths, tail_path
 
 
 @click.command()
@@ -25,7 +25,7 @@ def ingest(ctx: click.Context, paths: tuple[str, ...], full: bool) -> None:
     run stopped; events already stored are skipped."""
     config = get_config(ctx)
     for path in paths:
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             raise click.ClickException(f"{path}: no such file")
     stats = run(ingest_with_progress(config, list(paths), full))
     click.echo(stats.summary())
@@ -46,8 +46,8 @@ async def _ingest(store, config: Config, paths: list[str], full: bool, progress)
         return await ingest_paths(store, paths, server=config.server.name,
                                   batch_lines=config.queue_log.batch_lines, full=full,
                                   progress=progress)
-    except OSError as exc:
-        raise click.ClickException(f"{exc.filename or paths[0]}: {exc.strerror}") from None
+    except LogFileError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.command()
@@ -78,5 +78,5 @@ async def follow(config: Config, path: str) -> IngestStats:
             return await tail_path(store, path, server=config.server.name,
                                    batch_lines=config.queue_log.batch_lines,
                                    poll_s=config.queue_log.poll_s, stop=stop)
-        except OSError as exc:
-            raise click.ClickException(f"{exc.filename or path}: {exc.strerror}") from None
+        except LogFileError as exc:
+            raise click.ClickException(str(exc)) from None

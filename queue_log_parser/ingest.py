@@ -29,6 +29,11 @@ from queue_log_parser.tailer import (
     read_head_of,
 )
 
+class LogFileError(Exception):
+    """A file cannot be read (unreadable, a corrupt or cut-short .gz); the message names it.
+    What was read before the error is stored."""
+
+
 @dataclass
 class IngestStats:
     lines: int = 0
@@ -130,6 +135,14 @@ async def ingest_paths(store: Store, paths: list[str], *, server: str, batch_lin
 
 async def _ingest_file(sink: LogSink, path: str, batch_lines: int, full: bool,
                        progress: Callable[[int], None] | None) -> None:
+    try:
+        await _read_file(sink, path, batch_lines, full, progress)
+    except OSError as exc:
+        raise LogFileError(f"{path}: {exc.strerror or exc}") from None
+
+
+async def _read_file(sink: LogSink, path: str, batch_lines: int, full: bool,
+                     progress: Callable[[int], None] | None) -> None:
     stream = os.path.abspath(path)
     with open_log(path) as f:
         fid = file_id(os.fstat(f.fileno()))
@@ -149,6 +162,8 @@ async def _ingest_file(sink: LogSink, path: str, batch_lines: int, full: bool,
                 done = now
 
         await sink.consume(stream, stream, fid, reader, batch_lines, advance)
+        if reader.cut_short:  # still being compressed? what came before it is stored
+            raise LogFileError(f"{path}: compressed file ends early")
         sink.stats.held_back += 1 if reader.pending else 0
 
 
@@ -284,6 +299,8 @@ async def tail_path(store: Store, path: str, *, server: str, batch_lines: int,
                 await asyncio.wait_for(stop.wait(), poll_s)
             except asyncio.TimeoutError:
                 pass
+    except OSError as exc:
+        raise LogFileError(f"{exc.filename or path}: {exc.strerror or exc}") from None
     finally:
         await follower.close()
     return stats

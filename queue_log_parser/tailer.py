@@ -85,6 +85,7 @@ class LineReader:
     first: bytes = b""  # the file's first bytes (up to HEAD_BYTES), for its head digest
     pending: bytes = field(default=b"", repr=False)  # read past `offset`, no newline yet
     eof: bool = False
+    cut_short: bool = False  # a gzip stream ended before its end marker
 
     def __post_init__(self) -> None:
         self.f.seek(self.offset)
@@ -102,19 +103,30 @@ class LineReader:
                 yield from self._split(block, batch_lines)
 
     def _read_block(self) -> bytes:
-        """Bytes of complete lines (ending with a newline), or b"" at the end of the file."""
-        while True:
-            chunk = self.f.read(READ_SIZE)
+        """About READ_SIZE bytes of complete lines (ending with a newline), or b"" at the
+        end of the file."""
+        # read1: a gzip stream cut short yields what it has before its EOFError
+        read = getattr(self.f, "read1", self.f.read)
+        chunks, size = [self.pending], len(self.pending)
+        newline = b"\n" in self.pending
+        while size < READ_SIZE or not newline:  # a line longer than READ_SIZE: read on
+            try:
+                chunk = read(max(READ_SIZE - size, HEAD_BYTES))
+            except EOFError:  # the lines before it are still good
+                self.cut_short = True
+                chunk = b""
             if not chunk:
                 self.eof = True
-                return b""
-            if len(self.first) < HEAD_BYTES and len(self.first) == self.offset + len(self.pending):
-                self.first += chunk[: HEAD_BYTES - len(self.first)]  # reading the file's start
-            data = self.pending + chunk if self.pending else chunk
-            cut = data.rfind(b"\n") + 1
-            self.pending = data[cut:]
-            if cut:
-                return data[:cut]
+                break
+            if len(self.first) < HEAD_BYTES and len(self.first) == self.offset + size:
+                self.first += chunk[: HEAD_BYTES - len(self.first)]  # the file's start
+            chunks.append(chunk)
+            size += len(chunk)
+            newline = newline or b"\n" in chunk
+        data = b"".join(chunks)
+        cut = data.rfind(b"\n") + 1
+        self.pending = data[cut:]
+        return data[:cut]
 
     def _split(self, block: bytes, batch_lines: int) -> Iterator[LineBatch]:
         raw = block.split(b"\n")

@@ -245,3 +245,30 @@ async def test_queue_log_replaces_the_ami_listeners_copies(store):
     twinned = {Kind.ENTER_QUEUE, Kind.CONNECT, Kind.COMPLETE, Kind.IVR_EXIT,
                Kind.DISPOSITION, Kind.EXIT_EMPTY, Kind.ABANDON}
     assert twinned <= {e[2] for e in queue_log}
+
+
+def test_a_gz_cut_short_is_one_line_and_keeps_what_was_read(tmp_path):
+    data = gzip.compress(SAMPLE.read_bytes() * 200)
+    cut = tmp_path / "queue_log.1.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    db = tmp_path / "x.db"
+    out = CliRunner().invoke(cli, ["ingest", "--db", str(db), str(cut)])
+    assert (out.exit_code, out.output) == (1, f"Error: {cut}: compressed file ends early\n")
+    with sqlite3.connect(db) as conn:
+        (stored,) = conn.execute("SELECT count(*) FROM events").fetchone()
+    assert stored == len(SAMPLE.read_text().splitlines())  # the first copy got through
+
+
+async def test_a_line_longer_than_a_read_is_one_line(store, tmp_path, monkeypatch):
+    from queue_log_parser import tailer
+    monkeypatch.setattr(tailer, "READ_SIZE", 64)
+    long_custom = "1795502628|1.1|q|NONE|NOTE|" + "x" * 500
+    log = tmp_path / "queue_log"
+    log.write_text(SAMPLE.read_text() + long_custom + "\n" + long_custom[:300])
+    result = await ingest(store, log, batch_lines=3)
+    n = len(SAMPLE.read_text().splitlines())
+    assert (result.lines, result.stored, result.held_back) == (n + 1, n + 1, 1)
+    (value,) = (await store.fetch_all("SELECT extra FROM events WHERE value = 'NOTE'"))[0]
+    assert len(value) > 500
+    cp = await store.checkpoint(str(log))
+    assert cp.offset == len(SAMPLE.read_bytes()) + len(long_custom) + 1
