@@ -393,38 +393,24 @@ async def _agents(store: Store, kpi: KpiConfig, period: Period, queue: str | Non
 # ---------------------------------------------------------------------------- charts
 async def _wait_charts(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None
                        ) -> tuple[list[dict], list[dict]]:
-    """The wait histogram and the abandon curve from one grouped query: waits counted per
-    fine bin (below each threshold, exactly at it, above the last), split by outcome and
-    short-or-not."""
-    thresholds = sorted(set(WAIT_BINS) | set(ABANDON_CURVE_S))
-    fine = " ".join(f"WHEN wait_s < ? THEN {2 * k} WHEN wait_s = ? THEN {2 * k + 1}"
-                    for k in range(len(thresholds)))
+    """The wait histogram ([from_s, to_s) bins) and the abandon curve (waits <= t)."""
     where, params = _range(lo // BUCKET_S, hi // BUCKET_S, queue, "entered_bucket")
-    rows = await store.fetch_all(
-        f"SELECT outcome, CASE WHEN wait_s < ? THEN 1 ELSE 0 END,"
-        f" CASE {fine} ELSE {2 * len(thresholds)} END, COUNT(*) FROM queue_calls"
-        f" WHERE {where} AND wait_s IS NOT NULL GROUP BY 1, 2, 3",
-        [kpi.short_abandon_s, *(t for t in thresholds for _ in (0, 1)), *params])
-
-    def value(fine_bin: int) -> float:
-        """A wait inside the fine bin: the threshold itself, or a point strictly between."""
-        k, exact = divmod(fine_bin, 2)
-        if exact:
-            return thresholds[k]
-        below = thresholds[k - 1] if k > 0 else thresholds[0] - 1
-        return (below + thresholds[k]) / 2 if k < len(thresholds) else thresholds[-1] + 1
-
+    waited = f"outcome IN ({', '.join('?' for _ in WAITED)}) AND wait_s IS NOT NULL"
+    bins = " ".join(f"WHEN wait_s < ? THEN {i}" for i in range(1, len(WAIT_BINS)))
+    counts = dict(await store.fetch_all(
+        f"SELECT CASE {bins} ELSE {len(WAIT_BINS)} END, COUNT(*) FROM queue_calls"
+        f" WHERE {where} AND {waited} GROUP BY 1", [*WAIT_BINS[1:], *params, *WAITED]))
     edges = [*WAIT_BINS, None]
-    histogram = [{"from_s": a, "to_s": b, "calls": sum(
-        n for outcome, _short, f, n in rows
-        if outcome in WAITED and a <= value(f) and (b is None or value(f) < b))}
-        for a, b in zip(edges, edges[1:])]
-    abandons = [(value(f), n) for outcome, short, f, n in rows
-                if outcome == "abandoned" and not short]
-    total = sum(n for _w, n in abandons)
-    curve = [{"wait_s": t, "abandoned_pct": pct(sum(n for w, n in abandons if w <= t), total)}
-             for t in ABANDON_CURVE_S]
-    return histogram, curve
+    histogram = [{"from_s": edges[i], "to_s": edges[i + 1], "calls": counts.get(i + 1, 0)}
+                 for i in range(len(WAIT_BINS))]
+    curve = ", ".join("SUM(CASE WHEN wait_s <= ? THEN 1 ELSE 0 END)" for _ in ABANDON_CURVE_S)
+    abandoned, *by_t = (await store.fetch_all(
+        f"SELECT COUNT(*), {curve} FROM queue_calls WHERE {where}"
+        f" AND outcome = 'abandoned' AND wait_s >= ?",
+        [*ABANDON_CURVE_S, *params, kpi.short_abandon_s]))[0]
+    abandon_curve = [{"wait_s": t, "abandoned_pct": pct(n, abandoned)}
+                     for t, n in zip(ABANDON_CURVE_S, by_t)]
+    return histogram, abandon_curve
 
 
 def _hourly(buckets: dict[tuple, Sums], period: Period) -> list[dict]:
