@@ -24,6 +24,7 @@ from queue_log_parser.tailer import (
     disk_position,
     file_id,
     head_matches,
+    is_gzip,
     open_log,
     read_head,
     read_head_of,
@@ -187,8 +188,9 @@ class Follower:
         if not os.path.exists(self.path):
             return
         self._open(self.path)
-        if checkpoint is None or self.reader is None:
+        if checkpoint is None:
             return
+        assert self.reader is not None
         if checkpoint.file_id == self.fid and head_matches(self.reader.first, checkpoint.head):
             self._open(self.path, checkpoint.offset, checkpoint.line_no)
             return
@@ -270,19 +272,20 @@ class Follower:
 def find_rotated(path: str, checkpoint: Checkpoint) -> str | None:
     """The file beside `path` that holds the checkpoint's lines: the same inode (renamed
     by logrotate) or, for copytruncate, a plain copy with the same head and at least as
-    long. Compressed rotations cannot be resumed in place (use `callkpi ingest`)."""
+    long. Compressed rotations are not searched (run `callkpi ingest` on them)."""
     directory, name = os.path.split(os.path.abspath(path))
     for entry in sorted(os.scandir(directory), key=lambda e: e.name):
         if not entry.name.startswith(name) or entry.name == name or not entry.is_file():
             continue
         st = entry.stat()
-        if file_id(st) == checkpoint.file_id or st.st_size >= checkpoint.offset:
-            try:
-                first = read_head_of(entry.path)
-            except OSError:
-                continue
-            if first[:2] != b"\x1f\x8b" and head_matches(first, checkpoint.head):
+        if file_id(st) != checkpoint.file_id and st.st_size < checkpoint.offset:
+            continue
+        try:
+            if not is_gzip(entry.path) and head_matches(read_head_of(entry.path),
+                                                        checkpoint.head):
                 return entry.path
+        except OSError:
+            continue
     return None
 
 

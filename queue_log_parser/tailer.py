@@ -14,8 +14,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-from itertools import accumulate
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import BinaryIO, Iterator
 
 HEAD_BYTES = 1024
@@ -30,7 +30,6 @@ class LineBatch:
     lines: list[str]  # decoded, without newlines
     raw: list[bytes]  # the same lines as bytes (their lengths give byte offsets)
     start: int  # byte offset of the first line
-    end: int  # byte offset after the last line's newline
     first_line_no: int  # 1-based line number of the first line
 
     def offsets(self) -> list[int]:
@@ -137,7 +136,7 @@ class LineReader:
             size = sum(map(len, part)) + len(part)
             text = block[pos:pos + size].decode("utf-8", "backslashreplace").split("\n")
             text.pop()
-            batch = LineBatch(text, part, self.offset, self.offset + size, self.line_no + 1)
+            batch = LineBatch(text, part, self.offset, self.line_no + 1)
             pos += size
             self.offset += size
             self.line_no += len(part)
