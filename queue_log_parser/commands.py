@@ -6,11 +6,13 @@ import asyncio
 import os
 import signal
 import sys
+from typing import Callable
 
 import click
 
 from callkpi.cli_common import db_option, get_config, open_configured_store, run
 from callkpi.config import Config
+from callkpi.store import Store
 from queue_log_parser.ingest import IngestStats, LogFileError, ingest_paths, tail_path
 
 
@@ -41,7 +43,8 @@ async def ingest_with_progress(config: Config, paths: list[str], full: bool) -> 
             return await _ingest(store, config, paths, full, bar.update)
 
 
-async def _ingest(store, config: Config, paths: list[str], full: bool, progress) -> IngestStats:
+async def _ingest(store: Store, config: Config, paths: list[str], full: bool,
+                  progress: Callable[[int], None] | None) -> IngestStats:
     try:
         return await ingest_paths(store, paths, server=config.server.name,
                                   batch_lines=config.queue_log.batch_lines, full=full,
