@@ -29,7 +29,8 @@ from callkpi.config import Config  # noqa: E402
 from callkpi.events import Kind, make_event  # noqa: E402
 from callkpi.store import Batch  # noqa: E402
 from callkpi.store_sqlite import open_store  # noqa: E402
-from reports.facts import BUCKET_S, CALL_COLUMNS, SURVEY_COLUMNS, _insert, _settings_fingerprint  # noqa: E402
+from reports.facts import (  # noqa: E402
+    BUCKET_S, CALL_COLUMNS, SURVEY_COLUMNS, insert_sql, settings_fingerprint)
 from reports.kpis import build_report  # noqa: E402
 from reports.render_json import render_json  # noqa: E402
 
@@ -87,14 +88,14 @@ async def build_store(path: str, n: int, config: Config) -> None:
     async with store:
         rows = caller_gaps(list(fake_calls(n, start, rng)))
         for lo in range(0, n, CHUNK):
-            await store.executemany(_insert("queue_calls", CALL_COLUMNS), rows[lo:lo + CHUNK])
+            await store.executemany(insert_sql("queue_calls", CALL_COLUMNS), rows[lo:lo + CHUNK])
         answers = [(2 * r[0] + j, r[1], r[2], r[0], r[3], r[10], r[5], 1, q, kind,
                     str(rng.randint(1, 5) if kind == "csat" else rng.randint(1, 2)),
                     "answered", r[6] + 5)
                    for r in rows if r[7] == "answered" and r[0] % 5 == 0
                    for j, (q, kind) in enumerate((("q1", "csat"), ("q2", "resolution")))]
         for lo in range(0, len(answers), CHUNK):
-            await store.executemany(_insert("survey_answers", SURVEY_COLUMNS),
+            await store.executemany(insert_sql("survey_answers", SURVEY_COLUMNS),
                                     answers[lo:lo + CHUNK])
         await store.executemany(
             "INSERT INTO agent_sessions (server, agent, queue, start_ts, end_ts)"
@@ -119,7 +120,7 @@ async def build_store(path: str, n: int, config: Config) -> None:
         (last_id, data_end), = await store.fetch_all("SELECT max(id), max(ts) FROM events")
         await store.executemany(
             "INSERT INTO facts_state (name, value) VALUES (?, ?)",
-            [("events_id", str(last_id)), ("settings", _settings_fingerprint(config.kpi)),
+            [("events_id", str(last_id)), ("settings", settings_fingerprint(config.kpi)),
              ("data_end", str(start + DAYS * 86400 + 7 * 86400))])
 
 

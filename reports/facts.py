@@ -294,7 +294,7 @@ def _clipped(start: float, stop: float, lo: float, hi: float | None) -> float:
 async def refresh_facts(store: Store, kpi: KpiConfig, *, rebuild: bool = False) -> FactsResult:
     """Bring the facts up to date with the events table (everything again with rebuild)."""
     state = await _read_state(store)
-    settings = _settings_fingerprint(kpi)
+    settings = settings_fingerprint(kpi)
     rebuild = rebuild or state.get("settings") != settings
     watermark = 0 if rebuild else int(state.get("events_id", 0))
     (last_id, data_end) = (await store.fetch_all("SELECT max(id), max(ts) FROM events"))[0]
@@ -318,7 +318,8 @@ async def refresh_facts(store: Store, kpi: KpiConfig, *, rebuild: bool = False) 
     answers = await _link_answers(store, deriver, w0)
     async with store.transaction() as tx:
         await _clear(tx, w0)
-        await tx.executemany(_insert("queue_calls", CALL_COLUMNS), [c.row() for c in deriver.calls])
+        await tx.executemany(insert_sql("queue_calls", CALL_COLUMNS),
+                             [c.row() for c in deriver.calls])
         await tx.executemany(
             "INSERT INTO agent_sessions (server, agent, queue, start_ts, end_ts)"
             " VALUES (?, ?, ?, ?, ?)",
@@ -327,7 +328,7 @@ async def refresh_facts(store: Store, kpi: KpiConfig, *, rebuild: bool = False) 
             "INSERT INTO agent_pauses (server, agent, reason, start_ts, end_ts)"
             " VALUES (?, ?, ?, ?, ?)",
             [(p.server, p.agent, p.label, p.start, p.end) for p in deriver.pauses])
-        await tx.executemany(_insert("survey_answers", SURVEY_COLUMNS), answers)
+        await tx.executemany(insert_sql("survey_answers", SURVEY_COLUMNS), answers)
         numbers = None if w0 is None else {c.caller_number for c in deriver.calls}
         await _update_caller_gaps(tx, numbers)
         for name, value in (("events_id", last_id), ("settings", settings),
@@ -344,7 +345,7 @@ async def data_end(store: Store) -> float | None:
     return float(value) if value not in (None, "None") else None
 
 
-def _settings_fingerprint(kpi: KpiConfig) -> str:
+def settings_fingerprint(kpi: KpiConfig) -> str:
     # the facts' ACW depends on these: change them and the facts are rebuilt
     return json.dumps({"wrapup_reasons": sorted(kpi.wrapup_reasons),
                        "wrapup_s": kpi.wrapup_s}, sort_keys=True)
@@ -505,5 +506,5 @@ def _marks(values: Iterable[Any]) -> str:
     return ", ".join("?" for _ in values)
 
 
-def _insert(table: str, columns: tuple[str, ...]) -> str:
+def insert_sql(table: str, columns: tuple[str, ...]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({_marks(columns)})"

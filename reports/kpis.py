@@ -49,7 +49,11 @@ CALL_COUNTS = (
                     f" WHEN entered_ts <= ? THEN 0 ELSE 1 END",
      ("window", "window", "window_over")),
     ("converted", "CASE WHEN disposition IN ({codes}) THEN 1 ELSE 0 END", ("codes",)),
+    # the wait histogram, cumulative: waits below each bin edge (constants, not input)
+    *((f"wait_lt_{edge}", f"CASE WHEN wait_s < {edge} THEN 1 ELSE 0 END", ())
+      for edge in WAIT_BINS[1:]),
 )
+WAIT_BELOW = tuple(f"wait_lt_{edge}" for edge in WAIT_BINS[1:])
 CALL_AGGREGATES = (
     ("calls", "COUNT(*)"),
     ("wait", "SUM(wait_s)"),
@@ -164,6 +168,7 @@ def _fold(outcome: str, group: dict[str, Any]) -> Sums:
     if outcome in WAITED:
         sums.update(waited=group.get("waits"), waited_wait=group.get("wait") or 0.0,
                     max_wait=group.get("max_wait"))
+        sums.update({name: group.get(name) or 0 for name in WAIT_BELOW})
     if outcome == "answered":
         sums.update({name: group.get(name) or 0 for name in ANSWERED_ONLY})
         sums["answered_wait"] = group.get("wait") or 0.0
@@ -256,7 +261,7 @@ async def _bucket_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: st
 
 # ----------------------------------------------------------------------------- KPIs
 def ratio(num: float | None, den: float | None, scale: float = 1.0) -> float | None:
-    """num / den × scale, None when the denominator is 0 (docs/kpis.md: never 0, never an error)."""
+    """num / den × scale; None when the denominator is 0 (never 0, never an error)."""
     if not den:
         return None
     return round((num or 0) * scale / den, 3)
@@ -391,26 +396,25 @@ async def _agents(store: Store, kpi: KpiConfig, period: Period, queue: str | Non
 
 
 # ---------------------------------------------------------------------------- charts
-async def _wait_charts(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None
-                       ) -> tuple[list[dict], list[dict]]:
-    """The wait histogram ([from_s, to_s) bins) and the abandon curve (waits <= t)."""
-    where, params = _range(lo // BUCKET_S, hi // BUCKET_S, queue, "entered_bucket")
-    waited = f"outcome IN ({', '.join('?' for _ in WAITED)}) AND wait_s IS NOT NULL"
-    bins = " ".join(f"WHEN wait_s < ? THEN {i}" for i in range(1, len(WAIT_BINS)))
-    counts = dict(await store.fetch_all(
-        f"SELECT CASE {bins} ELSE {len(WAIT_BINS)} END, COUNT(*) FROM queue_calls"
-        f" WHERE {where} AND {waited} GROUP BY 1", [*WAIT_BINS[1:], *params, *WAITED]))
+def _wait_histogram(total: Sums) -> list[dict]:
+    """[from_s, to_s) bins of the waits in the awt_s population, from the cumulative sums."""
+    below = [0, *(total.get(name) or 0 for name in WAIT_BELOW), total.get("waited") or 0]
     edges = [*WAIT_BINS, None]
-    histogram = [{"from_s": edges[i], "to_s": edges[i + 1], "calls": counts.get(i + 1, 0)}
-                 for i in range(len(WAIT_BINS))]
+    return [{"from_s": edges[i], "to_s": edges[i + 1], "calls": below[i + 1] - below[i]}
+            for i in range(len(WAIT_BINS))]
+
+
+async def _abandon_curve(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None
+                         ) -> list[dict]:
+    """Share of the abandoned calls (as counted in `abandoned`) that had waited <= t."""
+    where, params = _range(lo // BUCKET_S, hi // BUCKET_S, queue, "entered_bucket")
     curve = ", ".join("SUM(CASE WHEN wait_s <= ? THEN 1 ELSE 0 END)" for _ in ABANDON_CURVE_S)
     abandoned, *by_t = (await store.fetch_all(
         f"SELECT COUNT(*), {curve} FROM queue_calls WHERE {where}"
         f" AND outcome = 'abandoned' AND wait_s >= ?",
         [*ABANDON_CURVE_S, *params, kpi.short_abandon_s]))[0]
-    abandon_curve = [{"wait_s": t, "abandoned_pct": pct(n, abandoned)}
-                     for t, n in zip(ABANDON_CURVE_S, by_t)]
-    return histogram, abandon_curve
+    return [{"wait_s": t, "abandoned_pct": pct(n, abandoned)}
+            for t, n in zip(ABANDON_CURVE_S, by_t)]
 
 
 def _hourly(buckets: dict[tuple, Sums], period: Period) -> list[dict]:
@@ -463,8 +467,7 @@ async def build_report(store: Store, config: Config, start: dt.date, end: dt.dat
     prev = period.previous()
     previous = await _bucket_sums(store, kpi, prev.start_ts, prev.end_ts, queue, end_of_data,
                                   group="total")
-    histogram, abandon_curve = await _wait_charts(store, kpi, period.start_ts, period.end_ts,
-                                                  queue)
+    totals = _total(buckets.values())
     agents = await roster.list_agents(store)
     return {
         "period": {
@@ -478,15 +481,19 @@ async def build_report(store: Store, config: Config, start: dt.date, end: dt.dat
             "repeat_window_h": kpi.repeat_window_h, "wrapup_reasons": list(kpi.wrapup_reasons),
             "csat_scale": kpi.csat_scale, "conversion_codes": list(kpi.conversion_codes),
         },
-        "totals": {**queue_kpis(_total(buckets.values())),
+        "totals": {**queue_kpis(totals),
                    **roster.headcount(agents, start, end)},
         "previous_totals": {**queue_kpis(_total(previous.values())),
                             **roster.headcount(agents, prev.start, prev.end)},
         "queues": _by_queue(buckets),
         "agents": await _agents(store, kpi, period, queue, end_of_data),
         "intervals": _intervals(buckets, period, interval),
-        "charts": {"hourly": _hourly(buckets, period), "wait_histogram": histogram,
-                   "abandon_curve": abandon_curve},
+        "charts": {
+            "hourly": _hourly(buckets, period),
+            "wait_histogram": _wait_histogram(totals),
+            "abandon_curve": await _abandon_curve(store, kpi, period.start_ts, period.end_ts,
+                                                  queue),
+        },
         "survey": await _survey_summary(store, period.start_ts, period.end_ts, queue),
     }
 
