@@ -1,10 +1,14 @@
-"""The FastAGI wire protocol, pure: environment, replies, HANGUP between them, 520 blocks."""
+"""The FastAGI wire protocol, pure: environment, replies, HANGUP between them, 520 blocks;
+and `AgiSession` over an in-memory stream: EOF, 511, 510/520, a reply that never comes."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 
 from agi_plugin.protocol import (
+    AgiHangup,
     AgiProtocolError,
     ReplyReader,
     arguments,
@@ -13,6 +17,7 @@ from agi_plugin.protocol import (
     quote,
     script_name,
 )
+from agi_plugin.session import AgiSession
 
 # Recorded from Asterisk 22.10.1 (/work/shared/asterisk/samples/answered.agi.jsonl)
 ENV_LINES = [
@@ -116,3 +121,69 @@ def test_quote():
     assert quote('a "b" \\c') == '"a \\"b\\" \\\\c"'
     with pytest.raises(ValueError):
         quote("a\nANSWER")
+
+
+class StubWriter:
+    """What AgiSession needs of a StreamWriter, recording what it writes."""
+
+    def __init__(self) -> None:
+        self.written = b""
+
+    def get_extra_info(self, name: str):
+        return ("127.0.0.1", 40000) if name == "peername" else None
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    async def drain(self) -> None:
+        pass
+
+
+def session_reading(data: bytes) -> tuple[AgiSession, StubWriter]:
+    reader = asyncio.StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    writer = StubWriter()
+    return AgiSession(reader, writer), writer
+
+
+async def test_eof_inside_the_environment_is_a_protocol_error():
+    session, _ = session_reading(b"agi_network: yes\nagi_request: agi://x/csat\n")
+    with pytest.raises(AgiProtocolError, match="closed after 2 environment lines"):
+        await session.read_env()
+
+
+async def test_eof_instead_of_a_reply_is_a_hangup():
+    session, writer = session_reading(b"200 result=0\n200 result=")  # cut mid-line
+    assert (await session.command("ANSWER")).result == "0"
+    with pytest.raises(AgiHangup):
+        await session.command("GET DATA beep 3000 1")
+    assert writer.written == b"ANSWER\nGET DATA beep 3000 1\n"
+
+
+async def test_511_and_hangup_notice_end_the_session():
+    session, writer = session_reading(b"200 result=0\nHANGUP\n511 Command Not Permitted on a "
+                                      b"dead channel or intercept routine\n")
+    await session.command('SEND TEXT "SURVEY:q1"')
+    with pytest.raises(AgiHangup):
+        await session.command("GET DATA beep 3000 1")
+    assert session.hung_up
+    with pytest.raises(AgiHangup):  # nothing more is sent to a dead channel
+        await session.command("ANSWER")
+    assert writer.written.count(b"\n") == 2
+
+
+async def test_510_and_520_replies_are_protocol_errors():
+    session, _ = session_reading(b"510 Invalid or unknown command\n520-Invalid command syntax."
+                                 b"  Proper usage follows:\nUsage: GET DATA\n520 End of proper "
+                                 b"usage.\n")
+    with pytest.raises(AgiProtocolError, match="refused"):
+        await session.command("FOO")
+    with pytest.raises(AgiProtocolError, match="refused"):
+        await session.command("GET DATA")
+
+
+async def test_a_reply_that_never_comes_times_out():
+    reader, writer = asyncio.StreamReader(), StubWriter()
+    with pytest.raises(AgiProtocolError, match="no reply to ANSWER within 0.1 s"):
+        await AgiSession(reader, writer).command("ANSWER", timeout_s=0.1)
