@@ -145,22 +145,28 @@ def in_chroot(root: Path, path: Path) -> Path:
     return resolved
 
 
-async def test_prompts_play_in_the_survey_language(asterisk, tmp_path, caplog):
-    """A prompt recorded only in French plays once [survey] language = "fr" sets the channel's
-    language; one missing in French is logged and stores nothing."""
+async def test_where_asterisk_finds_prompts_for_the_survey_language(asterisk, tmp_path, caplog):
+    """What docs/survey.md promises, with [survey] language = "fr": a prompt plays from
+    sounds/fr/, else from sounds/ (no language), else from the default language (en); one that
+    is nowhere is logged and stores nothing."""
     sounds = in_chroot(Path(asterisk.sandbox.root), Path("/usr/share/asterisk/sounds"))
-    french = sounds / "fr" / "custom"
-    french.mkdir(parents=True, exist_ok=True)
-    recording = french / "callkpi-test-fr.gsm"
-    recording.write_bytes((sounds / "en_US_f_Allison" / "beep.gsm").read_bytes())
+    beep = (sounds / "en_US_f_Allison" / "beep.gsm").read_bytes()
+    recordings = [sounds / "fr" / "custom" / "callkpi-test-fr.gsm",
+                  sounds / "custom" / "callkpi-test-any.gsm",
+                  in_chroot(Path(asterisk.sandbox.root),
+                            Path("/usr/share/asterisk/sounds/en/custom/callkpi-test-en.gsm"))]
+    made = [d for r in recordings for d in (r.parent.parent, r.parent) if not d.exists()]
+    for recording in recordings:
+        recording.parent.mkdir(parents=True, exist_ok=True)
+        recording.write_bytes(beep)
     config = Config()
     config.server.name = "sandbox"
     config.agi.port = asterisk.agi_port
     config.survey.language = "fr"
     config.survey.thank_you = ""
     config.survey.questions = [
-        {"id": "fr", "prompt": "custom/callkpi-test-fr", "timeout_s": 1, "retries": 0},
-        {"id": "en-only", "prompt": "custom/callkpi-missing", "timeout_s": 1, "retries": 0}]
+        {"id": qid, "prompt": f"custom/callkpi-test-{qid}", "timeout_s": 1, "retries": 0}
+        for qid in ("fr", "any", "en", "nowhere")]
     ami = AmiClient(asterisk.ami_host, asterisk.ami_port, asterisk.ami_user, asterisk.ami_secret)
     store = await open_store(tmp_path / "callkpi.db")
     server = await AgiServer(config, store).start()
@@ -172,14 +178,18 @@ async def test_prompts_play_in_the_survey_language(asterisk, tmp_path, caplog):
         async with asyncio.timeout(15):
             while not server.stats.connections or server.running:
                 await asyncio.sleep(0.1)
-        rows = await store.fetch_all("SELECT discr, reason, extra FROM events")
+        rows = await store.fetch_all("SELECT discr, reason, extra FROM events ORDER BY ts")
     finally:
         await ami.close()
         await server.stop(grace_s=5)
         await store.close()
-        recording.unlink()
-    assert [(d, r, json.loads(e)["language"]) for d, r, e in rows] == [("fr", "no-response", "fr")]
-    assert "'custom/callkpi-missing' could not be played on a live channel" in caplog.text
+        for recording in recordings:
+            recording.unlink()
+        for directory in reversed(made):  # leave the cached sandbox as it was
+            directory.rmdir()
+    assert [(d, r, json.loads(e)["language"]) for d, r, e in rows] == [
+        ("fr", "no-response", "fr"), ("any", "no-response", "fr"), ("en", "no-response", "fr")]
+    assert "'custom/callkpi-test-nowhere' could not be played on a live channel" in caplog.text
 
 
 def test_a_hangup_ends_the_survey(survey_run):
