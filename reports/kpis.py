@@ -196,7 +196,7 @@ async def _call_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str 
     in total."""
     if group == "agent":
         columns, names, sum_params = _sum_columns(kpi, end_of_data, AGENT_SUMS)
-        where, params = _range(lo, hi, queue)
+        where, params = _range(lo // BUCKET_S, hi // BUCKET_S, queue, "entered_bucket")
         where += " AND outcome = 'answered' AND agent <> ''"
         keys = "agent"
     else:
