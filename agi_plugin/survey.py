@@ -81,8 +81,11 @@ def load_questions(config: SurveyConfig) -> list[Question]:
     return questions
 
 
-def _question(number: int, table: dict[str, Any]) -> Question:
+def _question(number: int, table: Any) -> Question:
     where = f"[survey] question {number}"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table {{id, kind, prompt, digits, timeout_s, "
+                          f"retries}}, got {table!r}")
     unknown = set(table) - {"id", "kind", "prompt", "digits", "timeout_s", "retries"}
     if unknown:
         raise ConfigError(f"{where}: unknown key '{sorted(unknown)[0]}'")

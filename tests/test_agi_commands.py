@@ -67,6 +67,12 @@ def test_bad_question_is_named(table, message):
     assert "\n" not in str(raised.value)
 
 
+def test_questions_from_the_environment_are_refused_clearly(tmp_path):
+    config = load_config(None, env={"CALLKPI_SURVEY_QUESTIONS": "q1,q2"})
+    with pytest.raises(ConfigError, match="question 1: must be a table"):
+        load_questions(config.survey)
+
+
 def test_duplicate_ids_and_bad_settings():
     with pytest.raises(ConfigError, match="unique"):
         load_questions(SurveyConfig(questions=[question(), question()]))
