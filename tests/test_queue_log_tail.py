@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -146,6 +147,22 @@ async def test_an_unfinished_line_of_a_rotated_file_is_quarantined_not_lost(stor
     assert len(await stored(store)) == 4
 
 
+def stored_lines(db: Path, want: int, timeout: float = 30) -> int:
+    """Wait until another process's tail has durably stored `want` lines."""
+    deadline, line_no = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                found = conn.execute("SELECT line_no FROM checkpoints").fetchall()
+            line_no = found[0][0] if found else 0
+        except sqlite3.OperationalError:  # not created yet
+            pass
+        if line_no >= want:
+            break
+        time.sleep(0.02)
+    return line_no
+
+
 def test_cli_tail_stores_as_it_goes_and_exits_0_on_sigterm(tmp_path):
     log, db = tmp_path / "queue_log", tmp_path / "t.db"
     log.write_text("".join(LINES[:5]))
@@ -154,9 +171,9 @@ def test_cli_tail_stores_as_it_goes_and_exits_0_on_sigterm(tmp_path):
     proc = subprocess.Popen([str(CALLKPI), "tail", "--db", str(db), str(log)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)
+        assert stored_lines(db, 5) == 5
         append(log, LINES[5:8])
-        time.sleep(0.5)
+        assert stored_lines(db, 8) == 8
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
@@ -171,14 +188,13 @@ def test_cli_tail_defaults_to_the_configured_path_and_rejects_a_missing_director
     proc = subprocess.Popen([str(CALLKPI), "tail", "--db", str(db)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)
+        assert proc.stderr.readline() == f"waiting for {log} to appear\n"
         log.write_text("".join(LINES[:4]))  # Asterisk starts logging
-        time.sleep(0.5)
+        assert stored_lines(db, 4) == 4
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    assert err == f"waiting for {log} to appear\n"
+    assert (proc.returncode, err) == (0, "")
     assert out.startswith("lines read 4, events stored 4,")
     bad = subprocess.run([str(CALLKPI), "tail", "--db", str(db), str(tmp_path / "no" / "log")],
                          env=env, capture_output=True, text=True)

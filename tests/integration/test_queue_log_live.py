@@ -8,8 +8,10 @@ import asyncio
 import collections
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,20 @@ for_s = 5
 """
 
 
+async def caught_up(db: Path, log: Path, timeout: float = 20) -> None:
+    """Wait until the tail's durable checkpoint is at the end of the log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                found = conn.execute("SELECT offset FROM checkpoints").fetchall()
+        except sqlite3.OperationalError:  # not created yet
+            found = []
+        if found and found[0][0] == log.stat().st_size:
+            return
+        await asyncio.sleep(0.1)
+
+
 def rotated_files(log: Path) -> list[Path]:
     return sorted(p for p in log.parent.iterdir()
                   if p.name.startswith(log.name) and p.name != log.name)
@@ -122,7 +138,7 @@ async def test_tail_stores_every_line_once_across_a_rotation_by_rename(asterisk,
         await asyncio.to_thread(asterisk.rx, "logger rotate")
         truth = await run
         assert truth.complete, truth.problems
-        await asyncio.sleep(1.5)  # the tail's next polls
+        await caught_up(db, log)
     finally:
         tail.send_signal(signal.SIGTERM)
         out, err = tail.communicate(timeout=30)
