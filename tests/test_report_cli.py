@@ -129,3 +129,13 @@ def test_agents_commands(env, tmp_path):
     assert result.output == "Error: no agent named 'nobody' on the roster\n"
     result = CliRunner().invoke(cli, ["agents", "import", str(tmp_path / "none.csv")], env=env)
     assert result.exit_code == 1 and result.output.startswith("Error: cannot read")
+
+
+def test_report_html_goes_through_the_html_renderer(loaded, tmp_path):
+    out = tmp_path / "report.html"
+    result = invoke(loaded, "report", "--from", "2026-03-10", "--to", "2026-03-10",
+                    "--format", "html", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    html = out.read_text()
+    assert html.lstrip().lower().startswith("<!doctype html")
+    assert "support" in html and "Agent 1" in html  # the report dict reached the renderer
