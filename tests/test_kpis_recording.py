@@ -85,3 +85,29 @@ async def test_agents_match_the_truth(report, truth):
         assert got["staffed_s"] == pytest.approx(staffed, abs=1.0 * len(agent.sessions))
         assert got["paused_s"] == pytest.approx(paused, abs=1.0)
         assert got["acw_s"] == pytest.approx(sum(c.acw_s for c in answered), abs=1.0)
+
+
+async def test_every_scenario_recorded_on_asterisk_22(store):
+    """/work/shared/asterisk/samples/all-scenarios.queue_log: answered, ring-no-answer, hold,
+    caller hang-up, abandon, timeout, two calls under queues.conf wrapuptime=2, a blind
+    transfer and two survey calls, recorded from Asterisk 22.10.1."""
+    path = Path("/work/shared/asterisk/samples/all-scenarios.queue_log")
+    if not path.exists():
+        pytest.skip(f"{path} is not on this machine")
+    await ingest_paths(store, [str(path)], server="pbx", batch_lines=1000)
+    config = Config()
+    config.kpi.wrapup_s = {"sales": 2.0}  # as the recording's queues.conf
+    day = dt.date(2026, 11, 24)
+    report = await build_report(store, config, day, day)
+    t = report["totals"]
+    assert (t["offered"], t["answered"], t["abandoned"], t["timeout"], t["transferred"]) == (
+        11, 9, 1, 1, 1)
+    assert t["asa_s"] == pytest.approx(12 / 9, abs=1e-3)  # waits 9 (ring-no-answer), 3, 0...
+    assert t["awt_s"] == pytest.approx(20 / 11, abs=1e-3)  # + abandon 4, timeout 4
+    # sales: wrapup-1 capped by wrapup-2's connect 2 s later; the others full 2 s; support 0
+    assert report["queues"]["sales"]["avg_acw_s"] == pytest.approx(2.0)
+    assert report["queues"]["support"]["avg_acw_s"] == 0.0
+    agents = report["agents"]
+    assert agents["Agent 1002"]["ring_no_answer"] == 1
+    # Agent 1009: member 2 s; break 0 s (auto-unpaused by the reason change), training 1 s
+    assert (agents["Agent 1009"]["staffed_s"], agents["Agent 1009"]["paused_s"]) == (2.0, 1.0)
