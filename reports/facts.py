@@ -27,6 +27,9 @@ from callkpi.store import Store
 # every real time zone offset is a whole number of quarter hours.
 BUCKET_S = 900
 
+# caller numbers per statement when updating their calls' gaps
+GAP_CHUNK = 500
+
 # A wrap-up pause counts as a call's ACW when it starts this close to the call's end.
 ACW_PAUSE_WINDOW_S = 10.0
 
@@ -447,17 +450,22 @@ async def _rated_call(store: Store, deriver: Deriver, server: str, call_id: str,
 
 async def _update_caller_gaps(tx: Any, numbers: set[str] | None) -> None:
     """prev_gap_s / next_gap_s: seconds to the nearest queue call from the same number that
-    is another phone call (another call_id), for FCR and repeat calls."""
-    where, params = "caller_number <> ''", []
-    if numbers is not None:
-        numbers.discard("")
-        if not numbers:
-            return
-        where += f" AND caller_number IN ({_marks(numbers)})"
-        params = sorted(numbers)
-    rows = await tx.fetch_all(
-        f"SELECT id, caller_number, call_id, entered_ts FROM queue_calls WHERE {where}"
-        f" ORDER BY caller_number, entered_ts, id", params)
+    is another phone call (another call_id), for FCR and repeat calls. All numbers, or the
+    given ones (in chunks: a database caps the parameters of one statement)."""
+    select = ("SELECT id, caller_number, call_id, entered_ts FROM queue_calls"
+              " WHERE caller_number <> ''")
+    order = " ORDER BY caller_number, entered_ts, id"
+    if numbers is None:
+        await _write_gaps(tx, await tx.fetch_all(select + order))
+        return
+    wanted = sorted(numbers - {""})
+    for lo in range(0, len(wanted), GAP_CHUNK):
+        chunk = wanted[lo:lo + GAP_CHUNK]
+        await _write_gaps(tx, await tx.fetch_all(
+            f"{select} AND caller_number IN ({_marks(chunk)}){order}", chunk))
+
+
+async def _write_gaps(tx: Any, rows: list[tuple]) -> None:
     updates = []
     for number_rows in _group_by_number(rows):
         updates.extend(_gaps(number_rows))

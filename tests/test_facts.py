@@ -175,3 +175,16 @@ async def test_an_open_session_does_not_make_refreshes_reread_it(store):
         (T, T + 20_000)]
     assert await store.fetch_all("SELECT reason, start_ts, end_ts FROM agent_pauses") == [
         ("lunch", T + 5, T + 20_000)]  # leaving the last queue ends the pause
+
+
+async def test_caller_gaps_in_chunks(store, monkeypatch):
+    monkeypatch.setattr("reports.facts.GAP_CHUNK", 2)
+    c = Calls().member("A", "q", T, None)
+    for i in range(5):
+        c.answered(f"a{i}", "q", "A", T + i, wait=1, talk=1, number=f"n{i}")
+    await derive(store, c)
+    for i in range(5):  # each number calls again 100 s later: refreshed in 3 chunks
+        c.answered(f"b{i}", "q", "A", T + 100 + i, wait=1, talk=1, number=f"n{i}")
+    calls = await derive(store, c)
+    assert [calls[f"a{i}@q"]["next_gap_s"] for i in range(5)] == [100] * 5
+    assert [calls[f"b{i}@q"]["prev_gap_s"] for i in range(5)] == [100] * 5
