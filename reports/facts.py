@@ -367,7 +367,8 @@ async def _rederive_from(store: Store, watermark: int) -> float:
         ("SELECT min(entered_ts) FROM queue_calls WHERE unsettled = 1 OR ended_ts >= ?",
          (t_new - lookback,)),
         ("SELECT min(c.entered_ts) FROM queue_calls c JOIN events e"
-         " ON e.server = c.server AND e.call_id = c.call_id WHERE e.id > ?", (watermark,)),
+         " ON e.server = c.server AND e.call_id = c.call_id"
+         " WHERE e.id > ? AND e.call_id <> ''", (watermark,)),
     ):
         (value,) = (await store.fetch_all(sql, params))[0]
         if value is not None:
