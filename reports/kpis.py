@@ -1,10 +1,11 @@
 """The KPI engine: the report dict every renderer (JSON, CSV, HTML, e-mail) reads.
 
 docs/kpis.md defines each KPI; this module computes exactly that. The heavy lifting is SQL:
-the queue calls of the period are summed per (queue, 15-minute bucket) in one grouped query
-(and per agent in another); Python then folds the few thousand buckets into local-time
-intervals. Every real time zone offset is a whole number of quarter hours, so a 15-minute
-UTC bucket never straddles a local hour, day or week boundary, DST changes included.
+the queue calls of the period are summed per (15-minute bucket, queue, outcome) in one
+grouped query over the covering index queue_calls_report (and per agent in another); Python
+then folds the groups into local-time intervals, queues and hours. Every real time zone
+offset is a whole number of quarter hours, so a 15-minute UTC bucket never straddles a local
+hour, day or week boundary, DST changes included.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ WAIT_BINS = (0, 10, 20, 30, 60, 120, 300)  # histogram bin edges, seconds; the l
 ABANDON_CURVE_S = (0, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300)
 CSAT_GOOD = 4  # a CSAT score counts as satisfied at 4 or more (docs/kpis.md)
 
-# The queue calls of a period are grouped by (queue, bucket, outcome): the outcome counts are
+# The queue calls of a period are grouped by (bucket, queue, outcome): the outcome counts are
 # the groups' sizes, and these sums are taken per group; _fold() keeps the ones that mean
 # something for the group's outcome (talk of answered calls, short waits of abandons, ...).
-# Parameters are named; their values come from _sum_columns().
-# FCR classes of a call as CASE chains (cheaper per row than ANDs of ORs): not a first
-# contact (anonymous, or a call from the number within the window before) -> 0 first.
+# Parameters are named; their values come from _sum_columns(). FCR classes are CASE chains
+# (cheaper per row than ANDs of ORs) that first rule out calls that are no first contact
+# (anonymous, or the number called within the window before).
 _NOT_FIRST = "WHEN caller_number = '' THEN 0 WHEN prev_gap_s <= ? THEN 0"
 CALL_COUNTS = (
     ("short", "CASE WHEN wait_s < ? THEN 1 ELSE 0 END", ("short",)),
