@@ -12,7 +12,7 @@ from callkpi.cli_common import db_option, get_config, open_configured_store, run
 from callkpi.config import Config
 from reports import roster
 from reports.facts import FactsResult, refresh_facts
-from reports.kpis import INTERVALS, ReportError, build_report
+from reports.kpis import INTERVALS, ReportError, build_report, check_request
 from reports.render_csv import TABLES
 
 
@@ -60,12 +60,14 @@ def report(ctx: click.Context, start: dt.date, end: dt.date, queue: str | None, 
 
 async def _report(config: Config, start: dt.date, end: dt.date, queue: str | None,
                   interval: str) -> dict[str, Any]:
-    store = await open_configured_store(config)
-    async with store:
-        try:
+    try:
+        check_request(config, start, end, interval)
+        _require_database(config)
+        store = await open_configured_store(config)
+        async with store:
             return await build_report(store, config, start, end, queue, interval)
-        except ReportError as exc:
-            raise click.ClickException(str(exc)) from None
+    except ReportError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def render(report_data: dict[str, Any], fmt: str, csv_table: str = "queues") -> str:
@@ -80,6 +82,13 @@ def render(report_data: dict[str, Any], fmt: str, csv_table: str = "queues") -> 
     from reports.render_json import render_json
 
     return render_json(report_data)
+
+
+def _require_database(config: Config) -> None:
+    """A report of a mistyped --db would be a report of nothing: say so instead."""
+    if not Path(config.store.db).exists():
+        raise click.ClickException(f"database {config.store.db} does not exist"
+                                   " (ingest or listen first, or check --db)")
 
 
 # ------------------------------------------------------------------------------- facts
@@ -98,6 +107,7 @@ def facts(ctx: click.Context, rebuild: bool) -> None:
 
 
 async def _facts(config: Config, rebuild: bool) -> FactsResult:
+    _require_database(config)
     store = await open_configured_store(config)
     async with store:
         return await refresh_facts(store, config.kpi, rebuild=rebuild)

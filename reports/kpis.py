@@ -449,17 +449,22 @@ async def _survey_summary(store: Store, lo: int, hi: int, queue: str | None) -> 
 
 
 # ---------------------------------------------------------------------------- report
-async def build_report(store: Store, config: Config, start: dt.date, end: dt.date,
-                       queue: str | None = None, interval: str = "day") -> dict[str, Any]:
-    """The report over the local days start..end inclusive (see docs/reports.md)."""
+def check_request(config: Config, start: dt.date, end: dt.date, interval: str) -> ZoneInfo:
+    """The report's time zone, once the request is known to make sense (else ReportError)."""
     if interval not in INTERVALS:
         raise ReportError(f"interval must be one of {', '.join(INTERVALS)}, not {interval!r}")
     if end < start:
         raise ReportError(f"--to {end} is before --from {start}")
     try:
-        tz = ZoneInfo(config.report.timezone)
+        return ZoneInfo(config.report.timezone)
     except (ValueError, KeyError, OSError):
         raise ReportError(f"unknown time zone {config.report.timezone!r} in [report]") from None
+
+
+async def build_report(store: Store, config: Config, start: dt.date, end: dt.date,
+                       queue: str | None = None, interval: str = "day") -> dict[str, Any]:
+    """The report over the local days start..end inclusive (see docs/reports.md)."""
+    tz = check_request(config, start, end, interval)
     kpi = config.kpi
     await refresh_facts(store, kpi)
     end_of_data = await data_end(store) or 0.0

@@ -139,3 +139,11 @@ def test_report_html_goes_through_the_html_renderer(loaded, tmp_path):
     html = out.read_text()
     assert html.lstrip().lower().startswith("<!doctype html")
     assert "support" in html and "Agent 1" in html  # the report dict reached the renderer
+
+
+def test_report_of_a_missing_database_is_one_line(env):
+    result = CliRunner().invoke(cli, ["report", "--from", "2026-03-01", "--to", "2026-03-01"],
+                                env=env)
+    assert result.exit_code == 1
+    assert result.output == (f"Error: database {env['CALLKPI_DB']} does not exist"
+                             " (ingest or listen first, or check --db)\n")
