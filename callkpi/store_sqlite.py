@@ -168,7 +168,8 @@ class SqliteStore:
         async with self._transaction() as tx:
             before = self._conn.total_changes
             if authoritative:
-                await tx.executemany(INSERT_AUTHORITATIVE, authoritative)
+                # plain tuples: sqlite3 binds a NamedTuple through the slow sequence path
+                await tx.executemany(INSERT_AUTHORITATIVE, [tuple(e) for e in authoritative])
             stored = self._conn.total_changes - before
             if authoritative:
                 await tx.execute(DELETE_AMI_TWINS, _window(authoritative))
