@@ -51,7 +51,7 @@ def report(ctx: click.Context, start: dt.date, end: dt.date, queue: str | None, 
     """KPIs of the days --from..--to (in [report] timezone) as HTML, JSON or CSV."""
     config = get_config(ctx)
     data = run(_report(config, start, end, queue, interval))
-    text = render(data, fmt, csv_table)
+    text = render(data, fmt, csv_table, config)
     if output:
         Path(output).write_text(text, encoding="utf-8")
     else:
@@ -70,11 +70,14 @@ async def _report(config: Config, start: dt.date, end: dt.date, queue: str | Non
         raise click.ClickException(str(exc)) from None
 
 
-def render(report_data: dict[str, Any], fmt: str, csv_table: str = "queues") -> str:
+def render(report_data: dict[str, Any], fmt: str, csv_table: str = "queues",
+           config: Config | None = None) -> str:
     if fmt == "html":
         from reports.render_html import render_html  # matplotlib: only when asked for
 
-        return render_html(report_data)
+        report_config = (config or Config()).report
+        return render_html(report_data, title=report_config.title,
+                           targets=report_config.targets)
     if fmt == "csv":
         from reports.render_csv import render_csv
 

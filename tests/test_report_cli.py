@@ -147,3 +147,17 @@ def test_report_of_a_missing_database_is_one_line(env):
     assert result.exit_code == 1
     assert result.output == (f"Error: database {env['CALLKPI_DB']} does not exist"
                              " (ingest or listen first, or check --db)\n")
+
+
+def test_report_html_uses_the_configured_title_and_targets(loaded, tmp_path):
+    config = tmp_path / "callkpi.toml"
+    config.write_text('[report]\ntimezone = "Europe/Paris"\ntitle = "Night <shift>"\n'
+                      '[report.targets]\nasa_s = 17\n')
+    out = tmp_path / "report.html"
+    result = invoke(loaded, "report", "--from", "2026-03-10", "--to", "2026-03-10",
+                    "--format", "html", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    html = out.read_text()
+    assert "Night &lt;shift&gt;" in html and "Night <shift>" not in html
+    assert "target ≤ 17&nbsp;s" in html  # the configured ASA target, not the default 20 s
+    assert "target ≤ 20&nbsp;s" not in html
