@@ -234,6 +234,27 @@ async def assert_only_the_gaps_are_missing(db: Path, truths: list[t.Truth], sinc
     return gaps
 
 
+async def assert_catch_up_completes_the_store(config: Path, truths: list[t.Truth], since: float,
+                                             queue_log: Path) -> None:
+    """`callkpi ingest` of the queue_log after the gap: the store then equals the ground truth,
+    nothing twice; only holds inside the gap stay missing (queue_log never has them)."""
+    ingest = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "callkpi"), "--config", str(config), "ingest",
+        str(queue_log), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(ingest.communicate(), 60)
+    assert ingest.returncode == 0, err
+    store = await open_store(config.parent / "callkpi.db", readonly=True)
+    async with store:
+        got = await stored(store, since)
+    want: collections.Counter = collections.Counter()
+    for truth in truths:
+        want += expected_from_truth(truth)
+    kinds = {k[1] for k in want}
+    got = collections.Counter({k: n for k, n in got.items() if k[1] in kinds})
+    assert got - want == collections.Counter()  # nothing twice, nothing invented
+    assert {k[1] for k in want - got} <= {"hold", "unhold"}, want - got
+
+
 def write_config(tmp_path: Path, asterisk) -> Path:
     config = tmp_path / "callkpi.toml"
     config.write_text(
@@ -287,6 +308,7 @@ async def test_listener_killed_mid_run_marks_a_gap_that_queue_log_covers(asteris
     assert reason == "listener not running"
     assert start <= killed_at and start + length >= killed_at + 4
     assert asterisk.listener_secret not in (tmp_path / "listen.log").read_text()
+    await assert_catch_up_completes_the_store(config, [truth], since, asterisk.queue_log_path)
 
 
 async def test_asterisk_restart_under_the_listener(asterisk, tmp_path):
@@ -313,6 +335,8 @@ async def test_asterisk_restart_under_the_listener(asterisk, tmp_path):
         got = await stored(store, since)
     # no call was up across the restart: both runs are there whole, holds included
     assert got == expected_from_truth(first) + expected_from_truth(second)
+    await assert_catch_up_completes_the_store(config, [first, second], since,
+                                              asterisk.queue_log_path)
 
 
 async def test_asterisk_restart_with_calls_up_the_store_has_the_queue_log_record(asterisk,
