@@ -1,6 +1,6 @@
 """A fake Asterisk for the tests and `bench/agi.py` (not for production): it opens a FastAGI
 session as Asterisk 22 does (the environment block, then one reply per command, in the
-formats recorded in /work/shared/asterisk/samples/*.agi.jsonl) and answers each GET DATA with
+formats recorded in examples/recordings/*.agi.jsonl) and answers each GET DATA with
 what a scripted caller does.
 
 Caller actions, one per GET DATA: a key ("4", "*", "#"), "none" (silent until the timeout),

@@ -1,7 +1,7 @@
 """The FastAGI wire protocol, pure (no sockets): the environment block Asterisk sends first,
 the replies to commands, and the unsolicited lines that can come between them.
 
-What Asterisk 18-22 send (res_agi.c; recorded in /work/shared/asterisk/samples/*.agi.jsonl):
+What Asterisk 18-22 send (res_agi.c; recorded in examples/recordings/*.agi.jsonl):
 - `agi_<name>: <value>` lines, then an empty line: the environment (arguments are
   `agi_arg_1`...).
 - `200 result=<n> [<data>]` per command; GET DATA answers `200 result=<digits> (timeout)`

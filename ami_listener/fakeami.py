@@ -14,11 +14,12 @@ import gzip
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ami_listener.manager import AmiParser
 
 BANNER = b"Asterisk Call Manager/9.0.0\r\n"
-RECORDING = "/work/shared/asterisk/samples/all-scenarios.ami-raw.txt.gz"
+RECORDING = str(Path(__file__).parent.parent / "examples" / "recordings" / "all-scenarios.ami-raw.txt.gz")
 _PRIVILEGE = re.compile(rb"\r\nPrivilege: ([^\r]*)")
 
 

@@ -1,6 +1,6 @@
 """AMI listener benchmark: a fake AMI server (in its own process) streams recorded real events.
 
-1. Throughput: N events of the real recording (/work/shared/asterisk/samples, only the
+1. Throughput: N events of the real recording (examples/recordings, only the
    call/agent/user classes the listener's account reads, uniqueids and timestamps shifted per
    repetition so every call is new) as fast as the socket takes; events/s from the first byte
    to the last commit, and how many were lost.

@@ -19,7 +19,7 @@ from agi_plugin.protocol import (
 )
 from agi_plugin.session import AgiSession
 
-# Recorded from Asterisk 22.10.1 (/work/shared/asterisk/samples/answered.agi.jsonl)
+# Recorded from Asterisk 22.10.1 (examples/recordings/answered.agi.jsonl)
 ENV_LINES = [
     "agi_network: yes", "agi_network_script: csat", "agi_request: agi://127.0.0.1:4573/csat",
     "agi_channel: Local/s@caller-sim-00000000;1", "agi_language: en", "agi_uniqueid: 1795491290.0",

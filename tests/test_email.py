@@ -33,8 +33,10 @@ from reports.email_command import local_today
 from reports.mailer import (MailError, build_message, recipients_key, send_message,
                             send_report)
 
+RECORDINGS = Path(__file__).parent.parent / "examples" / "recordings"
+
 USER, PASSWORD = "reports", "S3cret-pw-9f2c"
-SAMPLE = Path("/work/shared/asterisk/samples/all-scenarios.queue_log")
+SAMPLE = RECORDINGS / "all-scenarios.queue_log"
 SAMPLE_DAY = dt.date(2026, 11, 24)  # its calls, in UTC
 
 

@@ -16,6 +16,8 @@ from reports.kpis import build_report
 from simulator.truth import ABANDONED, ANSWERED, EXIT_EMPTY, EXIT_KEY, Truth
 from test_facts_helpers import calls_by_id
 
+RECORDINGS = Path(__file__).parent.parent / "examples" / "recordings"
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 OUTCOMES = {ANSWERED: "answered", ABANDONED: "abandoned", EXIT_KEY: "exit_key",
             EXIT_EMPTY: "exit_empty"}
@@ -88,10 +90,10 @@ async def test_agents_match_the_truth(report, truth):
 
 
 async def test_every_scenario_recorded_on_asterisk_22(store):
-    """/work/shared/asterisk/samples/all-scenarios.queue_log: answered, ring-no-answer, hold,
+    """examples/recordings/all-scenarios.queue_log: answered, ring-no-answer, hold,
     caller hang-up, abandon, timeout, two calls under queues.conf wrapuptime=2, a blind
     transfer and two survey calls, recorded from Asterisk 22.10.1."""
-    path = Path("/work/shared/asterisk/samples/all-scenarios.queue_log")
+    path = RECORDINGS / "all-scenarios.queue_log"
     if not path.exists():
         pytest.skip(f"{path} is not on this machine")
     await ingest_paths(store, [str(path)], server="pbx", batch_lines=1000)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from callkpi.events import KEY_COLUMNS, Kind
 from queue_log_parser.parser import BadLine, LineParser
 
-SAMPLES = Path("/work/shared/asterisk/samples")
+SAMPLES = Path(__file__).parent.parent / "examples" / "recordings"
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
