@@ -27,6 +27,7 @@ from agi_plugin.survey import (
     load_questions,
 )
 from callkpi.config import Config, ConfigError
+from callkpi.net import is_loopback
 from callkpi.store import Store
 from callkpi.store_sqlite import open_store
 
@@ -65,7 +66,7 @@ def parse_allow(entries: list[str]) -> list[Network]:
 
 def check_bind(bind: str, allow: list[Network]) -> None:
     """A non-loopback bind without an allow-list would let anyone write survey answers."""
-    if not allow and not _is_loopback(bind):
+    if not allow and not is_loopback(bind):
         raise ConfigError(f"[agi] bind {bind} is not loopback: FastAGI has no authentication, "
                           "so set [agi] allow (or --allow) to the addresses of your Asterisk")
 
@@ -75,15 +76,6 @@ def checked(config: Config) -> tuple[list[Network], list[Question]]:
     allow = parse_allow(config.agi.allow)
     check_bind(config.agi.bind, allow)
     return allow, load_questions(config.survey)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name: resolve it yourself, we do not guess
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import ipaddress
 import logging
 import smtplib
 import ssl
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from callkpi.config import Config, SmtpConfig
+from callkpi.net import is_loopback
 from callkpi.store import Store
 from reports.kpis import build_report
 from reports.render_html import render_email_parts, render_text, subject_line
@@ -68,7 +68,7 @@ def send_message(message: EmailMessage, smtp: SmtpConfig) -> None:
     """Deliver over SMTP as configured; any failure is a MailError naming the server."""
     if smtp.tls not in TLS_MODES:
         raise MailError(f"[smtp] tls must be one of {', '.join(TLS_MODES)}, not {smtp.tls!r}")
-    if smtp.username and smtp.tls == "none" and not _is_loopback(smtp.host):
+    if smtp.username and smtp.tls == "none" and not is_loopback(smtp.host):
         raise MailError(f"refusing to send the SMTP password to {smtp.host} unencrypted: "
                         "set [smtp] tls to starttls or ssl")
     where = f"{smtp.host}:{smtp.port}"
@@ -163,15 +163,6 @@ async def already_sent(store: Store, day: dt.date, key: str) -> bool:
 def recipients_key(recipients: Sequence[str]) -> str:
     """The same people in any order are the same recipients."""
     return ",".join(sorted({r.strip().lower() for r in recipients}))
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _reply(code: int, text: bytes | str) -> str:
