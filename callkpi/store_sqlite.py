@@ -135,6 +135,10 @@ class SqliteStore:
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
             async with self._transaction() as conn:
+                # another process may have migrated while this one waited for the lock
+                ((now,),) = await conn.fetch_all("PRAGMA user_version")
+                if now >= target:
+                    continue
                 await conn.executescript_in_tx(MIGRATIONS[target])
                 await conn.execute(f"PRAGMA user_version = {target}")
 

@@ -167,3 +167,20 @@ async def test_not_a_database_is_a_clear_error(tmp_path):
 
 async def test_wal_mode(store):
     assert await store.fetch_all("PRAGMA journal_mode") == [("wal",)]
+
+
+async def test_processes_opening_a_new_database_at_once_migrate_it_once(tmp_path):
+    import subprocess
+    import sys
+
+    db = tmp_path / "new.db"
+    code = ("import asyncio, sys\nfrom callkpi.store_sqlite import open_store\n"
+            "async def main():\n    store = await open_store(sys.argv[1])\n"
+            "    await store.close()\nasyncio.run(main())\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(db)], stderr=subprocess.PIPE)
+             for _ in range(12)]
+    errors = [p.communicate()[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 12, errors
+    store = await open_store(db, readonly=True)
+    async with store:
+        assert (await store.info()).schema_version == SCHEMA_VERSION
