@@ -46,9 +46,6 @@ CALL_COUNTS = (
      ("window", "window", "window_over")),
     ("fcr_repeat", f"CASE {_NOT_FIRST} WHEN next_gap_s <= ? THEN 1 ELSE 0 END",
      ("window", "window")),
-    ("fcr_pending", f"CASE {_NOT_FIRST} WHEN next_gap_s <= ? THEN 0"
-                    f" WHEN entered_ts <= ? THEN 0 ELSE 1 END",
-     ("window", "window", "window_over")),
     ("converted", "CASE WHEN disposition IN ({codes}) THEN 1 ELSE 0 END", ("codes",)),
     # the wait histogram, cumulative: waits below each bin edge (constants, not input)
     *((f"wait_lt_{edge}", f"CASE WHEN wait_s < {edge} THEN 1 ELSE 0 END", ())
@@ -67,8 +64,8 @@ CALL_AGGREGATES = (
 )
 # outcomes whose wait counts in the average wait (a closed call has none; an open one no end)
 WAITED = ("answered", "abandoned", "timeout", "exit_key", "exit_empty", "withdrawn")
-ANSWERED_ONLY = ("in_sl", "held", "fcr_resolved", "fcr_repeat", "fcr_pending", "converted",
-                 "transferred", "talk", "hold", "acw")
+ANSWERED_ONLY = ("in_sl", "held", "fcr_resolved", "fcr_repeat", "converted", "transferred",
+                 "talk", "hold", "acw")
 SURVEY_SUMS = ("csat_valid", "csat_good", "csat_total", "resolution_answers", "resolution_yes",
                "scored_calls")
 IVR_SUMS = ("ivr_calls", "ivr_self_service", "ivr_to_queue", "ivr_hangup")
@@ -173,7 +170,16 @@ def _fold(outcome: str, group: dict[str, Any]) -> Sums:
     if outcome == "answered":
         sums.update({name: group.get(name) or 0 for name in ANSWERED_ONLY})
         sums["answered_wait"] = group.get("wait") or 0.0
+        if "known" in group:  # (the agent sums do not take it)
+            sums["fcr_pending"] = _fcr_pending(sums)
     return sums
+
+
+def _fcr_pending(sums: Sums) -> int:
+    """A first contact (a known number, not called within the window before) is resolved, a
+    repeat or pending: pending ones are what is left (one CASE less per call in SQL)."""
+    first = sums["known"] - sums["repeats"]
+    return first - sums["fcr_resolved"] - sums["fcr_repeat"]
 
 
 def _range(lo: int, hi: int, queue: str | None, column: str = "entered_tsec"
