@@ -121,10 +121,23 @@ class Sums(dict):
         for key, value in other.items():
             if value is None:
                 continue
-            if key == "max_wait":
-                self[key] = value if self.get(key) is None else max(self[key], value)
+            mine = self.get(key)
+            if mine is None:
+                self[key] = value
+            elif key == "max_wait":
+                self[key] = max(mine, value)
             else:
-                self[key] = self.get(key, 0) + value
+                self[key] = mine + value
+
+
+def _merge(into: dict[tuple, Sums], key: tuple, sums: Sums) -> None:
+    """Adds `sums` under `key`; the first Sums of a key is taken as it is (tens of thousands
+    of groups a month: copying each into an empty Sums first cost ~0.08 s)."""
+    mine = into.get(key)
+    if mine is None:
+        into[key] = sums
+    else:
+        mine.add(sums)
 
 
 def _sum_columns(kpi: KpiConfig, end_of_data: float, only: frozenset[str] | None = None
@@ -217,7 +230,7 @@ async def _call_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str 
     out: dict[tuple, Sums] = {}
     for row in await store.fetch_all(sql, [*sum_params, *params]):
         key = (row[1], row[0]) if group == "bucket" else tuple(row[:width])
-        out.setdefault(key, Sums()).add(_fold(row[width], dict(zip(names, row[width + 1:]))))
+        _merge(out, key, _fold(row[width], dict(zip(names, row[width + 1:]))))
     return out
 
 
@@ -263,7 +276,7 @@ async def _bucket_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: st
                  await _survey_sums(store, kpi, lo, hi, queue, "bucket"),
                  await _ivr_sums(store, lo, hi, queue)):
         for key, sums in part.items():
-            merged.setdefault(key if group == "bucket" else ("",), Sums()).add(sums)
+            _merge(merged, key if group == "bucket" else ("",), sums)
     return merged
 
 
@@ -393,7 +406,7 @@ async def _agents(store: Store, kpi: KpiConfig, period: Period, queue: str | Non
     lo, hi = period.start_ts, period.end_ts
     calls = await _call_sums(store, kpi, lo, hi, queue, end_of_data, "agent")
     for key, sums in (await _survey_sums(store, kpi, lo, hi, queue, "agent")).items():
-        calls.setdefault(key, Sums()).add(sums)
+        _merge(calls, key, sums)
     staffed, paused = await _agent_times(store, kpi, lo, min(hi, end_of_data), queue)
     rna = await _ring_no_answer(store, lo, hi, queue)
     names = {k[0] for k in calls} | set(staffed) | set(rna)
