@@ -30,26 +30,24 @@ CSAT_GOOD = 4  # a CSAT score counts as satisfied at 4 or more (docs/kpis.md)
 # The queue calls of a period are grouped by (bucket, queue, outcome): the outcome counts are
 # the groups' sizes, and these sums are taken per group; _fold() keeps the ones that mean
 # something for the group's outcome (talk of answered calls, short waits of abandons, ...).
-# Parameters are named; their values come from _sum_columns(). FCR classes are CASE chains
-# (cheaper per row than ANDs of ORs) that first rule out calls that are no first contact
-# (anonymous, or the number called within the window before).
-_NOT_FIRST = "WHEN caller_number = '' THEN 0 WHEN prev_gap_s <= ? THEN 0"
+# Parameters are named; their values come from _sum_columns(). Each count is
+# COUNT(CASE <branches> END): the calls the branches give 1 (NULL is not counted; cheaper per
+# row than SUM of 1 or 0). FCR classes are CASE chains (cheaper per row than ANDs of ORs) that
+# first rule out calls that are no first contact (anonymous, or the number called within the
+# window before).
+_NOT_FIRST = "WHEN caller_number = '' THEN NULL WHEN prev_gap_s <= ? THEN NULL"
 CALL_COUNTS = (
-    ("short", "CASE WHEN wait_s < ? THEN 1 ELSE 0 END", ("short",)),
-    ("in_sl", "CASE WHEN wait_s <= ? THEN 1 ELSE 0 END", ("sl",)),
-    ("held", "CASE WHEN hold_s > 0 THEN 1 ELSE 0 END", ()),
-    ("known", "CASE WHEN caller_number <> '' THEN 1 ELSE 0 END", ()),
-    ("repeats", "CASE WHEN caller_number = '' THEN 0 WHEN prev_gap_s <= ? THEN 1 ELSE 0 END",
-     ("window",)),
-    ("fcr_resolved", f"CASE {_NOT_FIRST} WHEN next_gap_s <= ? THEN 0"
-                     f" WHEN entered_ts <= ? THEN 1 ELSE 0 END",
+    ("short", "WHEN wait_s < ? THEN 1", ("short",)),
+    ("in_sl", "WHEN wait_s <= ? THEN 1", ("sl",)),
+    ("held", "WHEN hold_s > 0 THEN 1", ()),
+    ("known", "WHEN caller_number <> '' THEN 1", ()),
+    ("repeats", "WHEN caller_number = '' THEN NULL WHEN prev_gap_s <= ? THEN 1", ("window",)),
+    ("fcr_resolved", f"{_NOT_FIRST} WHEN next_gap_s <= ? THEN NULL WHEN entered_ts <= ? THEN 1",
      ("window", "window", "window_over")),
-    ("fcr_repeat", f"CASE {_NOT_FIRST} WHEN next_gap_s <= ? THEN 1 ELSE 0 END",
-     ("window", "window")),
-    ("converted", "CASE WHEN disposition IN ({codes}) THEN 1 ELSE 0 END", ("codes",)),
+    ("fcr_repeat", f"{_NOT_FIRST} WHEN next_gap_s <= ? THEN 1", ("window", "window")),
+    ("converted", "WHEN disposition IN ({codes}) THEN 1", ("codes",)),
     # the wait histogram, cumulative: waits below each bin edge (constants, not input)
-    *((f"wait_lt_{edge}", f"CASE WHEN wait_s < {edge} THEN 1 ELSE 0 END", ())
-      for edge in WAIT_BINS[1:]),
+    *((f"wait_lt_{edge}", f"WHEN wait_s < {edge} THEN 1", ()) for edge in WAIT_BINS[1:]),
 )
 WAIT_BELOW = tuple(f"wait_lt_{edge}" for edge in WAIT_BINS[1:])
 CALL_AGGREGATES = (
@@ -161,7 +159,7 @@ def _sum_columns(kpi: KpiConfig, end_of_data: float, only: frozenset[str] | None
         if only is not None and name not in only:
             continue
         names.append(name)
-        parts.append(f"SUM({case.replace('{codes}', codes)})")
+        parts.append(f"COUNT(CASE {case.replace('{codes}', codes)} END)")
         for param in param_names:
             params.extend(values[param])
     return ", ".join(parts), names, params
@@ -244,11 +242,11 @@ async def _survey_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: st
     csat = f"kind = 'csat' AND status = 'answered' AND value IN ({marks(valid)})"
     resolution = "kind = 'resolution' AND status = 'answered' AND value IN ('1', '2')"
     sql = (f"SELECT {keys},"
-           f" SUM(CASE WHEN {csat} THEN 1 ELSE 0 END),"
-           f" SUM(CASE WHEN {csat} AND value IN ({marks(good)}) THEN 1 ELSE 0 END),"
+           f" COUNT(CASE WHEN {csat} THEN 1 END),"
+           f" COUNT(CASE WHEN {csat} AND value IN ({marks(good)}) THEN 1 END),"
            f" SUM(CASE WHEN {csat} THEN CAST(value AS INTEGER) ELSE 0 END),"
-           f" SUM(CASE WHEN {resolution} THEN 1 ELSE 0 END),"
-           f" SUM(CASE WHEN {resolution} AND value = '1' THEN 1 ELSE 0 END),"
+           f" COUNT(CASE WHEN {resolution} THEN 1 END),"
+           f" COUNT(CASE WHEN {resolution} AND value = '1' THEN 1 END),"
            f" COUNT(DISTINCT CASE WHEN {csat} AND answered = 1 THEN queue_call END)"
            f" FROM survey_answers WHERE {where} GROUP BY {keys}")
     width = 1 if group == "agent" else 2
@@ -260,9 +258,9 @@ async def _ivr_sums(store: Store, lo: int, hi: int, queue: str | None) -> dict[t
     """IVR exits are not queue calls: counted from the ivr-exit events (queue = target)."""
     where, params = _range(lo, hi, queue, column="tsec")
     sql = (f"SELECT queue, tsec / {BUCKET_S}, COUNT(*),"
-           f" SUM(CASE WHEN value = 'self-service' THEN 1 ELSE 0 END),"
-           f" SUM(CASE WHEN value = 'to-queue' THEN 1 ELSE 0 END),"
-           f" SUM(CASE WHEN value = 'hangup' THEN 1 ELSE 0 END)"
+           f" COUNT(CASE WHEN value = 'self-service' THEN 1 END),"
+           f" COUNT(CASE WHEN value = 'to-queue' THEN 1 END),"
+           f" COUNT(CASE WHEN value = 'hangup' THEN 1 END)"
            f" FROM events WHERE kind = ? AND {where} GROUP BY queue, tsec / {BUCKET_S}")
     rows = await store.fetch_all(sql, [Kind.IVR_EXIT, *params])
     return {tuple(r[:2]): Sums(zip(IVR_SUMS, r[2:])) for r in rows}
@@ -429,7 +427,7 @@ async def _abandon_curve(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: 
                          ) -> list[dict]:
     """Share of the abandoned calls (as counted in `abandoned`) that had waited <= t."""
     where, params = _range(lo // BUCKET_S, hi // BUCKET_S, queue, "entered_bucket")
-    curve = ", ".join("SUM(CASE WHEN wait_s <= ? THEN 1 ELSE 0 END)" for _ in ABANDON_CURVE_S)
+    curve = ", ".join("COUNT(CASE WHEN wait_s <= ? THEN 1 END)" for _ in ABANDON_CURVE_S)
     abandoned, *by_t = (await store.fetch_all(
         f"SELECT COUNT(*), {curve} FROM queue_calls WHERE {where}"
         f" AND outcome = 'abandoned' AND wait_s >= ?",
