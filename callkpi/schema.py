@@ -174,6 +174,15 @@ CREATE INDEX queue_calls_report ON queue_calls (
     entered_bucket, queue, outcome, agent, wait_s, talk_s, hold_s, acw_s, transferred,
     caller_number, prev_gap_s, next_gap_s, entered_ts, disposition);
 """,
+    5: """
+-- Every column the report's survey queries read, in one index that replaces the one on
+-- entered_tsec alone: they read the index alone, not a table row per answer (~0.2 s less
+-- over a month of 330,000 answers).
+DROP INDEX survey_answers_entered;
+CREATE INDEX survey_answers_report ON survey_answers (
+    entered_tsec, queue, agent, question, kind, status, value, answered, queue_call, server,
+    call_id);
+""",
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)
