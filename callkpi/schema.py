@@ -183,6 +183,14 @@ CREATE INDEX survey_answers_report ON survey_answers (
     entered_tsec, queue, agent, question, kind, status, value, answered, queue_call, server,
     call_id);
 """,
+    6: """
+-- The same columns led by the answer's 15-minute bucket: the report's survey sums per
+-- (bucket, queue) are read in group order, not sorted (~0.07 s less over a month).
+DROP INDEX survey_answers_report;
+CREATE INDEX survey_answers_bucket ON survey_answers (
+    entered_tsec / 900, queue, agent, question, kind, status, value, answered, queue_call,
+    server, call_id, entered_tsec);
+""",
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

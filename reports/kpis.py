@@ -232,13 +232,22 @@ async def _call_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str 
     return out
 
 
+# the survey answers are read by this expression's range, in its order: the index
+# survey_answers_bucket leads with it (a period starts and ends on a bucket boundary)
+SURVEY_BUCKET = f"entered_tsec / {BUCKET_S}"
+
+
+def _survey_range(lo: int, hi: int, queue: str | None) -> tuple[str, list[Any]]:
+    return _range(lo // BUCKET_S, hi // BUCKET_S, queue, SURVEY_BUCKET)
+
+
 async def _survey_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None,
                        group: str) -> dict[tuple, Sums]:
     valid = [str(d) for d in range(1, kpi.csat_scale + 1)]
     good = [d for d in valid if int(d) >= CSAT_GOOD]
     marks = lambda values: ", ".join("?" for _ in values) or "NULL"  # noqa: E731
-    where, params = _range(lo, hi, queue)
-    keys = "agent" if group == "agent" else f"queue, entered_tsec / {BUCKET_S}"
+    where, params = _survey_range(lo, hi, queue)
+    keys = "agent" if group == "agent" else f"{SURVEY_BUCKET}, queue"  # the index's order
     csat = f"kind = 'csat' AND status = 'answered' AND value IN ({marks(valid)})"
     resolution = "kind = 'resolution' AND status = 'answered' AND value IN ('1', '2')"
     sql = (f"SELECT {keys},"
@@ -251,7 +260,7 @@ async def _survey_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: st
            f" FROM survey_answers WHERE {where} GROUP BY {keys}")
     width = 1 if group == "agent" else 2
     rows = await store.fetch_all(sql, [*valid, *valid, *good, *valid, *valid, *params])
-    return {tuple(r[:width]): Sums(zip(SURVEY_SUMS, r[width:])) for r in rows}
+    return {tuple(reversed(r[:width])): Sums(zip(SURVEY_SUMS, r[width:])) for r in rows}
 
 
 async def _ivr_sums(store: Store, lo: int, hi: int, queue: str | None) -> dict[tuple, Sums]:
@@ -447,7 +456,7 @@ def _hourly(buckets: dict[tuple, Sums], period: Period) -> list[dict]:
 
 # ---------------------------------------------------------------------------- survey
 async def _survey_summary(store: Store, lo: int, hi: int, queue: str | None) -> dict[str, Any]:
-    where, params = _range(lo, hi, queue)
+    where, params = _survey_range(lo, hi, queue)
     questions: dict[str, dict[str, Any]] = {}
     rows = await store.fetch_all(
         f"SELECT question, kind, status, value, COUNT(*) FROM survey_answers WHERE {where}"
