@@ -109,9 +109,16 @@ CREATE TABLE queue_calls (
     transferred   INTEGER NOT NULL,
     prev_gap_s    REAL,
     next_gap_s    REAL,
-    unsettled     INTEGER NOT NULL
+    unsettled     INTEGER NOT NULL,
+    entered_bucket INTEGER  -- the 15-minute UTC bucket it entered in: entered_tsec / 900
 );
 CREATE INDEX queue_calls_entered ON queue_calls (entered_tsec);
+-- Every column the report's grouped sums read, led by the bucket: they read the index alone,
+-- in group order, no sort (about a third faster over a month of a million calls, for a
+-- third more disk).
+CREATE INDEX queue_calls_report ON queue_calls (
+    entered_bucket, queue, outcome, agent, wait_s, talk_s, hold_s, acw_s, transferred,
+    caller_number, prev_gap_s, next_gap_s, entered_ts, disposition);
 CREATE INDEX queue_calls_call ON queue_calls (server, call_id);
 CREATE INDEX queue_calls_caller ON queue_calls (caller_number, entered_ts);
 
@@ -151,45 +158,17 @@ CREATE TABLE survey_answers (
     status       TEXT    NOT NULL,
     ts           REAL    NOT NULL
 );
-CREATE INDEX survey_answers_entered ON survey_answers (entered_tsec);
+-- Every column the report's survey queries read, led by the answer's 15-minute bucket: the
+-- survey sums per (bucket, queue) read the index alone, in group order.
+CREATE INDEX survey_answers_bucket ON survey_answers (
+    entered_tsec / 900, queue, agent, question, kind, status, value, answered, queue_call,
+    server, call_id, entered_tsec);
 
 -- How far the facts are built: the last events.id derived, the settings they used.
 CREATE TABLE facts_state (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-""",
-    3: """
--- The 15-minute UTC bucket a queue call entered in (entered_tsec / 900), indexed with queue
--- and outcome so the report's grouped sums read the calls in group order (no sort).
-ALTER TABLE queue_calls ADD COLUMN entered_bucket INTEGER;
-UPDATE queue_calls SET entered_bucket = entered_tsec / 900;
-CREATE INDEX queue_calls_bucket ON queue_calls (entered_bucket, queue, outcome);
-""",
-    4: """
--- Every column the report's grouped sums read, in one index: they read the index alone
--- (about a third faster over a month of a million calls, for a third more disk).
-DROP INDEX queue_calls_bucket;
-CREATE INDEX queue_calls_report ON queue_calls (
-    entered_bucket, queue, outcome, agent, wait_s, talk_s, hold_s, acw_s, transferred,
-    caller_number, prev_gap_s, next_gap_s, entered_ts, disposition);
-""",
-    5: """
--- Every column the report's survey queries read, in one index that replaces the one on
--- entered_tsec alone: they read the index alone, not a table row per answer (~0.2 s less
--- over a month of 330,000 answers).
-DROP INDEX survey_answers_entered;
-CREATE INDEX survey_answers_report ON survey_answers (
-    entered_tsec, queue, agent, question, kind, status, value, answered, queue_call, server,
-    call_id);
-""",
-    6: """
--- The same columns led by the answer's 15-minute bucket: the report's survey sums per
--- (bucket, queue) are read in group order, not sorted (~0.07 s less over a month).
-DROP INDEX survey_answers_report;
-CREATE INDEX survey_answers_bucket ON survey_answers (
-    entered_tsec / 900, queue, agent, question, kind, status, value, answered, queue_call,
-    server, call_id, entered_tsec);
 """,
 }
 
