@@ -6,10 +6,14 @@ Why these settings:
   the process; only an OS crash can lose the last few, and queue_log re-ingest repairs that.
 - BEGIN IMMEDIATE + busy_timeout: the listener and a CLI ingest may write at the same time;
   the second waits for the first instead of failing half-way through a batch.
+- Reads go to a small pool of read-only connections: in WAL each reads its own snapshot, so
+  the report's independent queries, awaited together, run side by side on the cores (sqlite3
+  lets go of the GIL while SQLite works) and never wait behind a write.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
@@ -29,6 +33,7 @@ from callkpi.schema import MIGRATIONS, SCHEMA_VERSION
 from callkpi.store import Batch, StoreInfo, WriteResult
 
 BUSY_TIMEOUT_MS = 30_000
+READERS = 2  # read connections: one per core of the small machines callkpi runs on
 
 _COLS = ", ".join(COLUMNS)
 _QMARKS = ", ".join("?" * len(COLUMNS))
@@ -81,6 +86,14 @@ ON CONFLICT (stream) DO UPDATE SET file_id = excluded.file_id, head = excluded.h
 """
 
 
+# every connection, writer and readers
+CONNECTION_PRAGMAS = (
+    f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+    "PRAGMA temp_store = MEMORY",
+    "PRAGMA cache_size = -65536",
+)
+
+
 class StoreError(Exception):
     """The database cannot be opened or used; the message is meant for the user."""
 
@@ -91,6 +104,8 @@ class SqliteStore:
     def __init__(self, path: str, conn: aiosqlite.Connection) -> None:
         self.path = path
         self._conn = conn
+        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._opened_readers: list[aiosqlite.Connection] = []
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> "SqliteStore":
@@ -116,14 +131,27 @@ class SqliteStore:
 
     async def _configure(self) -> None:
         for pragma in (
-            f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
             "PRAGMA journal_mode = WAL",
             "PRAGMA synchronous = NORMAL",
             "PRAGMA foreign_keys = ON",
-            "PRAGMA temp_store = MEMORY",
-            "PRAGMA cache_size = -65536",
+            *CONNECTION_PRAGMAS,
         ):
             await self._conn.execute(pragma)
+
+    @contextlib.asynccontextmanager
+    async def _reader(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A read-only connection of the pool, opened on first need."""
+        if self._readers.empty() and len(self._opened_readers) < READERS:
+            conn = await aiosqlite.connect(self.path, isolation_level=None)
+            for pragma in (*CONNECTION_PRAGMAS, "PRAGMA query_only = ON"):
+                await conn.execute(pragma)
+            self._opened_readers.append(conn)
+            self._readers.put_nowait(conn)
+        conn = await self._readers.get()
+        try:
+            yield conn
+        finally:
+            self._readers.put_nowait(conn)
 
     async def _migrate(self) -> None:
         async with self._conn.execute("PRAGMA user_version") as cur:
@@ -149,6 +177,8 @@ class SqliteStore:
         await self.close()
 
     async def close(self) -> None:
+        for conn in self._opened_readers:
+            await conn.close()
         await self._conn.close()
 
     @contextlib.asynccontextmanager
@@ -211,13 +241,13 @@ class SqliteStore:
         return Checkpoint(*rows[0]) if rows else None
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        async with self._conn.execute(sql, params) as cur:
+        async with self._reader() as conn, conn.execute(sql, params) as cur:
             return list(await cur.fetchall())
 
     async def iter_rows(
         self, sql: str, params: Sequence[Any] = (), size: int = 10_000
     ) -> AsyncIterator[tuple]:
-        async with self._conn.execute(sql, params) as cur:
+        async with self._reader() as conn, conn.execute(sql, params) as cur:
             while rows := await cur.fetchmany(size):
                 for row in rows:
                     yield row

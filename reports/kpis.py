@@ -10,6 +10,7 @@ hour, day or week boundary, DST changes included.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import datetime as dt
 from dataclasses import dataclass
@@ -279,9 +280,9 @@ async def _bucket_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: st
                        end_of_data: float, group: str = "bucket") -> dict[tuple, Sums]:
     """Everything summed per (queue, 15-minute bucket), or in total (group="total")."""
     merged: dict[tuple, Sums] = {}
-    for part in (await _call_sums(store, kpi, lo, hi, queue, end_of_data, group),
-                 await _survey_sums(store, kpi, lo, hi, queue, "bucket"),
-                 await _ivr_sums(store, lo, hi, queue)):
+    for part in await asyncio.gather(_call_sums(store, kpi, lo, hi, queue, end_of_data, group),
+                                     _survey_sums(store, kpi, lo, hi, queue, "bucket"),
+                                     _ivr_sums(store, lo, hi, queue)):
         for key, sums in part.items():
             _merge(merged, key if group == "bucket" else ("",), sums)
     return merged
@@ -411,11 +412,13 @@ async def _ring_no_answer(store: Store, lo: int, hi: int, queue: str | None) -> 
 async def _agents(store: Store, kpi: KpiConfig, period: Period, queue: str | None,
                   end_of_data: float) -> dict[str, dict[str, Any]]:
     lo, hi = period.start_ts, period.end_ts
-    calls = await _call_sums(store, kpi, lo, hi, queue, end_of_data, "agent")
-    for key, sums in (await _survey_sums(store, kpi, lo, hi, queue, "agent")).items():
+    calls, surveys, (staffed, paused), rna = await asyncio.gather(
+        _call_sums(store, kpi, lo, hi, queue, end_of_data, "agent"),
+        _survey_sums(store, kpi, lo, hi, queue, "agent"),
+        _agent_times(store, kpi, lo, min(hi, end_of_data), queue),
+        _ring_no_answer(store, lo, hi, queue))
+    for key, sums in surveys.items():
         _merge(calls, key, sums)
-    staffed, paused = await _agent_times(store, kpi, lo, min(hi, end_of_data), queue)
-    rna = await _ring_no_answer(store, lo, hi, queue)
     names = {k[0] for k in calls} | set(staffed) | set(rna)
     names.discard("")
     return {name: agent_kpis(calls.get((name,), {}), staffed.get(name, 0.0),
@@ -496,12 +499,18 @@ async def build_report(store: Store, config: Config, start: dt.date, end: dt.dat
     await refresh_facts(store, kpi)
     end_of_data = await data_end(store) or 0.0
     period = Period(start, end, tz)
-    buckets = await _bucket_sums(store, kpi, period.start_ts, period.end_ts, queue, end_of_data)
     prev = period.previous()
-    previous = await _bucket_sums(store, kpi, prev.start_ts, prev.end_ts, queue, end_of_data,
-                                  group="total")
+    lo, hi = period.start_ts, period.end_ts
+    # independent reads, awaited together: the store runs them side by side
+    buckets, previous, agents, agent_table, abandon_curve, survey = await asyncio.gather(
+        _bucket_sums(store, kpi, lo, hi, queue, end_of_data),
+        _bucket_sums(store, kpi, prev.start_ts, prev.end_ts, queue, end_of_data,
+                     group="total"),
+        roster.list_agents(store),
+        _agents(store, kpi, period, queue, end_of_data),
+        _abandon_curve(store, kpi, lo, hi, queue),
+        _survey_summary(store, lo, hi, queue))
     totals = _total(buckets.values())
-    agents = await roster.list_agents(store)
     return {
         "period": {
             "from": start.isoformat(), "to": end.isoformat(), "timezone": config.report.timezone,
@@ -519,15 +528,14 @@ async def build_report(store: Store, config: Config, start: dt.date, end: dt.dat
         "previous_totals": {**queue_kpis(_total(previous.values())),
                             **roster.headcount(agents, prev.start, prev.end)},
         "queues": _by_queue(buckets),
-        "agents": await _agents(store, kpi, period, queue, end_of_data),
+        "agents": agent_table,
         "intervals": _intervals(buckets, period, interval),
         "charts": {
             "hourly": _hourly(buckets, period),
             "wait_histogram": _wait_histogram(totals),
-            "abandon_curve": await _abandon_curve(store, kpi, period.start_ts, period.end_ts,
-                                                  queue),
+            "abandon_curve": abandon_curve,
         },
-        "survey": await _survey_summary(store, period.start_ts, period.end_ts, queue),
+        "survey": survey,
     }
 
 

@@ -184,3 +184,18 @@ async def test_processes_opening_a_new_database_at_once_migrate_it_once(tmp_path
     store = await open_store(db, readonly=True)
     async with store:
         assert (await store.info()).schema_version == SCHEMA_VERSION
+
+
+async def test_reads_see_committed_data_only_and_run_beside_an_open_write(store):
+    """Reads use the store's read connections: never a write transaction's uncommitted rows,
+    and never queued behind it."""
+    count = "SELECT count(*) FROM events"
+    async with store.transaction() as tx:
+        await tx.execute("INSERT INTO events (server, call_id, kind, queue, agent, tsec, discr,"
+                         " ts, source, reason, caller_number, caller_name, value, extra)"
+                         " VALUES ('p', 'c', 'connect', 'q', 'a', 1, '', 1, 'queue_log',"
+                         " '', '', '', '', '')")
+        assert await asyncio.wait_for(store.fetch_all(count), 2) == [(0,)]
+    assert await store.fetch_all(count) == [(1,)]
+    results = await asyncio.gather(*(store.fetch_all(count) for _ in range(10)))
+    assert results == [[(1,)]] * 10
