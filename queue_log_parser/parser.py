@@ -137,20 +137,16 @@ def _is_int(text: str) -> bool:
     return text.isdigit() and text.isascii()
 
 
-def _ring_no_answer(s: str, c: str, q: str, a: str, tsec: int, ts: float,
-                    d: list[str]) -> CallEvent:
-    ms = _seconds(_at(d, 0), "ring time")  # milliseconds
-    return _new(CallEvent, (s, c, Kind.RING_NO_ANSWER, q, a, tsec, "", ts, SOURCE_QUEUE_LOG,
-                            None, None, ms / 1000 if ms is not None else None, None, None,
-                            "", "", "", "", ""))
+def _ringer(kind: str) -> Handler:
+    """RINGNOANSWER / RINGCANCELED: ringtime, in milliseconds."""
 
+    def ring(s: str, c: str, q: str, a: str, tsec: int, ts: float, d: list[str]) -> CallEvent:
+        ms = _seconds(_at(d, 0), "ring time")
+        return _new(CallEvent, (s, c, kind, q, a, tsec, "", ts, SOURCE_QUEUE_LOG,
+                                None, None, ms / 1000 if ms is not None else None, None, None,
+                                "", "", "", "", ""))
 
-def _ring_canceled(s: str, c: str, q: str, a: str, tsec: int, ts: float,
-                   d: list[str]) -> CallEvent:
-    ms = _seconds(_at(d, 0), "ring time")  # milliseconds
-    return _new(CallEvent, (s, c, Kind.RING_CANCELED, q, a, tsec, "", ts, SOURCE_QUEUE_LOG,
-                            None, None, ms / 1000 if ms is not None else None, None, None,
-                            "", "", "", "", ""))
+    return ring
 
 
 def _connect(s: str, c: str, q: str, a: str, tsec: int, ts: float,
@@ -305,8 +301,8 @@ def _custom(s: str, c: str, q: str, a: str, tsec: int, ts: float, d: list[str],
 def _handlers() -> dict[str, Handler]:
     return {
         "ENTERQUEUE": _enter_queue,
-        "RINGNOANSWER": _ring_no_answer,
-        "RINGCANCELED": _ring_canceled,
+        "RINGNOANSWER": _ringer(Kind.RING_NO_ANSWER),
+        "RINGCANCELED": _ringer(Kind.RING_CANCELED),
         "CONNECT": _connect,
         "COMPLETEAGENT": _completer("agent"),
         "COMPLETECALLER": _completer("caller"),
