@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from agi_plugin.fakeasterisk import FakeCall, environment
 from agi_plugin.survey import DEFAULT_QUESTIONS, load_questions
 from callkpi.cli import cli
 from callkpi.config import ConfigError, SurveyConfig, load_config
+from ports import free_port
 
 CALLKPI = str(Path(sys.executable).parent / "callkpi")
 
@@ -102,12 +102,6 @@ def test_cli_bad_survey_config_is_one_line(tmp_path):
                                       str(tmp_path / "x.db")])
     assert result.exit_code == 1 and "kind must be one of" in result.output
     assert "Traceback" not in result.output
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_sigterm_lets_the_running_survey_finish_and_exits_0(tmp_path):

@@ -1,20 +1,14 @@
-"""The listener's systemd unit agrees with the command it runs."""
-
-import configparser
-import shutil
-import subprocess
-from pathlib import Path
+"""The listener's and the queue_log follower's systemd units agree with the commands they run."""
 
 from ami_listener.commands import EXIT_LOGIN_REJECTED
+from systemd_units import UNITS, read_unit, verify_problems
 
-UNIT = Path(__file__).parent.parent / "asterisk_conf/systemd/callkpi-listen.service"
+UNIT = UNITS / "callkpi-listen.service"
+TAIL_UNIT = UNITS / "callkpi-tail.service"
 
 
 def test_unit_restarts_on_failure_except_a_rejected_login():
-    unit = configparser.ConfigParser(strict=False, interpolation=None)
-    unit.optionxform = str
-    unit.read(UNIT)
-    service = unit["Service"]
+    service = read_unit(UNIT)["Service"]
     assert service["ExecStart"].endswith(" listen")
     assert service["Restart"] == "on-failure"
     assert service["RestartPreventExitStatus"] == str(EXIT_LOGIN_REJECTED)
@@ -23,11 +17,13 @@ def test_unit_restarts_on_failure_except_a_rejected_login():
     assert service["KillSignal"] == "SIGTERM"
 
 
-def test_unit_verifies_with_systemd():
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        return  # not a systemd host; the parse above still ran
-    result = subprocess.run([analyze, "verify", str(UNIT)], capture_output=True, text=True)
-    problems = [line for line in result.stderr.splitlines()
-                if "/usr/local/bin/callkpi" not in line]  # not installed on a test machine
-    assert problems == []
+def test_the_follower_tails_the_configured_queue_log_and_may_read_it():
+    service = read_unit(TAIL_UNIT)["Service"]
+    assert service["ExecStart"].endswith(" tail")  # the path comes from [queue_log] path
+    assert service["SupplementaryGroups"] == "asterisk"  # queue_log is asterisk's
+    assert service["KillSignal"] == "SIGTERM"  # stores what it read, with its checkpoint
+    assert service["Restart"] == "on-failure"
+
+
+def test_units_verify_with_systemd():
+    assert verify_problems(UNIT, TAIL_UNIT) == []

@@ -11,7 +11,6 @@ import email.policy
 import logging
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from click.testing import CliRunner
 from callkpi.cli import cli
 from callkpi.config import Config, SmtpConfig, load_config
 from callkpi.store_sqlite import open_store
+from ports import free_port
 from queue_log_parser.ingest import ingest_paths
 from report_fixture import empty_report, make_report
 from reports.email_command import local_today
@@ -65,12 +65,6 @@ def check_login(server, session, envelope, mechanism, auth_data) -> AuthResult:
     ok = isinstance(auth_data, LoginPassword) and (
         auth_data.login.decode(), auth_data.password.decode()) == (USER, PASSWORD)
     return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535
-
-
-def free_port(bind: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((bind, 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

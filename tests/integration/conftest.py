@@ -9,12 +9,12 @@ tests that need it are skipped with the reason.
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from ports import free_port
 from simulator.sandbox import Sandbox, SandboxError
 
 
@@ -47,12 +47,6 @@ class AsteriskHandle:
     def reset_logs(self) -> None:
         """Empty the queue_log (Asterisk reopens it)."""
         self.sandbox.reset_logs()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
