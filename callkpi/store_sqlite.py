@@ -106,6 +106,7 @@ class SqliteStore:
         self._conn = conn
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._opened_readers: list[aiosqlite.Connection] = []
+        self._reader_slots = READERS
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> "SqliteStore":
@@ -141,7 +142,8 @@ class SqliteStore:
     @contextlib.asynccontextmanager
     async def _reader(self) -> AsyncIterator[aiosqlite.Connection]:
         """A read-only connection of the pool, opened on first need."""
-        if self._readers.empty() and len(self._opened_readers) < READERS:
+        if self._readers.empty() and self._reader_slots > 0:
+            self._reader_slots -= 1  # taken before the await: concurrent callers see it
             conn = await aiosqlite.connect(self.path, isolation_level=None)
             for pragma in (*CONNECTION_PRAGMAS, "PRAGMA query_only = ON"):
                 await conn.execute(pragma)

@@ -10,7 +10,7 @@ import pytest
 from callkpi.events import Checkpoint, Kind, Quarantined, make_event
 from callkpi.schema import SCHEMA_VERSION
 from callkpi.store import Batch
-from callkpi.store_sqlite import StoreError, open_store
+from callkpi.store_sqlite import READERS, StoreError, open_store
 
 
 def ev(kind=Kind.CONNECT, ts=100.0, source="queue_log", **kw):
@@ -199,3 +199,4 @@ async def test_reads_see_committed_data_only_and_run_beside_an_open_write(store)
     assert await store.fetch_all(count) == [(1,)]
     results = await asyncio.gather(*(store.fetch_all(count) for _ in range(10)))
     assert results == [[(1,)]] * 10
+    assert len(store._opened_readers) == READERS  # ten reads at once, a bounded pool
