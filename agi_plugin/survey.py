@@ -33,6 +33,9 @@ PROMPT_ALLOWANCE_S = 120.0  # how long a prompt may play before GET DATA starts 
 # before Queue() returns and the listener commits within ~0.1 s; the caller hears silence meanwhile.
 TALK_LOOKUP_S = 1.0
 TALK_LOOKUP_STEP_S = 0.25
+# The complete event comes after the call began, and a uniqueid starts with the epoch second
+# its channel was created: the lookup reads only the events from then on (less a margin).
+TALK_LOOKBACK_S = 3600
 ANY_KEY = "0123456789*#"
 KEYS = set(ANY_KEY)
 _QUESTION_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
@@ -223,9 +226,10 @@ class SkipRules:
         while True:
             async with self.gate:
                 rows = await self.store.fetch_all(
-                    "SELECT talk_s FROM events WHERE server = ? AND call_id = ? AND kind IN (?, ?)"
-                    " AND talk_s IS NOT NULL ORDER BY ts DESC LIMIT 1",
-                    (self.server, call.call_id, Kind.COMPLETE, Kind.TRANSFER))
+                    "SELECT talk_s FROM events WHERE tsec >= ? AND server = ? AND call_id = ?"
+                    " AND kind IN (?, ?) AND talk_s IS NOT NULL ORDER BY ts DESC LIMIT 1",
+                    (_started(call.call_id) - TALK_LOOKBACK_S, self.server, call.call_id,
+                     Kind.COMPLETE, Kind.TRANSFER))
             if rows:
                 return float(rows[0][0])
             if time.monotonic() >= deadline:
@@ -379,3 +383,8 @@ def _pressed(reply: Reply) -> str:
     if reply.result.isdigit() and int(reply.result) < 128 and chr(int(reply.result)) in ANY_KEY:
         return chr(int(reply.result))
     raise AgiProtocolError(f"STREAM FILE: unexpected result {reply.raw[:80]!r}")
+
+
+def _started(uniqueid: str) -> int:
+    """The epoch second a channel was created, from its uniqueid (validated: digits.digits)."""
+    return int(uniqueid.partition(".")[0])

@@ -200,3 +200,33 @@ async def test_reads_see_committed_data_only_and_run_beside_an_open_write(store)
     results = await asyncio.gather(*(store.fetch_all(count) for _ in range(10)))
     assert results == [[(1,)]] * 10
     assert len(store._opened_readers) == READERS  # ten reads at once, a bounded pool
+
+
+async def test_migration_3_rebuilds_events_keeping_every_row_and_id(tmp_path):
+    """A version-2 store (natural key led by call_id, a separate tsec index) is rebuilt with
+    the tsec-led key: same rows, same ids (the facts' watermark), and the key still dedupes."""
+    from callkpi.schema import MIGRATIONS
+    from callkpi.store_sqlite import INSERT_AUTHORITATIVE, _statements
+
+    path = tmp_path / "v2.db"
+    con = sqlite3.connect(path, isolation_level=None)
+    for version in (1, 2):
+        for statement in _statements(MIGRATIONS[version]):
+            con.execute(statement)
+    con.execute("PRAGMA user_version = 2")
+    old = [ev(ts=100), ev(Kind.HOLD, 105, source="ami"), ev(Kind.COMPLETE, 110, talk_s=10)]
+    con.executemany(INSERT_AUTHORITATIVE, [tuple(e) for e in old])
+    con.execute("DELETE FROM events WHERE kind = 'connect'")  # a gap in the ids
+    before = con.execute("SELECT * FROM events ORDER BY id").fetchall()
+    con.close()
+    store = await open_store(path)
+    async with store:
+        assert await store.fetch_all("SELECT * FROM events ORDER BY id") == before
+        assert (await store.info()).schema_version == SCHEMA_VERSION
+        indexes = {name for (name,) in await store.fetch_all(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'")}
+        assert indexes == {"events_key", "events_ami_tsec"}
+        again = await store.write(Batch(events=[ev(Kind.COMPLETE, 110, talk_s=10)]))
+        assert (again.stored, again.duplicates) == (0, 1)
+        plan = await store.fetch_all("EXPLAIN QUERY PLAN SELECT * FROM events WHERE tsec >= 1")
+        assert "events_key" in str(plan)
