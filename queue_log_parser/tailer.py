@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import accumulate
 from typing import BinaryIO, Iterator
 
@@ -25,16 +26,26 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 @dataclass
 class LineBatch:
-    """Complete lines read from one file, in order."""
+    """Complete lines read from one file, in order, kept as the bytes read: a batch handed to
+    another process travels as one bytes object and is decoded where it is parsed."""
 
-    lines: list[str]  # decoded, without newlines
-    raw: list[bytes]  # the same lines as bytes (their lengths give byte offsets)
+    data: bytes  # the lines, each ending with a newline
     start: int  # byte offset of the first line
     first_line_no: int  # 1-based line number of the first line
+    count: int  # how many lines
+
+    @cached_property
+    def lines(self) -> list[str]:
+        """The lines, decoded, without newlines."""
+        text = self.data.decode("utf-8", "backslashreplace").split("\n")
+        text.pop()  # data ends with a newline: the last piece is empty
+        return text
 
     def offsets(self) -> list[int]:
         """Byte offset of each line (only needed when a line is quarantined)."""
-        return list(accumulate((len(b) + 1 for b in self.raw), initial=self.start))
+        raw = self.data.split(b"\n")
+        raw.pop()
+        return list(accumulate((len(b) + 1 for b in raw), initial=self.start))
 
 
 def file_id(st: os.stat_result) -> str:
@@ -128,19 +139,27 @@ class LineReader:
         return data[:cut]
 
     def _split(self, block: bytes, batch_lines: int) -> Iterator[LineBatch]:
-        raw = block.split(b"\n")
-        raw.pop()  # block ends with a newline: the last piece is empty
+        count = block.count(b"\n")
+        if count <= batch_lines:  # the usual case: a block is about 16,000 lines
+            yield self._batch(block, count)
+            return
         pos = 0
-        for i in range(0, len(raw), batch_lines):
-            part = raw[i:i + batch_lines]
-            size = sum(map(len, part)) + len(part)
-            text = block[pos:pos + size].decode("utf-8", "backslashreplace").split("\n")
-            text.pop()
-            batch = LineBatch(text, part, self.offset, self.line_no + 1)
-            pos += size
-            self.offset += size
-            self.line_no += len(part)
-            yield batch
+        while pos < len(block):
+            end = pos
+            for _ in range(batch_lines):
+                end = block.find(b"\n", end) + 1
+                if not end:
+                    end = len(block)
+                    break
+            part = block[pos:end]
+            yield self._batch(part, part.count(b"\n"))
+            pos = end
+
+    def _batch(self, data: bytes, count: int) -> LineBatch:
+        batch = LineBatch(data, self.offset, self.line_no + 1, count)
+        self.offset += len(data)
+        self.line_no += count
+        return batch
 
     def take_pending(self) -> bytes:
         """The incomplete last line, handed over when the file will never be completed
