@@ -7,6 +7,7 @@ above the store names SQLite.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol, Sequence
 
@@ -22,6 +23,14 @@ class Batch:
     quarantined: Sequence[Quarantined] = ()
     links: Sequence[CallLink] = ()
     checkpoint: Checkpoint | None = None
+
+
+@dataclass
+class PreparedBatch:
+    """A batch in the form its store binds, made by `Store.prepare`."""
+
+    batch: Batch
+    rows: Any  # the backend's own
 
 
 @dataclass
@@ -51,8 +60,21 @@ class StoreInfo:
 
 
 class Store(Protocol):
-    async def write(self, batch: Batch) -> WriteResult:
+    path: str  # where the store is: a file (a server address for a server backend)
+
+    def prepare(self, batch: Batch) -> PreparedBatch:
+        """Everything writing `batch` takes before it needs the database: a bulk writer
+        prepares its next batch while another process holds the write turn."""
+
+    async def write(self, batch: Batch | PreparedBatch) -> WriteResult:
         """Store a batch in one transaction; events already stored count as duplicates."""
+
+    def bulk_writes(self) -> AbstractAsyncContextManager[None]:
+        """While inside, the store does no upkeep of its own on the write path; the bulk
+        writer calls `upkeep` when it has time (while another process writes)."""
+
+    async def upkeep(self) -> None:
+        """Do the store's deferred upkeep now, without blocking other writers."""
 
     async def checkpoint(self, stream: str) -> Checkpoint | None:
         """The last durable checkpoint of a followed file."""

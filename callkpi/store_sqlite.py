@@ -6,6 +6,9 @@ Why these settings:
   the process; only an OS crash can lose the last few, and queue_log re-ingest repairs that.
 - BEGIN IMMEDIATE + busy_timeout: the listener and a CLI ingest may write at the same time;
   the second waits for the first instead of failing half-way through a batch.
+- page_size 16 KiB (new stores): the events table is an append-mostly log and its rows are
+  read in long runs (facts, reports); larger pages mean fewer page writes per batch (about a
+  fifth faster bulk ingest) and fewer page visits per scan.
 - Reads go to a small pool of read-only connections: in WAL each reads its own snapshot, so
   the report's independent queries, awaited together, run side by side on the cores (sqlite3
   lets go of the GIL while SQLite works) and never wait behind a write.
@@ -18,7 +21,7 @@ import contextlib
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, NamedTuple, Sequence
 
 import aiosqlite
 
@@ -30,10 +33,20 @@ from callkpi.events import (
     Checkpoint,
 )
 from callkpi.schema import MIGRATIONS, SCHEMA_VERSION
-from callkpi.store import Batch, StoreInfo, WriteResult
+from callkpi.store import Batch, PreparedBatch, StoreInfo, WriteResult
 
 BUSY_TIMEOUT_MS = 30_000
+WAL_AUTOCHECKPOINT_PAGES = 1000  # SQLite's default
+PAGE_SIZE = 16_384
 READERS = 2  # read connections: one per core of the small machines callkpi runs on
+
+# sqlite3 binds int, float and str directly but sends None through its adapter lookup, which
+# ends by raising and clearing an AttributeError: a None cost four times a str to bind, and
+# most events carry several NULL numbers (ingest +15 %). A registered adapter for None is
+# found by one dict lookup instead. The adapter is `{}.get`, which returns None for any key:
+# a C function, so no Python frame per NULL either (another +5 %). None maps to None, so no
+# connection in the process sees a different value.
+sqlite3.register_adapter(type(None), {}.get)
 
 _COLS = ", ".join(COLUMNS)
 _QMARKS = ", ".join("?" * len(COLUMNS))
@@ -132,6 +145,7 @@ class SqliteStore:
 
     async def _configure(self) -> None:
         for pragma in (
+            f"PRAGMA page_size = {PAGE_SIZE}",  # takes effect only on a new, empty file
             "PRAGMA journal_mode = WAL",
             "PRAGMA synchronous = NORMAL",
             "PRAGMA foreign_keys = ON",
@@ -198,20 +212,28 @@ class SqliteStore:
         return self._transaction()
 
     # ---------------------------------------------------------------- writes
-    async def write(self, batch: Batch) -> WriteResult:
+    def prepare(self, batch: Batch) -> PreparedBatch:
         authoritative = [e for e in batch.events if e.source == SOURCE_QUEUE_LOG]
-        live = [e for e in batch.events if e.source != SOURCE_QUEUE_LOG]
+        return PreparedBatch(batch, _Rows(
+            # plain tuples: sqlite3 binds a NamedTuple through the slow sequence path
+            authoritative=[tuple(e) for e in authoritative],
+            window=_window(authoritative) if authoritative else None,
+            live=[e for e in batch.events if e.source != SOURCE_QUEUE_LOG]))
+
+    async def write(self, batch: Batch | PreparedBatch) -> WriteResult:
+        prepared = batch if isinstance(batch, PreparedBatch) else self.prepare(batch)
+        rows: _Rows = prepared.rows
+        batch = prepared.batch
         async with self._transaction() as tx:
             before = self._conn.total_changes
-            if authoritative:
-                # plain tuples: sqlite3 binds a NamedTuple through the slow sequence path
-                await tx.executemany(INSERT_AUTHORITATIVE, [tuple(e) for e in authoritative])
+            if rows.authoritative:
+                await tx.executemany(INSERT_AUTHORITATIVE, rows.authoritative)
             stored = self._conn.total_changes - before
-            if authoritative:
-                await tx.execute(DELETE_AMI_TWINS, _window(authoritative))
+            if rows.window:
+                await tx.execute(DELETE_AMI_TWINS, rows.window)
             before = self._conn.total_changes
-            if live:
-                await tx.executemany(INSERT_LIVE, live)
+            if rows.live:
+                await tx.executemany(INSERT_LIVE, rows.live)
             stored += self._conn.total_changes - before
             before = self._conn.total_changes
             if batch.quarantined:
@@ -224,6 +246,22 @@ class SqliteStore:
         return WriteResult(
             stored=stored, duplicates=len(batch.events) - stored, quarantined=quarantined
         )
+
+    @contextlib.asynccontextmanager
+    async def bulk_writes(self) -> AsyncIterator[None]:
+        # A commit that fills the WAL past the limit copies it into the database file before
+        # it returns: on a bulk ingest's critical path. `upkeep` does it in between instead.
+        await self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+        try:
+            yield
+        finally:
+            await self._conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+            await self.upkeep()
+
+    async def upkeep(self) -> None:
+        # PASSIVE: copies what no reader still needs, never waits for a reader or a writer
+        async with self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)") as cur:
+            await cur.fetchall()
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         async with self._transaction() as tx:
@@ -281,6 +319,12 @@ class SqliteStore:
             checkpoints=checkpoints,
             size_bytes=_size_on_disk(self.path),
         )
+
+
+class _Rows(NamedTuple):
+    authoritative: list[tuple]  # queue_log events, as plain tuples
+    window: tuple[int, int] | None  # their seconds, widened by one each side
+    live: list[CallEvent]  # events of the live sources
 
 
 class _Tx:
