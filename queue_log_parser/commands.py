@@ -14,6 +14,7 @@ from callkpi.cli_common import db_option, get_config, open_configured_store, run
 from callkpi.config import Config
 from callkpi.store import Store
 from queue_log_parser.ingest import IngestStats, LogFileError, ingest_paths, tail_path
+from queue_log_parser.partner import PartnerError
 
 
 @click.command()
@@ -49,7 +50,7 @@ async def _ingest(store: Store, config: Config, paths: list[str], full: bool,
         return await ingest_paths(store, paths, server=config.server.name,
                                   batch_lines=config.queue_log.batch_lines, full=full,
                                   progress=progress)
-    except LogFileError as exc:
+    except (LogFileError, PartnerError) as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -4,7 +4,6 @@ kill -9 mid-ingest, and the queue_log/AMI twins."""
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import os
 import shutil
 import signal
@@ -24,7 +23,8 @@ from callkpi.cli import cli
 from callkpi.events import KEY_COLUMNS, Kind
 from callkpi.store import Batch
 from callkpi.store_sqlite import open_store
-from queue_log_parser.ingest import ingest_paths
+from log_fixture import generate_log, snapshot
+from queue_log_parser.ingest import PARTNER_FROM_BYTES, ingest_paths
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "examples"
@@ -160,24 +160,6 @@ def test_cli_summary_missing_file_and_db_option(tmp_path):
 
 
 # ---------------------------------------------------------------- kill -9 mid-ingest
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_ingest", ROOT / "bench" / "ingest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-async def snapshot(db: Path):
-    store = await open_store(db)
-    try:
-        return (await rows(store),
-                await rows(store, "SELECT source, origin, position, line_no, reason, raw"
-                                  " FROM quarantine ORDER BY id"),
-                await rows(store, "SELECT stream, file_id, head, offset, line_no FROM checkpoints"))
-    finally:
-        await store.close()
-
-
 def durable_offset(db: Path) -> int:
     """The checkpoint another process has committed (plain sqlite3: the store's migration
     must not race the ingest's own)."""
@@ -191,6 +173,18 @@ def durable_offset(db: Path) -> int:
     return found[0][0] if found else 0
 
 
+def partner_processes(db: Path) -> list[int]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"queue_log_parser.partner" in args and str(db).encode() in args:
+            found.append(int(cmdline.parent.name))
+    return found
+
+
 def run_ingest(db: Path, log: Path) -> subprocess.Popen:
     env = {**os.environ, "CALLKPI_CONFIG": os.devnull, "CALLKPI_SERVER_NAME": "pbx",
            "CALLKPI_QUEUE_LOG_BATCH_LINES": "5000"}
@@ -200,17 +194,23 @@ def run_ingest(db: Path, log: Path) -> subprocess.Popen:
 
 async def test_kill_9_mid_ingest_then_rerun_gives_the_same_store(tmp_path):
     log = tmp_path / "queue_log"
-    load_bench().generate(log, 150_000, seed=3)
+    generate_log(log, 150_000, seed=3)
+    assert log.stat().st_size >= PARTNER_FROM_BYTES  # the partner process is killed too
     with log.open("ab") as f:
         f.write(b"junk line\n1|1.1|q|NONE|ABANDON|x|1|2\n")  # quarantine rows too
     clean, killed = tmp_path / "clean.db", tmp_path / "killed.db"
     assert run_ingest(clean, log).wait(120) == 0
     proc = run_ingest(killed, log)
     deadline = time.monotonic() + 60
-    while not durable_offset(killed) and time.monotonic() < deadline:
-        time.sleep(0.02)  # kill it once some batches are durable, before the end
+    while not (durable_offset(killed) and partner_processes(killed)):
+        assert time.monotonic() < deadline, "the ingest never got going"
+        time.sleep(0.01)  # kill it once some batches are durable, before the end
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    deadline = time.monotonic() + 5
+    while partner_processes(killed) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not partner_processes(killed)  # it died with its parent: no write after this
     partial = await snapshot(killed)
     assert partial[2] and partial[2][0][3] < log.stat().st_size  # it was killed mid-way
     assert run_ingest(killed, log).wait(120) == 0
