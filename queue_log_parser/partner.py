@@ -45,25 +45,27 @@ class Partner:
     def __init__(self, db_path: str, server: str) -> None:
         # A fresh interpreter (not fork: this process has aiosqlite's threads running; not
         # multiprocessing's spawn: it would re-run the caller's __main__), talking pickled
-        # messages over a socket pair.
+        # messages over a socket pair. Its own session: a Ctrl-C stops this process, which
+        # then stops the partner, rather than both at once.
         ours, theirs = socket.socketpair()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "queue_log_parser.partner", str(theirs.fileno()),
              db_path, server, str(os.getpid())],
-            pass_fds=(theirs.fileno(),))
+            pass_fds=(theirs.fileno(),), start_new_session=True)
         theirs.close()
         self._conn = Connection(ours.detach())
         self._handing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._handing.set_result(None)
         self._ready = False
-        self.storing = 0
+        self.storing = 0  # batches the partner was told to store and has not reported
 
     def ready(self) -> bool:
         """Has the partner started (it takes ~0.2 s)? Does not wait: until then, this
         process goes on alone."""
         if not self._ready and self._conn.poll():
-            self._ready = self._receive() == "ready"
-        return self._ready  # batches the partner was told to store and has not reported
+            self._receive()  # its "ready" (or why it could not start)
+            self._ready = True
+        return self._ready
 
     def hand(self, origin: str, batch: LineBatch, checkpoint: Checkpoint) -> None:
         """Give the partner the next batch to parse (it stores it when told `go`). Sent from
@@ -137,10 +139,11 @@ def serve(conn: Connection, db_path: str, server: str, parent: int) -> None:
     gc.disable()  # as in the parent's ingest: events are acyclic, freed by refcount
     try:
         asyncio.run(_serve(conn, db_path, server))
-    except (EOFError, OSError, KeyboardInterrupt):
-        pass  # the parent is gone or was interrupted: it reports, not us
+    except (EOFError, OSError):
+        pass  # the parent is gone: it reports, not us
     except Exception as exc:  # told to the parent, which prints it as one line
-        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        with contextlib.suppress(OSError):
+            conn.send(("failed", f"{type(exc).__name__}: {exc}"))
 
 
 async def _serve(conn: Connection, db_path: str, server: str) -> None:
@@ -149,7 +152,7 @@ async def _serve(conn: Connection, db_path: str, server: str) -> None:
     store = await open_store(db_path)
     async with store, store.bulk_writes():
         sink = LogSink(store, server, IngestStats())
-        conn.send(("ready", "ready"))
+        conn.send(("ready", None))
         # Blocking receives are fine here: this process has nothing else to do meanwhile.
         while (message := conn.recv()) is not None:
             origin, batch, checkpoint = message
