@@ -69,7 +69,6 @@ class LogSink:
 
     def __init__(self, store: Store, server: str, stats: IngestStats) -> None:
         self.store = store
-        self.server = server
         self.parser = LineParser(server)
         self.stats = stats
         self.partner: Partner | None = None
@@ -79,7 +78,7 @@ class LogSink:
 
     async def take_partner(self) -> None:
         if self.partner is None:
-            self.partner = Partner(self.store.path, self.server)
+            self.partner = Partner(self.store.path, self.parser.server)
             await self._bulk.enter_async_context(self.store.bulk_writes())
 
     async def consume(self, stream: str, origin: str, fid: str, reader: LineReader,
