@@ -1,5 +1,5 @@
 """Survey server benchmark: `callkpi agi` (its own process, a temp store) against a local load
-client speaking FastAGI as Asterisk 22 does (agi_plugin/fakeasterisk.py), SESSIONS calls with
+client speaking FastAGI as Asterisk 22 does (callkpi/testing/fakeasterisk.py), SESSIONS calls with
 CONCURRENCY of them open at once, each answering the built-in survey with digits.
 
 Round trip: from the client's reply to the server's next command (what a caller waits for on
@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agi_plugin.fakeasterisk import FakeCall, environment  # noqa: E402
+from callkpi.testing.fakeasterisk import FakeCall, environment  # noqa: E402
 
 CALLKPI = str(Path(sys.executable).parent / "callkpi")
 CONFIG = """

@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ami_listener.fakeami import FakeAmi, recorded_events  # noqa: E402
+from callkpi.testing.fakeami import FakeAmi, recorded_events  # noqa: E402
 from ami_listener.listener import EVENT_MASK, Listener  # noqa: E402
 from callkpi.config import AmiConfig  # noqa: E402
-from callkpi.store_sqlite import open_store  # noqa: E402
+from callkpi.store import open_store  # noqa: E402
 
 SECRET = "bench"
 CLASSES = set(EVENT_MASK.split(","))

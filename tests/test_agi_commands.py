@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agi_plugin.fakeasterisk import FakeCall, environment
+from callkpi.testing.fakeasterisk import FakeCall, environment
 from agi_plugin.survey import DEFAULT_QUESTIONS, load_questions
 from callkpi.cli import cli
 from callkpi.config import ConfigError, SurveyConfig, load_config

@@ -1,4 +1,4 @@
-"""The survey server over real sockets: a fake Asterisk (agi_plugin/fakeasterisk.py) plays
+"""The survey server over real sockets: a fake Asterisk (callkpi/testing/fakeasterisk.py) plays
 scripted callers against `AgiServer`, and the rows in a real SQLite store are checked."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 import pytest
 
 from agi_plugin import survey as survey_module
-from agi_plugin.fakeasterisk import FakeCall, environment
+from callkpi.testing.fakeasterisk import FakeCall, environment
 from agi_plugin.server import AgiServer
 from callkpi.config import Config, ConfigError
 from callkpi.events import SOURCE_AGI, Kind, make_event

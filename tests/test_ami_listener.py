@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from ami_listener.fakeami import FakeAmi
+from callkpi.testing.fakeami import FakeAmi
 from ami_listener.listener import Listener
 from ami_listener.manager import LoginError
 from callkpi.config import AmiConfig
 from callkpi.events import SOURCE_QUEUE_LOG, Kind, make_event
 from callkpi.store import Batch
-from callkpi.store_sqlite import open_store
+from callkpi.store import open_store
 
 SECRET = "s3cr3t-never-logged"
 

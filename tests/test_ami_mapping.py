@@ -2,12 +2,12 @@
 
 from pathlib import Path
 
-from ami_listener.fakeami import RECORDING, recorded_events
+from callkpi.testing.fakeami import RECORDING, recorded_events
 from ami_listener.manager import AmiParser
 from ami_listener.mapping import MAX_TRACKED, AmiMapper
 from callkpi.events import KEY_COLUMNS, Kind
 
-SAMPLES = Path(RECORDING).parent
+SAMPLES = Path(__file__).parent.parent / "examples" / "recordings"
 
 # queue_log kinds whose events AMI reports too (the rest have no AMI event, docs/events.md)
 TWINNED = {

@@ -12,7 +12,7 @@ import time
 import pytest
 from panoramisk import Manager
 
-from ami_listener.fakeami import FakeAmi
+from callkpi.testing.fakeami import FakeAmi
 from ami_listener.listener import Listener
 from ami_listener.manager import AmiConnection, LoginError
 from callkpi.config import AmiConfig

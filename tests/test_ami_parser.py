@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ami_listener.fakeami import recorded_events
+from callkpi.testing.fakeami import recorded_events
 from ami_listener.manager import MAX_MESSAGE_BYTES, MAX_VALUE_CHARS, AmiParser
 
 EVENT = (b"Event: Newchannel\r\nPrivilege: call,all\r\nCallerIDName: Jos\xc3\xa9 M\xc3\xbcller\r\n"

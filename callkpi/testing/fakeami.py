@@ -19,7 +19,7 @@ from pathlib import Path
 from ami_listener.manager import AmiParser
 
 BANNER = b"Asterisk Call Manager/9.0.0\r\n"
-RECORDING = str(Path(__file__).parent.parent / "examples" / "recordings" / "all-scenarios.ami-raw.txt.gz")
+RECORDING = str(Path(__file__).parent / "recordings" / "all-scenarios.ami-raw.txt.gz")
 _PRIVILEGE = re.compile(rb"\r\nPrivilege: ([^\r]*)")
 
 
