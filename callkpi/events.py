@@ -50,11 +50,16 @@ class Kind:
     AGENT_LOGOFF = "agent-logoff"
     PENALTY = "penalty"
     RING_IN_USE = "ring-in-use"
+    # what Asterisk says a member is now (AMI QueueMember at login, QueueMemberStatus): evidence
+    # of a session and pause the log may never have shown starting (static members, members
+    # restored by persistentmembers). reason "paused" or ""; value: the pause reason
+    MEMBER_STATE = "member-state"
     # the IVR and the survey
     IVR_EXIT = "ivr-exit"  # value: self-service | to-queue | hangup; discr: the IVR node
     SURVEY_ANSWER = "survey-answer"  # discr: question; value: digit; reason: answer status
     # the PBX and the collectors
     QUEUE_START = "queue-start"
+    SHUTDOWN = "shutdown"  # AMI Shutdown: reason cleanly | uncleanly; value "restart" or ""
     CONFIG_RELOAD = "config-reload"
     SYSCOMPAT = "syscompat"
     DID = "did"  # value: the DID dialled
