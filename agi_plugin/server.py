@@ -29,7 +29,7 @@ from agi_plugin.survey import (
 from callkpi.config import Config, ConfigError
 from callkpi.net import is_loopback
 from callkpi.store import Store
-from callkpi.store_sqlite import open_store
+from callkpi.store import open_store
 
 log = logging.getLogger(__name__)
 

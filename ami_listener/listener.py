@@ -22,7 +22,7 @@ from ami_listener.mapping import AmiMapper
 from callkpi.config import AmiConfig, Config
 from callkpi.events import SOURCE_AMI, CallEvent, CallLink, Kind, make_event
 from callkpi.store import Batch, Store, WriteResult
-from callkpi.store_sqlite import open_store
+from callkpi.store import open_store
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from callkpi.config import Config  # noqa: E402
 from callkpi.events import Kind, make_event  # noqa: E402
 from callkpi.store import Batch  # noqa: E402
-from callkpi.store_sqlite import open_store  # noqa: E402
+from callkpi.store import open_store  # noqa: E402
 from reports.facts import (  # noqa: E402
     BUCKET_S, CALL_COLUMNS, SURVEY_COLUMNS, insert_sql, settings_fingerprint)
 from reports.kpis import build_report  # noqa: E402

@@ -9,6 +9,7 @@ import importlib
 import click
 
 from callkpi.cli_common import db_option, get_config, open_configured_store, run
+from callkpi.errors import UserError
 from callkpi.store import StoreInfo
 
 LAZY_COMMANDS = {
@@ -34,6 +35,14 @@ class LazyGroup(click.Group):
             module, attr = LAZY_COMMANDS[name].split(":")
             return getattr(importlib.import_module(module), attr)
         return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context) -> object:
+        """Every command's UserError becomes one line and its exit code, here and only here."""
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"Error: {exc}", err=True)  # as click shows its own usage errors
+            ctx.exit(exc.exit_code)
 
 
 @click.group(cls=LazyGroup)

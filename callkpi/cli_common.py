@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 import click
 
 from callkpi.config import Config, ConfigError, load_config
-from callkpi.store_sqlite import SqliteStore, StoreError, open_store
+from callkpi.store import Store, open_store
 
 T = TypeVar("T")
 
@@ -27,7 +27,8 @@ def get_config(ctx: click.Context) -> Config:
             root.obj["config"] = load_config(root.params.get("config_path"))
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from None
-    return root.obj["config"]
+    config: Config = root.obj["config"]
+    return config
 
 
 def db_option(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -47,12 +48,9 @@ def db_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def run(coro: Awaitable[T]) -> T:
-    """Run a command's async body; user-caused store errors become one clear line."""
-    try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
+    """Run a command's async body (a UserError it raises is translated by the root group)."""
+    return asyncio.run(coro)  # type: ignore[arg-type]
 
 
-async def open_configured_store(config: Config, *, readonly: bool = False) -> SqliteStore:
+async def open_configured_store(config: Config, *, readonly: bool = False) -> Store:
     return await open_store(config.store.db, readonly=readonly)

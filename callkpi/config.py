@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from callkpi.errors import UserError
+
 SEARCH_PATHS = (Path("callkpi.toml"), Path("/etc/callkpi/callkpi.toml"))
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """The configuration cannot be used; the message names the file and the key."""
 
 

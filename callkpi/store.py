@@ -2,16 +2,28 @@
 
 `SqliteStore` (store_sqlite.py) implements it on one SQLite file. A PostgreSQL backend for
 several PBXs feeding one central store is a second implementation of this protocol; nothing
-above the store names SQLite.
+above the store names a backend: `open_store(url)` is the one factory, and `StoreError` /
+`StoreUnavailable` are the errors every backend raises.
 """
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol, Sequence
 
+from callkpi.errors import UserError
 from callkpi.events import CallEvent, CallLink, Checkpoint, Quarantined
+
+
+class StoreError(UserError):
+    """The store cannot be opened or used as asked; the message is meant for the user."""
+
+
+class StoreUnavailable(StoreError):
+    """The store is there but cannot be reached right now (a server down, a lock held past its
+    timeout): worth retrying, unlike every other StoreError."""
 
 
 @dataclass
@@ -59,6 +71,16 @@ class StoreInfo:
     size_bytes: int = 0
 
 
+class Transaction(Protocol):
+    """The statements of one write transaction of a derived layer; each returns rows changed."""
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int: ...
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]: ...
+
+
 class Store(Protocol):
     path: str  # where the store is: a file (a server address for a server backend)
 
@@ -97,4 +119,34 @@ class Store(Protocol):
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         """Run one write statement over many rows in one transaction."""
 
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """One write transaction of a derived layer (facts, roster), all or nothing."""
+
     async def close(self) -> None: ...
+
+    async def __aenter__(self) -> "Store": ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+
+async def open_store(url: str | os.PathLike[str], *, readonly: bool = False) -> Store:
+    """Open the store `url` names: a path or `sqlite:///path` (SQLite), or a
+    `postgresql://` URL. The one place that picks a backend."""
+    text = os.fspath(url)
+    if text.startswith(("postgresql://", "postgres://")):
+        raise StoreError(f"{_redacted(text)}: PostgreSQL is not supported by this callkpi")
+    path = text.removeprefix("sqlite://") if text.startswith("sqlite://") else text
+    if not path:
+        raise StoreError(f"{text!r} names no database file")
+    from callkpi.store_sqlite import SqliteStore  # imported here: backends load on demand
+
+    return await SqliteStore.open(path, readonly=readonly)
+
+
+def _redacted(url: str) -> str:
+    """A URL as it may be shown: without a password, should one have been written in it."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    return f"{scheme}{sep}{rest}"

@@ -33,7 +33,7 @@ from callkpi.events import (
     Checkpoint,
 )
 from callkpi.schema import MIGRATIONS, SCHEMA_VERSION
-from callkpi.store import Batch, PreparedBatch, StoreInfo, WriteResult
+from callkpi.store import Batch, PreparedBatch, StoreError, StoreInfo, WriteResult
 
 BUSY_TIMEOUT_MS = 30_000
 WAL_AUTOCHECKPOINT_PAGES = 1000  # SQLite's default
@@ -105,10 +105,6 @@ CONNECTION_PRAGMAS = (
     "PRAGMA temp_store = MEMORY",
     "PRAGMA cache_size = -65536",
 )
-
-
-class StoreError(Exception):
-    """The database cannot be opened or used; the message is meant for the user."""
 
 
 class SqliteStore:
@@ -376,7 +372,3 @@ def _size_on_disk(path: str) -> int:
         os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p)
     )
 
-
-async def open_store(path: str | os.PathLike[str], *, readonly: bool = False) -> SqliteStore:
-    """Open the store at `path` (the one place that picks the backend)."""
-    return await SqliteStore.open(path, readonly=readonly)

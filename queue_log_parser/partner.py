@@ -28,7 +28,7 @@ from typing import Any
 
 from callkpi.events import Checkpoint
 from callkpi.store import Batch, WriteResult
-from callkpi.store_sqlite import open_store
+from callkpi.store import open_store
 from queue_log_parser.tailer import LineBatch
 
 GO = "go"

@@ -18,6 +18,7 @@ from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
 from callkpi.config import Config, KpiConfig
+from callkpi.errors import UserError
 from callkpi.events import Kind
 from callkpi.store import Store
 from reports import roster
@@ -108,7 +109,7 @@ def _local_midnight(day: dt.date, tz: ZoneInfo) -> int:
     return int(dt.datetime.combine(day, dt.time(0), tz).timestamp())
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """The report cannot be built as asked; the message is meant for the user."""
 
 

@@ -7,11 +7,11 @@ import os
 
 import pytest
 
-from callkpi.store_sqlite import SqliteStore, open_store
+from callkpi.store import Store, open_store
 
 
 @pytest.fixture
-async def store(tmp_path) -> SqliteStore:
+async def store(tmp_path) -> Store:
     s = await open_store(tmp_path / "callkpi.db")
     yield s
     await s.close()

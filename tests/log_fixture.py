@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from callkpi.store_sqlite import open_store
+from callkpi.store import open_store
 
 ROOT = Path(__file__).parent.parent
 

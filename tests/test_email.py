@@ -25,7 +25,7 @@ from click.testing import CliRunner
 
 from callkpi.cli import cli
 from callkpi.config import Config, SmtpConfig, load_config
-from callkpi.store_sqlite import open_store
+from callkpi.store import open_store
 from ports import free_port
 from queue_log_parser.ingest import ingest_paths
 from report_fixture import empty_report, make_report

@@ -22,7 +22,7 @@ from ami_listener.mapping import AmiMapper
 from callkpi.cli import cli
 from callkpi.events import KEY_COLUMNS, Kind
 from callkpi.store import Batch
-from callkpi.store_sqlite import open_store
+from callkpi.store import open_store
 from log_fixture import generate_log, snapshot
 from queue_log_parser.ingest import PARTNER_FROM_BYTES, ingest_paths
 

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from callkpi.store_sqlite import open_store
+from callkpi.store import open_store
 from log_fixture import generate_log, snapshot
 from queue_log_parser import partner as partner_module
 from queue_log_parser.ingest import ingest_paths

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from callkpi.cli import cli
 from callkpi.events import Kind
-from callkpi.store_sqlite import open_store
+from callkpi.store import open_store
 from reports.render_csv import render_csv
 from test_facts_helpers import Calls, epoch
 

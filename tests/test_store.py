@@ -10,7 +10,8 @@ import pytest
 from callkpi.events import Checkpoint, Kind, Quarantined, make_event
 from callkpi.schema import SCHEMA_VERSION
 from callkpi.store import Batch
-from callkpi.store_sqlite import READERS, StoreError, open_store
+from callkpi.store import StoreError, open_store
+from callkpi.store_sqlite import READERS
 
 
 def ev(kind=Kind.CONNECT, ts=100.0, source="queue_log", **kw):
@@ -174,7 +175,7 @@ async def test_processes_opening_a_new_database_at_once_migrate_it_once(tmp_path
     import sys
 
     db = tmp_path / "new.db"
-    code = ("import asyncio, sys\nfrom callkpi.store_sqlite import open_store\n"
+    code = ("import asyncio, sys\nfrom callkpi.store import open_store\n"
             "async def main():\n    store = await open_store(sys.argv[1])\n"
             "    await store.close()\nasyncio.run(main())\n")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(db)], stderr=subprocess.PIPE)

@@ -19,7 +19,7 @@ import pytest
 from agi_plugin.server import AgiServer
 from agi_plugin.survey import load_questions
 from callkpi.config import Config, SurveyConfig
-from callkpi.store_sqlite import open_store
+from callkpi.store import open_store
 from simulator.ami import AmiClient
 from simulator.runner import run_scenario
 from simulator.scenario import load_scenario

@@ -16,7 +16,7 @@ import pytest
 
 from ami_listener.listener import Listener
 from callkpi.config import AmiConfig
-from callkpi.store_sqlite import open_store
+from callkpi.store import open_store
 from simulator import truth as t
 from simulator.ami import AmiClient
 from simulator.runner import run_scenario

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from callkpi.events import KEY_COLUMNS
-from callkpi.store_sqlite import open_store
+from callkpi.store import open_store
 from queue_log_parser.parser import LineParser
 from simulator.runner import run_scenario
 from simulator.scenario import load_scenario
