@@ -88,6 +88,8 @@ class ReportConfig:
         "service_level_pct": 80.0, "asa_s": 20.0, "abandon_rate_pct": 5.0, "aht_s": 300.0,
         "csat_pct": 85.0, "fcr_pct": 75.0})
     title: str = "Call-center report"
+    locale: str = "en"  # en | fa: the language of the HTML report, the mail and CSV headers
+    calendar: str = ""  # gregorian | jalali; empty: jalali with locale fa, else gregorian
 
 
 @dataclass
