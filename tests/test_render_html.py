@@ -17,7 +17,7 @@ XSS = ['<script>alert(1)</script>', '"><img src=x onerror=alert(2)>',
        "'><svg onload=alert(3)>"]
 NB = "\u00a0"
 SAFE_TAGS = {"html", "head", "meta", "title", "style", "body", "table", "tbody", "tr", "td",
-             "th", "div", "span", "p", "b", "h1", "h2", "img"}
+             "th", "div", "span", "p", "b", "h1", "h2", "img", "bdi"}
 
 
 def tile(page: str, key: str) -> str:
@@ -106,7 +106,8 @@ def test_the_multi_day_period_compares_with_the_period_before():
     report = make_report()
     report["period"] |= {"from": "2026-11-16", "to": "2026-11-22", "queue": "sales"}
     page = render_html(report)
-    assert "16 Nov 2026 – 22 Nov 2026, queue sales" in html.unescape(page)
+    text = html.unescape(re.sub(r"<[^>]+>", "", page))
+    assert "16 Nov 2026 – 22 Nov 2026, queue sales" in text
     assert "the previous 7 days" in page
 
 
@@ -119,8 +120,8 @@ def test_queues_agents_and_survey_tables(page):
     assert re.search(r"Carol\s+113\s+5:00\s+87.5\s%\s+15.1\s+—\s+71.0", text.replace(NB, " "))
     assert re.search(r"Dave \(new\)\s+0\s+—\s+—\s+—\s+—\s+—", text)
     assert re.search(r"141\s+surveys\s+·\s+17\s+incomplete", text)
-    assert re.search(r"csat\s+\(csat\)\s+136\s+2\s+5\s+3", text)
-    assert "key 5: 79" in re.sub(r"\s+", " ", text)
+    assert re.search(r"csat\s+\(satisfaction\)\s+136\s+2\s+5\s+3", text)
+    assert re.search(r"key\s+5\s*:\s+79", text)
 
 
 @pytest.mark.parametrize("evil", XSS)
@@ -145,7 +146,7 @@ def test_every_name_from_the_pbx_is_escaped(evil):
 
 
 def test_autoescape_does_not_depend_on_the_template_name():
-    assert r._env.from_string("{{ x }}").render(x="<b>") == "&lt;b&gt;"
+    assert r._environment("en").from_string("{{ x }}").render(x="<b>") == "&lt;b&gt;"
 
 
 def test_one_self_contained_mail_safe_file(page):
@@ -186,7 +187,7 @@ def test_the_plain_text_summary():
             in lines)
     assert "AHT: 4:47 (target ≤ 5:00, met); day before: 4:55, −8 s" in lines
     assert any(line.startswith("Calls: 412 offered, 371 answered, 33 abandoned") for line in lines)
-    assert "Queue sales: 111 offered, SL 83.6 %, ASA 18 s, abandoned 5.5 %" in lines
+    assert "Queue \u2068sales\u2069: 111 offered, SL 83.6 %, ASA 18 s, abandoned 5.5 %" in lines
     assert NB not in text
     empty = render_text(empty_report())
     assert "Service level: —\n" in empty  # no target verdict without a value
