@@ -87,7 +87,7 @@ class ReportConfig:
     targets: dict[str, float] = field(default_factory=lambda: {
         "service_level_pct": 80.0, "asa_s": 20.0, "abandon_rate_pct": 5.0, "aht_s": 300.0,
         "csat_pct": 85.0, "fcr_pct": 75.0})
-    title: str = "Call-center report"
+    title: str = ""  # empty: "Call-center report" in the report's language
     locale: str = "en"  # en | fa: the language of the HTML report, the mail and CSV headers
     calendar: str = ""  # gregorian | jalali; empty: jalali with locale fa, else gregorian
 

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 import jdatetime
 
+from callkpi.errors import UserError
 GREGORIAN, JALALI = "gregorian", "jalali"
 CALENDARS = (GREGORIAN, JALALI)
 INTERVALS = ("hour", "day", "week", "month")
@@ -32,7 +33,7 @@ _DATE = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
 _MONTH = re.compile(r"(\d{4})-(\d{1,2})")
 
 
-class DateError(ValueError):
+class DateError(UserError):
     """A typed date or month that is not one; the message says what was expected."""
 
 

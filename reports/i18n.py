@@ -23,6 +23,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
 
+from callkpi.errors import UserError
 from reports.calendar import JALALI, calendar_for, jalali
 
 LOCALES = ("en", "fa")
@@ -40,7 +41,7 @@ def N_(message: str) -> str:
     return message
 
 
-class LocaleError(ValueError):
+class LocaleError(UserError):
     """An unknown language; the message lists the known ones."""
 
 

@@ -23,7 +23,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from callkpi.config import ReportConfig
-from reports.calendar import JALALI, jalali_timestamp
+from reports.calendar import JALALI
 from reports.i18n import DASH, NBSP, Lang, N_, lang as get_lang
 
 HEADLINE = (
@@ -153,7 +153,7 @@ def render_html(report: dict[str, Any], *, title: str | None = None,
     """The report as one HTML file: charts embedded as data: URIs."""
     lang = _lang(report, locale)
     charts = _charts(report, targets, lang)
-    sources = {name: png and "data:image/png;base64," + base64.b64encode(png).decode()
+    sources = {name: "data:image/png;base64," + base64.b64encode(png).decode() if png else None
                for name, png in charts.items()}
     return _render(report, title, targets, sources, lang)
 
@@ -165,7 +165,7 @@ def render_email_parts(report: dict[str, Any], *, title: str | None = None,
     Content-ID (without angle brackets)."""
     lang = _lang(report, locale)
     charts = _charts(report, targets, lang)
-    sources = {name: png and f"cid:{_cid(name)}" for name, png in charts.items()}
+    sources = {name: f"cid:{_cid(name)}" if png else None for name, png in charts.items()}
     images = {_cid(name): png for name, png in charts.items() if png}
     return _render(report, title, targets, sources, lang), images
 
@@ -327,8 +327,13 @@ def _days(period: dict[str, Any]) -> int:
 
 
 def _generated(iso: str, lang: Lang) -> str:
-    """When the report was made: the ISO timestamp, its date in the report's calendar."""
-    return lang.digits(jalali_timestamp(iso) if lang.calendar == JALALI else iso)
+    """When the report was made, in the report's calendar: "2026-11-25T06:00:02+01:00",
+    "۴ آذر ۱۴۰۵ ۰۶:۰۰ (+01:00)"."""
+    if not lang.rtl and lang.calendar != JALALI:
+        return iso
+    moment = dt.datetime.fromisoformat(iso)
+    return (f"{lang.day_month(moment.date())} {lang.year(moment.date())} "
+            f"{lang.time(moment)} ({lang.digits(iso[19:])})")
 
 
 def _period_label(period: dict[str, Any], days: int, lang: Lang) -> str:
