@@ -225,3 +225,47 @@ def test_a_change_too_small_to_show_is_no_change():
     assert f"±0.0{NB}pt" in tile(page, "service_level_pct")
     assert "±0 s".replace(" ", NB) in tile(page, "aht_s")
     assert 'class="better"' not in page and 'class="worse"' not in page
+
+
+def staffed_report() -> dict:
+    """A week with the KPI layer's staffing numbers and its restart and open counts."""
+    report = make_report(totals=kpis(offered=412, answered=371) | {"ended_by_restart": 3,
+                                                                   "open": 2})
+    report["period"] |= {"from": "2026-11-23", "to": "2026-11-29", "interval": "day"}
+    report["intervals"] = [
+        {"start": f"2026-11-{d}T00:00:00+01:00", **kpis(offered=60, answered=55),
+         "agents_needed": 6, "agents_staffed": 6.5 if d % 2 else 4.25} for d in range(23, 30)]
+    report["staffing"] = [
+        {"start": f"2026-11-{d}T00:00:00+01:00", "queue": "support", "offered": 60,
+         "aht_s": 281.0, "agents_needed": 6, "agents_staffed": 6.5 if d % 2 else 4.25}
+        for d in range(23, 30)]
+    return report
+
+
+def test_needed_versus_staffed_agents_as_a_chart_and_a_table():
+    page = render_html(staffed_report())
+    section = re.search(r'id="staffing"[^>]*>(.*?)</td></tr>\s*<tr><td class="pad" id="queues"',
+                        page, re.S).group(1)
+    assert section.count('<img class="chart"') == 1
+    text = html.unescape(re.sub(r"<[^>]+>", " ", section))
+    assert re.search(r"Mon 23 Nov\s+support\s+60\s+4:41\s+6\s+6.5", text)
+    assert len(re.findall(r'class="short"[^>]*>4.2', section)) == 3  # 24, 26, 28 Nov: short
+    assert 'id="staffing"' not in render_html(make_report())  # no staffing numbers: no section
+
+
+def test_calls_ended_by_a_restart_and_still_open_are_counted_where_the_report_has_them():
+    text = html.unescape(re.sub(r"<[^>]+>", " ", render_html(staffed_report())))
+    assert re.search(r"3\s+ended by a PBX restart\s+·\s+2\s+still open", text)
+    assert "ended by a PBX restart" not in render_html(make_report())
+
+
+def test_a_multi_day_report_has_its_trend_and_says_the_hours_are_added_up():
+    page = render_html(staffed_report())
+    assert "Calls and service level per hour of the day, the 7 days added up" in page
+    trend = re.search(r'id="trend"[^>]*>(.*?)id="staffing"', page, re.S).group(1)
+    assert re.search(r"<h2[^>]*>Per day</h2>", trend) and trend.count("<img") == 1
+    assert len(re.findall(r"<tr", trend)) == 9  # a header, 7 days, the next section
+    week = staffed_report()
+    week["period"]["interval"] = "week"
+    week["intervals"] = week["intervals"][:1]
+    assert 'id="trend"' not in render_html(week)  # one interval is no trend
