@@ -98,7 +98,8 @@ class SurveyConfig:
     {id, kind = "csat" | "resolution", prompt, digits, timeout_s, retries}."""
 
     questions: list[dict[str, Any]] = field(default_factory=list)  # empty: the built-in survey
-    language: str = "en"
+    language: str = "en"  # "" keeps the channel's language
+    languages: dict[str, str] = field(default_factory=dict)  # per queue, over `language`
     invalid_prompt: str = "pm-invalid-option"  # stock sounds of Debian's asterisk-prompt-en
     thank_you: str = "auth-thankyou"
     announce_text: bool = False  # SEND TEXT "SURVEY:<id>" before each question (tests)
