@@ -78,6 +78,10 @@ def load_questions(config: SurveyConfig) -> list[Question]:
             raise ConfigError(f"[survey] {name}: not a sound file name: {value!r}")
     if not _LANGUAGE.fullmatch(config.language):
         raise ConfigError(f"[survey] language: not a language code: {config.language!r}")
+    for queue, language in config.languages.items():
+        if not _LANGUAGE.fullmatch(language):
+            raise ConfigError(f"[survey] languages: not a language code for queue {queue!r}: "
+                              f"{language!r}")
     if not 0.0 <= config.sample_rate <= 1.0:
         raise ConfigError(f"[survey] sample_rate: must be between 0 and 1, "
                           f"got {config.sample_rate}")
@@ -117,6 +121,13 @@ def _question(number: int, table: Any) -> Question:
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 5:
         raise ConfigError(f"{where}: retries must be an integer from 0 to 5, got {retries!r}")
     return Question(qid, kind, prompt, digits, float(timeout_s), retries)
+
+
+def survey_language(config: SurveyConfig, queue: str) -> str:
+    """The language the survey is asked in: the queue's (`[survey] languages`), else
+    `[survey] language`; "" keeps the channel's (an IVR's Set(CHANNEL(language)=fa)).
+    Asterisk then plays each prompt from sounds/<language>/, else its own fallbacks."""
+    return config.languages.get(queue, config.language)
 
 
 # ------------------------------------------------------------------ who the call is
@@ -275,7 +286,7 @@ class Survey:
 
     async def _prepare(self, session: AgiSession, call: SurveyCall) -> None:
         await session.command("ANSWER")
-        language = self.config.language
+        language = survey_language(self.config, call.queue)
         if language and language != call.language:
             await session.command(f"SET VARIABLE CHANNEL(language) {quote(language)}")
             call.language = language

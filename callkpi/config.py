@@ -87,7 +87,9 @@ class ReportConfig:
     targets: dict[str, float] = field(default_factory=lambda: {
         "service_level_pct": 80.0, "asa_s": 20.0, "abandon_rate_pct": 5.0, "aht_s": 300.0,
         "csat_pct": 85.0, "fcr_pct": 75.0})
-    title: str = "Call-center report"
+    title: str = ""  # empty: "Call-center report" in the report's language
+    locale: str = "en"  # en | fa: the language of the HTML report, the mail and CSV headers
+    calendar: str = ""  # gregorian | jalali; empty: jalali with locale fa, else gregorian
 
 
 @dataclass
@@ -96,7 +98,8 @@ class SurveyConfig:
     {id, kind = "csat" | "resolution", prompt, digits, timeout_s, retries}."""
 
     questions: list[dict[str, Any]] = field(default_factory=list)  # empty: the built-in survey
-    language: str = "en"
+    language: str = "en"  # "" keeps the channel's language
+    languages: dict[str, str] = field(default_factory=dict)  # per queue, over `language`
     invalid_prompt: str = "pm-invalid-option"  # stock sounds of Debian's asterisk-prompt-en
     thank_you: str = "auth-thankyou"
     announce_text: bool = False  # SEND TEXT "SURVEY:<id>" before each question (tests)

@@ -13,43 +13,35 @@ from callkpi.config import Config
 from reports import roster
 from reports.facts import FactsResult, refresh_facts
 from reports.kpis import INTERVALS, ReportError, build_report, check_request
+from reports.options import DATE, language_options, month_option, period
 from reports.render_csv import TABLES
-
-
-class DateParam(click.ParamType):
-    name = "DATE"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-                ) -> dt.date:
-        if isinstance(value, dt.date):
-            return value
-        try:
-            return dt.date.fromisoformat(value)
-        except ValueError:
-            self.fail(f"{value!r} is not a date (YYYY-MM-DD)", param, ctx)
-
-
-DATE = DateParam()
 
 
 # ------------------------------------------------------------------------------ report
 @click.command()
-@click.option("--from", "start", type=DATE, required=True, help="First day (YYYY-MM-DD).")
-@click.option("--to", "end", type=DATE, required=True, help="Last day, included.")
+@click.option("--from", "start", type=DATE,
+              help="First day (YYYY-MM-DD; a Jalali date such as 1405-09-01 too).")
+@click.option("--to", "end", type=DATE, help="Last day, included.")
+@month_option
 @click.option("--queue", help="Only this queue.")
 @click.option("--interval", type=click.Choice(INTERVALS), default="day", show_default=True,
-              help="Length of the report's intervals (local time).")
+              help="Length of the report's intervals (local time; weeks and months of the "
+              "calendar).")
 @click.option("--format", "fmt", type=click.Choice(["html", "json", "csv"]), default="json",
               show_default=True)
 @click.option("--csv-table", type=click.Choice(TABLES), default="queues", show_default=True,
               help="With --format csv: one row per queue, agent or interval.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="File (default: stdout).")
+@language_options
 @db_option
 @click.pass_context
-def report(ctx: click.Context, start: dt.date, end: dt.date, queue: str | None, interval: str,
+def report(ctx: click.Context, start: dt.date | None, end: dt.date | None,
+           month: tuple[dt.date, dt.date] | None, queue: str | None, interval: str,
            fmt: str, csv_table: str, output: str | None) -> None:
-    """KPIs of the days --from..--to (in [report] timezone) as HTML, JSON or CSV."""
+    """KPIs of the days --from..--to, or of a --month (in [report] timezone) as HTML, JSON
+    or CSV."""
     config = get_config(ctx)
+    start, end = period(start, end, month)
     data = run(_report(config, start, end, queue, interval))
     text = render(data, fmt, csv_table, config)
     if output:
@@ -77,11 +69,11 @@ def render(report_data: dict[str, Any], fmt: str, csv_table: str = "queues",
 
         report_config = (config or Config()).report
         return render_html(report_data, title=report_config.title,
-                           targets=report_config.targets)
+                           targets=report_config.targets, locale=report_config.locale)
     if fmt == "csv":
         from reports.render_csv import render_csv
 
-        return render_csv(report_data, csv_table)
+        return render_csv(report_data, csv_table, (config or Config()).report.locale)
     from reports.render_json import render_json
 
     return render_json(report_data)

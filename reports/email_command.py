@@ -13,32 +13,39 @@ from callkpi.cli_common import db_option, get_config, open_configured_store, run
 from callkpi.config import Config
 from reports.kpis import ReportError
 from reports.mailer import MailError, send_report, write_report_eml
+from reports.options import DATE, language_options, month_option
 
 
 @click.command()
 @click.option("--yesterday", is_flag=True, help="Yesterday in [report] timezone.")
-@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="One day (YYYY-MM-DD).")
-@click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]),
+@click.option("--date", "day", type=DATE,
+              help="One day (YYYY-MM-DD; a Jalali date such as 1405-09-03 too).")
+@click.option("--from", "first", type=DATE,
               help="First day of a range: one mail per day (catching up).")
-@click.option("--until", "last", type=click.DateTime(["%Y-%m-%d"]),
-              help="Last day of the range (inclusive).")
+@click.option("--until", "last", type=DATE, help="Last day of the range (inclusive).")
+@month_option
 @click.option("--to", "recipients", multiple=True, envvar="CALLKPI_EMAIL_TO",
               help="Recipient address; repeat for more (default: $CALLKPI_EMAIL_TO, "
               "space-separated).")
 @click.option("--force", is_flag=True, help="Send even if this day was already sent to them.")
 @click.option("--dry-run", is_flag=True,
               help="Write callkpi-report-DAY.eml in the current directory instead of sending.")
+@language_options
 @db_option
 @click.pass_context
-def email(ctx: click.Context, yesterday: bool, day: dt.datetime | None,
-          first: dt.datetime | None, last: dt.datetime | None, recipients: tuple[str, ...],
-          force: bool, dry_run: bool) -> None:
+def email(ctx: click.Context, yesterday: bool, day: dt.date | None, first: dt.date | None,
+          last: dt.date | None, month: tuple[dt.date, dt.date] | None,
+          recipients: tuple[str, ...], force: bool, dry_run: bool) -> None:
     """E-mail the report of a day (or of each day of a range) over SMTP ([smtp] in the config).
 
     A day already sent to the same recipients is skipped, so a catch-up run over a range
     sends only what is missing. A failed send exits non-zero and says why.
     """
     config = get_config(ctx)
+    if month:  # a month is a range: one mail per day, like --from/--until
+        if first or last:
+            raise click.UsageError("give either --month or --from/--until, not both")
+        first, last = month
     days = pick_days(config, yesterday, day, first, last)
     check_recipients(recipients)
     try:
@@ -64,21 +71,22 @@ async def email_days(config: Config, days: Sequence[dt.date], recipients: Sequen
                            "(--force sends it again)")
 
 
-def pick_days(config: Config, yesterday: bool, day: dt.datetime | None,
-              first: dt.datetime | None, last: dt.datetime | None) -> list[dt.date]:
+def pick_days(config: Config, yesterday: bool, day: dt.date | None,
+              first: dt.date | None, last: dt.date | None) -> list[dt.date]:
     chosen = [name for name, given in (("--yesterday", yesterday), ("--date", day),
                                         ("--from", first)) if given]
     if len(chosen) != 1 or (last and not first):
-        raise click.UsageError("give one of --yesterday, --date DAY, --from DAY --until DAY")
+        raise click.UsageError("give one of --yesterday, --date DAY, --from DAY --until DAY, "
+                               "--month MONTH")
     if yesterday:
         return [local_today(config.report.timezone) - dt.timedelta(days=1)]
     if day:
-        return [day.date()]
-    if last is None:
+        return [day]
+    if last is None or first is None:
         raise click.UsageError("--from needs --until (the last day)")
     if last < first:
-        raise click.UsageError(f"--until {last.date()} is before --from {first.date()}")
-    return [first.date() + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+        raise click.UsageError(f"--until {last} is before --from {first}")
+    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
 
 
 def local_today(timezone: str) -> dt.date:

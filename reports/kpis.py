@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import datetime as dt
-from dataclasses import dataclass
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
@@ -22,9 +21,9 @@ from callkpi.errors import UserError
 from callkpi.events import Kind
 from callkpi.store import Store
 from reports import roster
+from reports.calendar import INTERVALS, Period, add_calendar_labels, calendar_for
 from reports.facts import BUCKET_S, data_end, refresh_facts
 
-INTERVALS = ("hour", "day", "week")
 WAIT_BINS = (0, 10, 20, 30, 60, 120, 300)  # histogram bin edges, seconds; the last is open
 ABANDON_CURVE_S = (0, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300)
 CSAT_GOOD = 4  # a CSAT score counts as satisfied at 4 or more (docs/kpis.md)
@@ -69,44 +68,6 @@ ANSWERED_ONLY = ("in_sl", "held", "fcr_resolved", "fcr_repeat", "converted", "tr
 SURVEY_SUMS = ("csat_valid", "csat_good", "csat_total", "resolution_answers", "resolution_yes",
                "scored_calls")
 IVR_SUMS = ("ivr_calls", "ivr_self_service", "ivr_to_queue", "ivr_hangup")
-
-
-@dataclass
-class Period:
-    """The report's days, start..end inclusive, as local midnights in the report's zone."""
-
-    start: dt.date
-    end: dt.date
-    tz: ZoneInfo
-
-    @property
-    def start_ts(self) -> int:
-        return _local_midnight(self.start, self.tz)
-
-    @property
-    def end_ts(self) -> int:
-        return _local_midnight(self.end + dt.timedelta(days=1), self.tz)
-
-    def previous(self) -> "Period":
-        days = (self.end - self.start).days + 1
-        return Period(self.start - dt.timedelta(days=days), self.start - dt.timedelta(days=1),
-                      self.tz)
-
-    def interval_starts(self, interval: str) -> list[int]:
-        """Epoch starts of the local hours / days / weeks (from Monday) of the period."""
-        if interval == "hour":  # local hours are UTC hours shifted by a whole offset
-            return list(range(self.start_ts, self.end_ts, 3600))
-        days = [self.start + dt.timedelta(days=i) for i in range((self.end - self.start).days + 1)]
-        if interval == "week":
-            days = [d for d in days if d == self.start or d.weekday() == 0]
-        return [_local_midnight(d, self.tz) for d in days]
-
-    def iso(self, ts: float) -> str:
-        return dt.datetime.fromtimestamp(ts, self.tz).isoformat()
-
-
-def _local_midnight(day: dt.date, tz: ZoneInfo) -> int:
-    return int(dt.datetime.combine(day, dt.time(0), tz).timestamp())
 
 
 class ReportError(UserError):
@@ -499,7 +460,8 @@ async def build_report(store: Store, config: Config, start: dt.date, end: dt.dat
     kpi = config.kpi
     await refresh_facts(store, kpi)
     end_of_data = await data_end(store) or 0.0
-    period = Period(start, end, tz)
+    calendar = calendar_for(config.report.calendar, config.report.locale)
+    period = Period(start, end, tz, calendar)
     prev = period.previous()
     lo, hi = period.start_ts, period.end_ts
     # independent reads, awaited together: the store runs them side by side
@@ -512,10 +474,11 @@ async def build_report(store: Store, config: Config, start: dt.date, end: dt.dat
         _abandon_curve(store, kpi, lo, hi, queue),
         _survey_summary(store, lo, hi, queue))
     totals = _total(buckets.values())
-    return {
+    return add_calendar_labels({
         "period": {
             "from": start.isoformat(), "to": end.isoformat(), "timezone": config.report.timezone,
-            "queue": queue, "interval": interval, "start": period.iso(period.start_ts),
+            "queue": queue, "interval": interval, "calendar": calendar,
+            "start": period.iso(period.start_ts),
             "end": period.iso(period.end_ts),
             "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         },
@@ -537,7 +500,7 @@ async def build_report(store: Store, config: Config, start: dt.date, end: dt.dat
             "abandon_curve": abandon_curve,
         },
         "survey": survey,
-    }
+    })
 
 
 def _total(groups: Iterable[Sums]) -> Sums:

@@ -43,19 +43,19 @@ class MailError(Exception):
 
 
 def build_message(report: dict[str, Any], *, sender: str, recipients: Sequence[str],
-                  title: str | None = None, targets: dict[str, float] | None = None
-                  ) -> EmailMessage:
+                  title: str | None = None, targets: dict[str, float] | None = None,
+                  locale: str = "en") -> EmailMessage:
     """multipart/alternative: text/plain, then multipart/related (text/html + image/png
-    parts whose Content-IDs the page's `cid:` images name)."""
-    html, images = render_email_parts(report, title=title, targets=targets)
+    parts whose Content-IDs the page's `cid:` images name), in the report's language."""
+    html, images = render_email_parts(report, title=title, targets=targets, locale=locale)
     message = EmailMessage()
-    message["Subject"] = subject_line(report, title=title)
+    message["Subject"] = subject_line(report, title=title, locale=locale)
     message["From"] = sender
     message["To"] = ", ".join(recipients)
     message["Date"] = formatdate(localtime=True)
     message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies
-    message.set_content(render_text(report, title=title, targets=targets))
+    message.set_content(render_text(report, title=title, targets=targets, locale=locale))
     message.add_alternative(html, subtype="html")
     html_part = message.get_payload()[1]
     for cid, png in images.items():
@@ -153,7 +153,8 @@ async def report_message(store: Store, config: Config, day: dt.date,
                          recipients: Sequence[str]) -> EmailMessage:
     report = await build_report(store, config, day, day, interval="hour")
     return build_message(report, sender=config.smtp.sender, recipients=recipients,
-                         title=config.report.title, targets=config.report.targets)
+                         title=config.report.title, targets=config.report.targets,
+                         locale=config.report.locale)
 
 
 async def already_sent(store: Store, day: dt.date, key: str) -> bool:

@@ -1,9 +1,13 @@
 """The report as one self-contained HTML page, for a browser (charts as data: URIs) or an
-e-mail (charts as cid: parts), and the plain-text summary that goes beside it in the mail.
+e-mail (charts as cid: parts), and the plain-text summary that goes beside it in the mail,
+in the report's language (`locale`: en, fa) and its calendar (`period.calendar`).
 
 Layout for e-mail clients: tables, inline CSS (css-inline), PNG images, no script, no SVG,
-no web fonts, 640 px wide at most. Every value from the store is escaped: queue, agent and
-caller names are whatever a PBX user typed (jinja2 autoescape=True, for every template name).
+no web fonts, 640 px wide at most; right to left for Persian (`dir="rtl"`, every alignment
+mirrored). Every value from the store is escaped: queue, agent and caller names are whatever
+a PBX user typed (jinja2 autoescape=True, for every template name), and each is shown inside
+its own bidi isolate with Unicode's bidi controls removed, so a name can neither run into the
+text around it nor reorder it.
 """
 
 from __future__ import annotations
@@ -11,61 +15,124 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import css_inline
 import jinja2
+from markupsafe import Markup, escape
 
 from callkpi.config import ReportConfig
+from reports.calendar import JALALI
+from reports.i18n import DASH, NBSP, Lang, N_, lang as get_lang
 
 HEADLINE = (
-    ("service_level_pct", "Service level"),
-    ("asa_s", "ASA"),
-    ("abandon_rate_pct", "Abandon rate"),
-    ("aht_s", "AHT"),
-    ("csat_pct", "CSAT"),
-    ("fcr_pct", "FCR"),
+    ("service_level_pct", N_("Service level")),
+    ("asa_s", N_("ASA")),
+    ("abandon_rate_pct", N_("Abandon rate")),
+    ("aht_s", N_("AHT")),
+    ("csat_pct", N_("CSAT")),
+    ("fcr_pct", N_("FCR")),
 )
 DETAILS = (
-    ("awt_s", "Avg. wait (all calls)"),
-    ("max_wait_s", "Longest wait"),
-    ("avg_talk_s", "Avg. talk"),
-    ("avg_hold_s", "Avg. hold"),
-    ("hold_rate_pct", "Calls put on hold"),
-    ("avg_acw_s", "Avg. after-call work"),
-    ("csat_avg", "CSAT average score"),
-    ("survey_response_rate_pct", "Survey response rate"),
-    ("fcr_survey_pct", "Resolved (survey)"),
-    ("fcr_pending", "FCR pending (window open)"),
-    ("repeat_call_rate_pct", "Repeat calls"),
-    ("conversion_rate_pct", "Conversion"),
-    ("ivr_calls", "IVR calls"),
-    ("ivr_contained_pct", "IVR self-service"),
-    ("ivr_to_queue_pct", "IVR to a queue"),
-    ("ivr_hangup_pct", "IVR hang-ups"),
-    ("attrition_pct", "Agent attrition"),
+    ("awt_s", N_("Avg. wait (all calls)")),
+    ("max_wait_s", N_("Longest wait")),
+    ("avg_talk_s", N_("Avg. talk")),
+    ("avg_hold_s", N_("Avg. hold")),
+    ("hold_rate_pct", N_("Calls put on hold")),
+    ("avg_acw_s", N_("Avg. after-call work")),
+    ("csat_avg", N_("CSAT average score")),
+    ("survey_response_rate_pct", N_("Survey response rate")),
+    ("fcr_survey_pct", N_("Resolved (survey)")),
+    ("fcr_pending", N_("FCR pending (window open)")),
+    ("repeat_call_rate_pct", N_("Repeat calls")),
+    ("conversion_rate_pct", N_("Conversion")),
+    ("ivr_calls", N_("IVR calls")),
+    ("ivr_contained_pct", N_("IVR self-service")),
+    ("ivr_to_queue_pct", N_("IVR to a queue")),
+    ("ivr_hangup_pct", N_("IVR hang-ups")),
+    ("attrition_pct", N_("Agent attrition")),
 )
+# the calls' outcomes; the last two are shown only where the report has them
 OUTCOMES = (
-    ("offered", "offered"), ("answered", "answered"), ("abandoned", "abandoned"),
-    ("short_abandoned", "short abandons"), ("timeout", "timed out"),
-    ("exit_key", "left by key"), ("exit_empty", "no agents"), ("transferred", "transferred"),
+    ("offered", N_("offered")), ("answered", N_("answered")), ("abandoned", N_("abandoned")),
+    ("short_abandoned", N_("short abandons")), ("timeout", N_("timed out")),
+    ("exit_key", N_("left by key")), ("exit_empty", N_("no agents")),
+    ("transferred", N_("transferred")), ("ended_by_restart", N_("ended by a PBX restart")),
+    ("open", N_("still open")),
 )
+OPTIONAL_OUTCOMES = {"ended_by_restart", "open"}
+QUESTION_KINDS = {"csat": N_("satisfaction"), "resolution": N_("resolved?")}
+# One line for a manager whose KPI missed its target: what the figure means and the usual
+# levers (industry practice; the FCR benchmark is the one SQM Group publishes).
+ADVICE = {
+    "service_level_pct": N_(
+        "Fewer calls than planned were answered in time: staff the busy hours of the hourly "
+        "chart, keep breaks out of the peaks and let agents of quieter queues help."),
+    "asa_s": N_(
+        "Callers wait too long for an agent: add agents at the peaks, keep after-call work "
+        "short and offer a call-back instead of a long wait."),
+    "abandon_rate_pct": N_(
+        "Callers give up before an agent answers: staff the peaks, tell callers their place "
+        "in the queue and offer a call-back; 5 % or less is a common goal."),
+    "aht_s": N_(
+        "Calls take longer than planned: coach the call flow, give agents quick access to "
+        "customer data and a knowledge base, and review long holds and wrap-ups."),
+    "csat_pct": N_(
+        "Fewer callers are satisfied than targeted: listen to the low-scored calls, coach "
+        "clear answers and courtesy, and fix the causes callers name again and again."),
+    "fcr_pct": N_(
+        "At or above 80 % is world-class; only about 5 % of centers reach it. To lift it: "
+        "train agents, give them the customer's data and history, and set a clear "
+        "escalation path."),
+}
 # A percentage where less is better; every other percentage is better higher, every
 # duration better lower.
 LOWER_BETTER_PCT = {"abandon_rate_pct", "repeat_call_rate_pct", "ivr_hangup_pct",
                     "attrition_pct"}
-DASH = "—"  # a ratio with nothing to divide by: never shown as 0
-NBSP = "\u00a0"  # between a number and its unit, so "81.2 %" never breaks across lines
+# Unicode's explicit bidi formatting characters (embeddings, overrides, isolates, marks):
+# removed from every name, which is isolated by markup instead.
+BIDI_CONTROLS = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068"
+                                       "\u2069\u200e\u200f\u061c"))
+FSI, PDI = "\u2068", "\u2069"  # first-strong isolate ... pop: the plain-text isolate
+MAX_TABLE_ROWS = 62  # rows of the trend and staffing tables (two months of days)
 
-_env = jinja2.Environment(
-    loader=jinja2.PackageLoader("reports", "templates"),
-    autoescape=True,  # not select_autoescape: it keys on the file name
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
 # @media rules cannot be inlined; keeping them lets a phone use the narrow layout.
 _inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+
+
+def clean(value: Any) -> str:
+    """A name with the bidi controls it may carry removed."""
+    return str(value).translate(BIDI_CONTROLS)
+
+
+def isolate(value: Any) -> Markup:
+    """A name for the page: escaped, bidi controls removed, in its own bidi isolate."""
+    return Markup("<bdi>%s</bdi>") % escape(clean(value))
+
+
+def isolate_text(value: Any) -> str:
+    """A name for plain text (mail summary, subject): controls removed, Unicode isolate."""
+    return FSI + clean(value) + PDI
+
+
+@lru_cache(maxsize=None)
+def _environment(code: str) -> jinja2.Environment:
+    """The template environment of a language (its gettext installed)."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("reports", "templates"),
+        autoescape=True,  # not select_autoescape: it keys on the file name
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=["jinja2.ext.i18n"],
+    )
+    translations = get_lang(code).translations
+    env.install_gettext_callables(translations.gettext, translations.ngettext,  # type: ignore[attr-defined]
+                                  newstyle=True)
+    env.filters["isolate"] = isolate
+    env.filters["clean"] = clean
+    return env
 
 
 @dataclass(frozen=True)
@@ -78,60 +145,88 @@ class Tile:
     previous: str
     change: str | None  # "+2.1 pt"
     improved: bool | None  # None: no change or nothing to compare
+    advice: str | None  # when the target is missed
 
 
 def render_html(report: dict[str, Any], *, title: str | None = None,
-                targets: dict[str, float] | None = None) -> str:
+                targets: dict[str, float] | None = None, locale: str = "en") -> str:
     """The report as one HTML file: charts embedded as data: URIs."""
-    charts = _charts(report, targets)
-    sources = {name: png and "data:image/png;base64," + base64.b64encode(png).decode()
+    lang = _lang(report, locale)
+    charts = _charts(report, targets, lang)
+    sources = {name: "data:image/png;base64," + base64.b64encode(png).decode() if png else None
                for name, png in charts.items()}
-    return _render(report, title, targets, sources)
+    return _render(report, title, targets, sources, lang)
 
 
 def render_email_parts(report: dict[str, Any], *, title: str | None = None,
-                       targets: dict[str, float] | None = None
+                       targets: dict[str, float] | None = None, locale: str = "en"
                        ) -> tuple[str, dict[str, bytes]]:
     """The report for a mail: HTML whose images are `cid:` references, and the PNG of each
     Content-ID (without angle brackets)."""
-    charts = _charts(report, targets)
-    sources = {name: png and f"cid:{_cid(name)}" for name, png in charts.items()}
+    lang = _lang(report, locale)
+    charts = _charts(report, targets, lang)
+    sources = {name: f"cid:{_cid(name)}" if png else None for name, png in charts.items()}
     images = {_cid(name): png for name, png in charts.items() if png}
-    return _render(report, title, targets, sources), images
+    return _render(report, title, targets, sources, lang), images
 
 
 def render_text(report: dict[str, Any], *, title: str | None = None,
-                targets: dict[str, float] | None = None) -> str:
+                targets: dict[str, float] | None = None, locale: str = "en") -> str:
     """The plain-text summary: the mail's first part, for clients that show no HTML."""
-    context = _context(report, title, targets, {})
-    lines = [context["title"], context["period_label"], ""]
+    lang = _lang(report, locale)
+    _ = lang.gettext
+    context = _context(report, title, targets, {}, lang)
+    lines = [clean(context["title"]), _text_period(report["period"], lang), ""]
     for tile in context["tiles"]:
         line = f"{tile.label}: {tile.value}"
         if tile.met is not None:
-            line += f" (target {tile.target}, {'met' if tile.met else 'missed'})"
+            line += " " + (_("(target %(target)s, met)", target=tile.target) if tile.met
+                           else _("(target %(target)s, missed)", target=tile.target))
         if tile.change:
-            line += f"; {context['previous_label']}: {tile.previous}, {tile.change}"
+            line += _("; %(before)s: %(value)s, %(change)s", before=context["previous_label"],
+                      value=tile.previous, change=tile.change)
         lines.append(line)
-    lines += ["", "Calls: " + ", ".join(f"{value} {label}" for label, value in
-                                        context["outcomes"])]
+        if tile.advice:
+            lines.append("  " + tile.advice)
+    lines += ["", _("Calls: %(outcomes)s", outcomes=", ".join(
+        f"{value} {label}" for label, value in context["outcomes"]))]
     for name, row in sorted(report["queues"].items()):
-        lines.append(f"Queue {name}: {count(row['offered'])} offered, "
-                     f"SL {pct(row['service_level_pct'])}, ASA {duration(row['asa_s'])}, "
-                     f"abandoned {pct(row['abandon_rate_pct'])}")
+        lines.append(_("Queue %(name)s: %(offered)s offered, SL %(sl)s, ASA %(asa)s, "
+                       "abandoned %(abandoned)s", name=isolate_text(name),
+                       offered=lang.count(row["offered"]), sl=lang.pct(row["service_level_pct"]),
+                       asa=lang.duration(row["asa_s"]),
+                       abandoned=lang.pct(row["abandon_rate_pct"])))
     return "\n".join(lines).replace(NBSP, " ") + "\n"  # plain text: plain spaces
 
 
-def subject_line(report: dict[str, Any], *, title: str | None = None) -> str:
-    period = report["period"]
-    return f"{title or ReportConfig().title}: {_period_label(period, _days(period))}"
+def subject_line(report: dict[str, Any], *, title: str | None = None,
+                 locale: str = "en") -> str:
+    lang = _lang(report, locale)
+    return f"{clean(_title(title, lang))}: {_text_period(report['period'], lang)}"
 
 
-def _charts(report: dict[str, Any], targets: dict[str, float] | None
+def _text_period(period: dict[str, Any], lang: Lang) -> str:
+    """The period as plain text: its days, and its queue if it is one queue's."""
+    label = _period_label(period, _days(period), lang)
+    if period.get("queue"):
+        label += lang.gettext(", queue %(name)s", name=isolate_text(period["queue"]))
+    return label
+
+
+def _lang(report: dict[str, Any], locale: str) -> Lang:
+    return get_lang(locale, report["period"].get("calendar", ""))
+
+
+def _title(title: str | None, lang: Lang) -> str:
+    return title or lang.gettext("Call-center report")
+
+
+def _charts(report: dict[str, Any], targets: dict[str, float] | None, lang: Lang
             ) -> dict[str, bytes | None]:
     from reports.charts import render_charts  # matplotlib: only when a page is drawn
 
-    return render_charts(report["charts"],
-                         service_level_target=_targets(targets).get("service_level_pct"))
+    return render_charts(report, service_level_target=_targets(targets).get("service_level_pct"),
+                         lang=lang)
 
 
 def _cid(chart: str) -> str:
@@ -139,28 +234,40 @@ def _cid(chart: str) -> str:
 
 
 def _render(report: dict[str, Any], title: str | None, targets: dict[str, float] | None,
-            images: dict[str, str | None]) -> str:
-    page = _env.get_template("report.html").render(_context(report, title, targets, images))
-    return _inliner.inline(page)
+            images: dict[str, str | None], lang: Lang) -> str:
+    template = _environment(lang.code).get_template("report.html")
+    return _inliner.inline(template.render(_context(report, title, targets, images, lang)))
 
 
 def _context(report: dict[str, Any], title: str | None, targets: dict[str, float] | None,
-             images: dict[str, str | None]) -> dict[str, Any]:
+             images: dict[str, str | None], lang: Lang) -> dict[str, Any]:
+    from reports.charts import interval_label  # (matplotlib is loaded by then anyway)
+
     period, totals = report["period"], report["totals"]
     previous = report["previous_totals"]
     targets = _targets(targets)
     days = _days(period)
+    _ = lang.gettext
     agents = sorted(report["agents"].items(), key=lambda item: (-(item[1]["answered"] or 0),
                                                                 item[0]))
+    trend = [r for r in report.get("intervals", [])
+             if period.get("interval") != "hour" or r["offered"]]
+    staffing = [r for r in report.get("staffing", [])
+                if r.get("offered") or r.get("agents_staffed")]
     return {
-        "title": title or ReportConfig().title,
+        "lang": lang,
+        "t": lang,
+        "title": _title(title, lang),
         "period": period,
-        "period_label": _period_label(period, days),
-        "previous_label": "day before" if days == 1 else f"previous {days} days",
-        "tiles": [_tile(key, label, totals.get(key), previous.get(key), targets.get(key))
-                  for key, label in HEADLINE],
-        "outcomes": [(label, count(totals.get(key))) for key, label in OUTCOMES],
-        "details": [(label, fmt(key, totals.get(key)), fmt(key, previous.get(key)))
+        "period_label": _period_label(period, days, lang),
+        "days": days,
+        "previous_label": _("day before") if days == 1 else lang.ngettext(
+            "previous %(num)s day", "previous %(num)s days", days),
+        "tiles": [_tile(key, _(label), totals.get(key), previous.get(key), targets.get(key),
+                        lang) for key, label in HEADLINE],
+        "outcomes": [(_(label), lang.count(totals.get(key))) for key, label in OUTCOMES
+                     if key in totals or key not in OPTIONAL_OUTCOMES],
+        "details": [(_(label), lang.fmt(key, totals.get(key)), lang.fmt(key, previous.get(key)))
                     for key, label in DETAILS if key in totals],
         "queues": sorted(report["queues"].items()),
         "agents": agents,
@@ -168,24 +275,34 @@ def _context(report: dict[str, Any], title: str | None, targets: dict[str, float
         "totals": totals,
         "settings": report["settings"],
         "images": images,
-        "fmt": fmt,
+        "fmt": lang.fmt,
+        "trend": [(interval_label(r["start"], period, lang), r) for r in trend],
+        "trend_cut": len(trend) > MAX_TABLE_ROWS,
+        "staffing": [(interval_label(r["start"], period, lang), r) for r in staffing],
+        "staffing_cut": len(staffing) > MAX_TABLE_ROWS,
+        "question_kinds": {kind: _(label) for kind, label in QUESTION_KINDS.items()},
+        "generated": _generated(period["generated_at"], lang),
     }
 
 
 def _tile(key: str, label: str, value: float | None, previous: float | None,
-          target: float | None) -> Tile:
+          target: float | None, lang: Lang) -> Tile:
     lower = lower_is_better(key)
     met = None if value is None or target is None else (
         value <= target if lower else value >= target)
     # compared as shown, so an unchanged "81.2 %" is never coloured better or worse
     delta = None if value is None or previous is None else round(
         value - previous, 1 if key.endswith("_pct") else 0)
+    shown = lang.fmt(key, target)
+    shown_target = None if target is None else (
+        lang.gettext("≤ %(value)s", value=shown) if lower
+        else lang.gettext("≥ %(value)s", value=shown))
     return Tile(
-        key=key, label=label, value=fmt(key, value),
-        target=None if target is None else f"{'≤' if lower else '≥'} {fmt(key, target)}",
-        met=met, previous=fmt(key, previous),
-        change=None if delta is None else _signed(key, delta),
+        key=key, label=label, value=lang.fmt(key, value), target=shown_target,
+        met=met, previous=lang.fmt(key, previous),
+        change=None if delta is None else lang.signed(key, delta),
         improved=None if not delta else (delta < 0) == lower,
+        advice=lang.gettext(ADVICE[key]) if met is False and key in ADVICE else None,
     )
 
 
@@ -193,44 +310,11 @@ def lower_is_better(key: str) -> bool:
     return key.endswith("_s") or key in LOWER_BETTER_PCT
 
 
-def fmt(key: str, value: float | None) -> str:
-    """One KPI value as people read it, by the unit its name ends in."""
-    if key.endswith("_pct"):
-        return pct(value)
-    if key.endswith("_s"):
-        return duration(value)
-    if key == "csat_avg":
-        return DASH if value is None else f"{value:.2f}"
-    if key == "calls_per_hour":
-        return DASH if value is None else f"{value:.1f}"
-    return count(value)
-
-
-def pct(value: float | None) -> str:
-    return DASH if value is None else f"{value:.1f}{NBSP}%"
-
-
-def count(value: float | None) -> str:
-    return DASH if value is None else f"{value:,.0f}"
-
-
-def duration(value: float | None) -> str:
-    """Seconds as "25 s", "4:47" (m:ss) or "8:05:00" (h:mm:ss)."""
-    if value is None:
-        return DASH
-    seconds = round(value)
-    if seconds < 60:
-        return f"{seconds}{NBSP}s"
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
-
-
-def _signed(key: str, delta: float) -> str:
-    sign = "+" if delta > 0 else "−" if delta < 0 else "±"
-    if key.endswith("_pct"):
-        return f"{sign}{abs(delta):.1f}{NBSP}pt"
-    return sign + fmt(key, abs(delta))
+# English formatting, kept as plain functions for the callers that have no language
+fmt = get_lang().fmt
+pct = get_lang().pct
+count = get_lang().count
+duration = get_lang().duration
 
 
 def _targets(targets: dict[str, float] | None) -> dict[str, float]:
@@ -242,8 +326,20 @@ def _days(period: dict[str, Any]) -> int:
     return (last - first).days + 1
 
 
-def _period_label(period: dict[str, Any], days: int) -> str:
+def _generated(iso: str, lang: Lang) -> str:
+    """When the report was made, in the report's calendar: "2026-11-25T06:00:02+01:00",
+    "۴ آذر ۱۴۰۵ ۰۶:۰۰ (+01:00)"."""
+    if not lang.rtl and lang.calendar != JALALI:
+        return iso
+    moment = dt.datetime.fromisoformat(iso)
+    return (f"{lang.day_month(moment.date())} {lang.year(moment.date())} "
+            f"{lang.time(moment)} ({lang.digits(iso[19:])})")
+
+
+def _period_label(period: dict[str, Any], days: int, lang: Lang) -> str:
     first, last = (dt.date.fromisoformat(period[k]) for k in ("from", "to"))
-    label = (f"{first:%A} {first.day} {first:%B %Y}" if days == 1
-             else f"{first.day} {first:%b %Y} – {last.day} {last:%b %Y}")
-    return label + (f", queue {period['queue']}" if period.get("queue") else "")
+    return lang.day(first) if days == 1 else lang.day_range(first, last)
+
+
+__all__ = ["DASH", "render_html", "render_email_parts", "render_text", "subject_line",
+           "fmt", "pct", "count", "duration", "lower_is_better", "isolate", "clean"]

@@ -13,6 +13,7 @@ import pytest
 from agi_plugin import survey as survey_module
 from callkpi.testing.fakeasterisk import FakeCall, environment
 from agi_plugin.server import AgiServer
+from agi_plugin.survey import load_questions
 from callkpi.config import Config, ConfigError
 from callkpi.events import SOURCE_AGI, Kind, make_event
 from callkpi.store import Batch
@@ -273,6 +274,24 @@ async def test_language_is_set_when_the_survey_names_one(serve, store):
     call = await run(caller(["3", "2"]), server)
     assert 'SET VARIABLE CHANNEL(language) "fr"' in call.commands
     assert (await answers(store))[0][8]["language"] == "fr"
+
+
+async def test_a_queue_can_have_its_own_survey_language(serve, store):
+    """[survey] languages by queue, over [survey] language; "" leaves the channel's own
+    (an IVR that set CHANNEL(language) per caller)."""
+    server = await serve(make_config(language="", languages={"support": "fa"}))
+    call = await run(caller(["3", "2"]), server)
+    assert 'SET VARIABLE CHANNEL(language) "fa"' in call.commands
+    assert (await answers(store))[0][8]["language"] == "fa"
+    call = await run(caller(["3", "2"], uid="1795000000.77",
+                            args=["1795000000.77", "sales", "Agent 1001"]), server)
+    assert not [c for c in call.commands if "CHANNEL(language)" in c]  # the channel's: en
+    assert (await answers(store))[-1][8]["language"] == "en"
+
+
+async def test_a_bad_queue_language_is_refused_at_start():
+    with pytest.raises(ConfigError, match="not a language code for queue 'support'"):
+        load_questions(make_config(languages={"support": "fa;rm -rf"}).survey)
 
 
 async def test_sampling_is_seedable(serve, store):

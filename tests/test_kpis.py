@@ -261,8 +261,8 @@ async def test_report_shape(store):
     r = await report_of(store, day())
     assert list(r) == ["period", "settings", "totals", "previous_totals", "queues", "agents",
                        "intervals", "charts", "survey"]
-    assert set(r["period"]) == {"from", "to", "timezone", "queue", "interval", "start", "end",
-                                "generated_at"}
+    assert set(r["period"]) == {"from", "to", "timezone", "queue", "interval", "calendar",
+                                "start", "end", "generated_at"}
     assert r["settings"] == {"service_level_s": 20.0, "short_abandon_s": 5.0,
                              "repeat_window_h": 72.0, "wrapup_reasons": ["ACW", "wrapup"],
                              "csat_scale": 5, "conversion_codes": ["sale"]}

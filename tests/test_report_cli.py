@@ -88,7 +88,7 @@ def test_render_csv_escapes_every_formula_start():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--from", "2026-02-30", "--to", "2026-03-01"], "'2026-02-30' is not a date (YYYY-MM-DD)"),
+    (["--from", "2026-02-30", "--to", "2026-03-01"], "'2026-02-30' is not a Gregorian date"),
     (["--from", "yesterday", "--to", "2026-03-01"], "'yesterday' is not a date"),
     (["--from", "2026-03-02", "--to", "2026-03-01"], "--to 2026-03-01 is before --from 2026-03-02"),
 ])

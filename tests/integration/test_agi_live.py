@@ -12,6 +12,8 @@ import asyncio
 import dataclasses
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -197,3 +199,73 @@ def test_a_hangup_ends_the_survey(survey_run):
         if "hangup" in call.survey.values():
             assert list(call.survey.values())[-1] == "hangup"
     assert survey_run.stats.errors == 0 and survey_run.stats.dropped == 0
+
+
+def persian_prompt(path: Path, text: str) -> None:
+    """A prompt spoken by espeak-ng's Persian voice, as Asterisk plays it (8 kHz mono wav)."""
+    for tool in ("espeak-ng", "sox"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is missing: bash scripts/system-deps.sh installs it")
+    spoken = path.with_suffix(".espeak.wav")
+    subprocess.run(["espeak-ng", "-v", "fa", "-w", str(spoken), text], check=True)
+    subprocess.run(["sox", "-V1", str(spoken), "-r", "8000", "-c", "1", "-b", "16", str(path)],
+                   check=True)
+    spoken.unlink()
+
+
+async def survey_call(asterisk, config: Config, store, queue: str) -> list[tuple]:
+    """One sim-phone call surveyed as a call of `queue`; nobody presses a key."""
+    ami = AmiClient(asterisk.ami_host, asterisk.ami_port, asterisk.ami_user, asterisk.ami_secret)
+    server = await AgiServer(config, store).start()
+    try:
+        await ami.connect()
+        await ami.action("Originate", Channel="Local/s@sim-phone/n", Application="AGI",
+                         Data=f"agi://127.0.0.1:{asterisk.agi_port}/csat,,{queue},Agent 1001",
+                         Async="true")
+        async with asyncio.timeout(20):
+            while not server.stats.connections or server.running:
+                await asyncio.sleep(0.1)
+        return await store.fetch_all(
+            "SELECT discr, reason, queue, extra FROM events WHERE queue = ? ORDER BY ts",
+            (queue,))
+    finally:
+        await ami.close()
+        await server.stop(grace_s=5)
+
+
+async def test_a_persian_queue_hears_the_persian_prompt_set(asterisk, tmp_path, caplog):
+    """[survey] languages = {support = "fa"}: the survey of a support call plays the Persian
+    prompts recorded in sounds/fa/ (here generated with espeak-ng, for this test only), and a
+    prompt nobody recorded in Persian falls back to Asterisk's default language; a queue with
+    no language of its own keeps the channel's (en), where the Persian-only prompt is not."""
+    sounds = in_chroot(Path(asterisk.sandbox.root), Path("/usr/share/asterisk/sounds"))
+    recordings = [sounds / "fa" / "custom" / "callkpi-test-csat.wav",
+                  sounds / "fa" / "custom" / "callkpi-test-thanks.wav"]
+    made = [d for d in (sounds / "fa", sounds / "fa" / "custom") if not d.exists()]
+    for directory in made:
+        directory.mkdir()
+    persian_prompt(recordings[0], "لطفاً رضایت خود را با فشردن یک تا پنج اعلام کنید")
+    persian_prompt(recordings[1], "از شما سپاسگزاریم")
+    config = Config()
+    config.server.name = "sandbox"
+    config.agi.port = asterisk.agi_port
+    config.survey.language = ""  # the channel's, unless the queue has one
+    config.survey.languages = {"support": "fa"}
+    config.survey.thank_you = "custom/callkpi-test-thanks"
+    config.survey.questions = [
+        {"id": "fa-only", "prompt": "custom/callkpi-test-csat", "timeout_s": 1, "retries": 0},
+        {"id": "stock", "prompt": "beep", "timeout_s": 1, "retries": 0}]  # en only
+    try:
+        store = await open_store(tmp_path / "callkpi.db")
+        async with store:
+            persian = await survey_call(asterisk, config, store, "support")
+            english = await survey_call(asterisk, config, store, "sales")
+    finally:
+        for path in recordings:
+            path.unlink()
+        for directory in reversed(made):  # leave the cached sandbox as it was
+            directory.rmdir()
+    assert [(d, r, json.loads(e)["language"]) for d, r, _q, e in persian] == [
+        ("fa-only", "no-response", "fa"), ("stock", "no-response", "fa")]
+    assert english == []  # its first prompt exists only in Persian: logged, nothing stored
+    assert "'custom/callkpi-test-csat' could not be played on a live channel" in caplog.text

@@ -1,0 +1,144 @@
+"""The Persian report in a real browser (Playwright driving Debian's Chromium, no browser
+download): right to left, Persian digits and Jalali dates in the DOM, nothing overflowing a
+390 px phone, every character drawable by an installed font (no tofu), charts shown whole;
+and screenshots at phone and desktop width (kept in the test's tmp directory to look at).
+The mail's HTML is checked the same way: it is the same page with cid: images."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from report_fixture import agent, kpis, make_report
+from reports.render_html import render_email_parts, render_html
+
+pytestmark = pytest.mark.browser
+
+PHONE, DESKTOP = 390, 1280
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        message = "chromium is not installed (scripts/system-deps.sh installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
+        yield browser
+        browser.close()
+
+
+def persian_report() -> dict:
+    report = make_report(
+        queues={"پشتیبانی-ویژه-مشتریان-سازمانی-منطقه-تهران": kpis(offered=9, answered=8),
+                "sales": kpis(offered=3, answered=3, service_level_pct=100.0)},
+        agents={"مریم حسینی‌نژاد": agent(answered=4, aht_s=281.0),
+                "SIP/2001-0000aaaabbbbccccddddeeeeffff0000": agent(answered=3)})
+    report["period"] |= {"calendar": "jalali", "timezone": "Asia/Tehran"}
+    return report
+
+
+def load(browser, page_html: str, width: int, tmp_path: Path):
+    path = tmp_path / f"report-{width}.html"
+    path.write_text(page_html, "utf-8")
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.goto(path.as_uri())
+    page.wait_for_load_state("load")
+    return page
+
+
+def test_screenshots_at_phone_and_desktop_width(browser, tmp_path):
+    for width in (PHONE, DESKTOP):
+        page = load(browser, render_html(persian_report(), locale="fa"), width, tmp_path)
+        shot = tmp_path / f"persian-{width}.png"
+        page.screenshot(path=str(shot), full_page=True)
+        image = Image.open(io.BytesIO(shot.read_bytes())).convert("RGB")
+        assert image.size[0] == width and image.size[1] > 2000
+        colours = image.getcolors(maxcolors=1 << 20)
+        assert len(colours) > 200, f"{width}px: a blank page"
+        page.close()
+
+
+def test_the_dom_is_right_to_left_with_persian_digits_and_jalali_dates(browser, tmp_path):
+    page = load(browser, render_html(persian_report(), locale="fa"), DESKTOP, tmp_path)
+    assert page.evaluate("document.documentElement.dir") == "rtl"
+    assert page.evaluate("document.documentElement.lang") == "fa"
+    assert page.evaluate("getComputedStyle(document.querySelector('.tiles')).direction") == "rtl"
+    assert page.inner_text("#period") == "سه‌شنبه ۳ آذر ۱۴۰۵"
+    values = page.eval_on_selector_all("[data-kpi] .value", "els => els.map(e => e.textContent)")
+    assert values == ["۷۶٫۵٪", "۲۵\u00a0ثانیه", "۸٫۱٪", "۴:۴۷", "۸۸٫۲٪", "۷۱٫۴٪"]
+    # the first tile is the rightmost of its row, as a right-to-left reader starts
+    lefts = page.eval_on_selector_all(
+        "[data-kpi]", "els => els.slice(0, 3).map(e => e.getBoundingClientRect().left)")
+    assert lefts == sorted(lefts, reverse=True)
+    text = page.inner_text("body")
+    names = ["sales", "SIP/2001-0000aaaabbbbccccddddeeeeffff0000", "Asia/Tehran", "csat",
+             "resolved"]
+    for name in names:
+        text = text.replace(name, "")
+    assert not re.search(r"[0-9]", text), "Latin digits in the Persian page"
+    page.close()
+
+
+def test_nothing_overflows_a_phone_and_the_charts_are_shown_whole(browser, tmp_path):
+    page = load(browser, render_html(persian_report(), locale="fa"), PHONE, tmp_path)
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE
+    outside = page.evaluate("""() => Array.from(document.body.querySelectorAll('*'))
+        .map(e => e.getBoundingClientRect())
+        .filter(r => r.width > 0 && (r.left < -0.5 || r.right > window.innerWidth + 0.5))
+        .length""")
+    assert outside == 0, "an element sticks out of the page"
+    images = page.eval_on_selector_all("img", """els => els.map(i => [i.naturalWidth,
+        i.getBoundingClientRect().width])""")
+    assert len(images) == 3
+    assert all(natural == 1000 and 300 < shown <= PHONE - 20 for natural, shown in images)
+    page.close()
+
+
+def test_every_character_has_a_font_no_tofu(browser, tmp_path):
+    """Chromium draws a character with the first installed font that has it (fontconfig):
+    each character of the page's text must be in one."""
+    if shutil.which("fc-list") is None:
+        pytest.fail("fc-list (fontconfig) is missing")
+    page = load(browser, render_html(persian_report(), locale="fa"), DESKTOP, tmp_path)
+    characters = set(page.inner_text("body")) - set(" \n\t\u00a0\u200c")
+    page.close()
+    missing = [c for c in sorted(characters) if not subprocess.run(
+        ["fc-list", f":charset={ord(c):x}", "family"], capture_output=True, text=True
+    ).stdout.strip()]
+    assert not missing, f"no installed font has {missing}"
+
+
+def test_the_mail_html_is_right_to_left_too(browser, tmp_path):
+    html, images = render_email_parts(persian_report(), locale="fa")
+    assert len(images) == 3
+    page = load(browser, html, PHONE, tmp_path)
+    assert page.evaluate("document.documentElement.dir") == "rtl"
+    assert page.evaluate("getComputedStyle(document.querySelector('td.pad')).textAlign") == \
+        "right"
+    assert page.evaluate("document.scripts.length") == 0
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE
+    page.close()
+
+
+def test_a_bidi_override_in_a_name_does_not_reorder_the_page(browser, tmp_path):
+    """A queue named with RIGHT-TO-LEFT OVERRIDE would draw the text after it backwards;
+    the control is removed and the name isolated, so the row reads as it should."""
+    evil = "\u202eevil"
+    report = make_report(queues={evil: kpis(offered=7, answered=7)})
+    page = load(browser, render_html(report), DESKTOP, tmp_path)
+    cells = page.eval_on_selector_all("#queues tr", "rows => rows[1].innerText")
+    assert cells.split("\t")[:2] == ["evil", "7"]
+    page.close()
