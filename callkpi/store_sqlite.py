@@ -107,6 +107,33 @@ CONNECTION_PRAGMAS = (
 )
 
 
+def _require_file(path: str) -> None:
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise StoreError(f"database {path} does not exist"
+                         " (ingest or listen first, or check --db)") from None
+    except OSError as exc:
+        raise StoreError(f"cannot open database {path}: {exc.strerror}") from None
+
+
+def _cannot_open(path: str, exc: BaseException) -> str:
+    """SQLite says "unable to open database file" for several different mistakes: name the
+    one that was made. A missing directory is never created: a mistyped --db must not start
+    a second, empty store (the install script and systemd's StateDirectory make the real one)."""
+    directory = Path(path).absolute().parent
+    if not directory.is_dir():
+        return f"cannot create database {path}: directory {directory} does not exist"
+    if not os.access(directory, os.W_OK):
+        if not os.path.exists(path):
+            return f"cannot create database {path}: directory {directory} is not writable"
+        return (f"cannot open database {path}: directory {directory} is not writable (SQLite "
+                f"keeps its {Path(path).name}-wal and -shm files beside the database)")
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        return f"cannot open database {path}: permission denied"
+    return f"cannot use database {path}: {exc}"
+
+
 class SqliteStore:
     """One SQLite file. Open with `await SqliteStore.open(path)`; use as an async context manager."""
 
@@ -118,16 +145,14 @@ class SqliteStore:
         self._reader_slots = READERS
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> "SqliteStore":
+    async def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> "SqliteStore":
         path = str(path)
-        if readonly and not Path(path).exists():
-            raise StoreError(f"database {path} does not exist")
-        if not readonly:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if not create:
+            _require_file(path)
         try:
             conn = await aiosqlite.connect(path, isolation_level=None)
         except (sqlite3.DatabaseError, OSError) as exc:
-            raise StoreError(f"cannot open database {path}: {exc}") from None
+            raise StoreError(_cannot_open(path, exc)) from None
         store = cls(path, conn)
         try:
             await store._configure()
@@ -135,7 +160,7 @@ class SqliteStore:
         except BaseException as exc:
             await conn.close()
             if isinstance(exc, (sqlite3.DatabaseError, OSError)):
-                raise StoreError(f"cannot use database {path}: {exc}") from None
+                raise StoreError(_cannot_open(path, exc)) from None
             raise
         return store
 

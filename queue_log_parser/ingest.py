@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from callkpi.errors import UserError
 from callkpi.events import SOURCE_QUEUE_LOG, CallEvent, Checkpoint, Quarantined
 from callkpi.store import Batch, PreparedBatch, Store, WriteResult
 from queue_log_parser.parser import BadLine, LineParser
@@ -37,7 +38,7 @@ from queue_log_parser.tailer import (
 PARTNER_FROM_BYTES = 8 << 20
 
 
-class LogFileError(Exception):
+class LogFileError(UserError):
     """A file cannot be read (unreadable, a corrupt or cut-short .gz); the message names it.
     What was read before the error is stored."""
 

@@ -26,6 +26,7 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
+from callkpi.errors import UserError
 from callkpi.events import Checkpoint
 from callkpi.store import Batch, WriteResult
 from callkpi.store import open_store
@@ -35,7 +36,7 @@ GO = "go"
 PR_SET_PDEATHSIG = 1
 
 
-class PartnerError(Exception):
+class PartnerError(UserError):
     """The partner process failed or died; everything before its batch is stored."""
 
 

@@ -517,3 +517,18 @@ def _marks(values: Iterable[Any]) -> str:
 
 def insert_sql(table: str, columns: tuple[str, ...]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({_marks(columns)})"
+
+
+async def queue_seen(store: Store, queue: str) -> bool:
+    """Has the store ever seen `queue` (a call in it, or a member)?"""
+    rows = await store.fetch_all(
+        "SELECT EXISTS (SELECT 1 FROM queue_calls WHERE queue = ?)"
+        " OR EXISTS (SELECT 1 FROM agent_sessions WHERE queue = ?)", (queue, queue))
+    return bool(rows[0][0])
+
+
+async def known_queues(store: Store) -> list[str]:
+    """Every queue the store has seen, by name."""
+    rows = await store.fetch_all(
+        "SELECT queue FROM queue_calls UNION SELECT queue FROM agent_sessions ORDER BY 1")
+    return [queue for (queue,) in rows]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from callkpi.config import Config, SmtpConfig
+from callkpi.errors import UserError
 from callkpi.net import is_loopback
 from callkpi.store import Store
 from reports.kpis import build_report
@@ -38,7 +39,7 @@ ON CONFLICT (day, recipients) DO UPDATE SET sent_at = excluded.sent_at
 """
 
 
-class MailError(Exception):
+class MailError(UserError):
     """The report could not be sent; the message says why in one line, without secrets."""
 
 

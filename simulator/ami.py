@@ -12,10 +12,12 @@ import asyncio
 import itertools
 from typing import Callable, TextIO
 
+from callkpi.errors import UserError
+
 Message = dict[str, str]
 
 
-class AmiError(Exception):
+class AmiError(UserError):
     """The AMI connection failed, was refused or closed."""
 
 
