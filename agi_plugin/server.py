@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import random
 from dataclasses import dataclass
 
@@ -210,8 +211,10 @@ async def serve(config: Config, stop: asyncio.Event) -> ServerStats:
         try:
             await server.start()
         except OSError as exc:  # the address is taken, not ours, or a privileged port
+            # the system's words for it: asyncio's message repeats the address
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise ConfigError(f"[agi] cannot listen on {config.agi.bind}:{config.agi.port}: "
-                              f"{exc.strerror or exc}") from None
+                              f"{reason}") from None
         try:
             await stop.wait()
         finally:

@@ -117,21 +117,30 @@ def _require_file(path: str) -> None:
         raise StoreError(f"cannot open database {path}: {exc.strerror}") from None
 
 
-def _cannot_open(path: str, exc: BaseException) -> str:
-    """SQLite says "unable to open database file" for several different mistakes: name the
-    one that was made. A missing directory is never created: a mistyped --db must not start
-    a second, empty store (the install script and systemd's StateDirectory make the real one)."""
+def _access_problem(path: str) -> str | None:
+    """Why SQLite could not open or create the database at `path`, if it could not. A
+    missing directory is never created: a mistyped --db must not start a second, empty
+    store (the install script and systemd's StateDirectory make the real directory)."""
     directory = Path(path).absolute().parent
     if not directory.is_dir():
         return f"cannot create database {path}: directory {directory} does not exist"
-    if not os.access(directory, os.W_OK):
-        if not os.path.exists(path):
-            return f"cannot create database {path}: directory {directory} is not writable"
+    if os.path.isdir(path):
+        return f"cannot open database {path}: it is a directory (name a file in it)"
+    exists = os.path.exists(path)
+    if os.statvfs(directory).f_flag & os.ST_RDONLY:
+        return (f"cannot {'open' if exists else 'create'} database {path}: {directory} is on "
+                "a read-only file system")
+    writable = os.access(directory, os.W_OK)
+    if not exists:
+        return None if writable else (
+            f"cannot create database {path}: directory {directory} is not writable")
+    if not os.access(path, os.R_OK | os.W_OK):
+        return (f"cannot open database {path}: permission denied (it is read and written "
+                "by its owner: run callkpi as that user)")
+    if not writable and not all(os.path.exists(path + end) for end in ("-wal", "-shm")):
         return (f"cannot open database {path}: directory {directory} is not writable (SQLite "
                 f"keeps its {Path(path).name}-wal and -shm files beside the database)")
-    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
-        return f"cannot open database {path}: permission denied"
-    return f"cannot use database {path}: {exc}"
+    return None
 
 
 class SqliteStore:
@@ -149,10 +158,15 @@ class SqliteStore:
         path = str(path)
         if not create:
             _require_file(path)
+        # Checked first: SQLite says only "unable to open database file" for each of these,
+        # and aiosqlite (0.22) leaves its worker thread to print a traceback when its
+        # connect fails.
+        if problem := _access_problem(path):
+            raise StoreError(problem)
         try:
             conn = await aiosqlite.connect(path, isolation_level=None)
         except (sqlite3.DatabaseError, OSError) as exc:
-            raise StoreError(_cannot_open(path, exc)) from None
+            raise StoreError(f"cannot open database {path}: {exc}") from None
         store = cls(path, conn)
         try:
             await store._configure()
@@ -160,7 +174,7 @@ class SqliteStore:
         except BaseException as exc:
             await conn.close()
             if isinstance(exc, (sqlite3.DatabaseError, OSError)):
-                raise StoreError(_cannot_open(path, exc)) from None
+                raise StoreError(f"cannot use database {path}: {exc}") from None
             raise
         return store
 
