@@ -21,7 +21,7 @@ import contextlib
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, AsyncIterator, NamedTuple, Sequence
+from typing import Any, AsyncIterator, Iterable, NamedTuple, Sequence, cast
 
 import aiosqlite
 
@@ -44,9 +44,10 @@ READERS = 2  # read connections: one per core of the small machines callkpi runs
 # ends by raising and clearing an AttributeError: a None cost four times a str to bind, and
 # most events carry four NULL numbers (the insert ~10 % slower for it). A registered adapter
 # for None is found by one dict lookup instead. The adapter is `{}.get`, which returns None
-# for any key: a C function, so no Python frame per NULL either (a few % more). None maps to None, so no
-# connection in the process sees a different value.
-sqlite3.register_adapter(type(None), {}.get)
+# for any key: a C function, so no Python frame per NULL either (a few % more). None maps to
+# None, so no connection in the process sees a different value.
+_NONE_TO_NONE: dict[None, None] = {}
+sqlite3.register_adapter(type(None), _NONE_TO_NONE.get)
 
 _COLS = ", ".join(COLUMNS)
 _QMARKS = ", ".join("?" * len(COLUMNS))
@@ -105,6 +106,12 @@ CONNECTION_PRAGMAS = (
     "PRAGMA temp_store = MEMORY",
     "PRAGMA cache_size = -65536",
 )
+
+
+def _tuples(rows: Iterable[sqlite3.Row]) -> list[tuple[Any, ...]]:
+    """Rows as they are: no connection sets a row_factory, so sqlite3 returns plain tuples
+    (aiosqlite's types say Row because one could)."""
+    return cast(list[tuple[Any, ...]], list(rows))
 
 
 def _require_file(path: str) -> None:
@@ -206,7 +213,8 @@ class SqliteStore:
 
     async def _migrate(self) -> None:
         async with self._conn.execute("PRAGMA user_version") as cur:
-            (version,) = await cur.fetchone()
+            row = await cur.fetchone()
+        version = row[0] if row else 0  # it always answers; 0 is a new database
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"database {self.path} has schema version {version}, newer than this callkpi "
@@ -317,14 +325,14 @@ class SqliteStore:
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         async with self._reader() as conn, conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+            return _tuples(await cur.fetchall())
 
     async def iter_rows(
         self, sql: str, params: Sequence[Any] = (), size: int = 10_000
     ) -> AsyncIterator[tuple]:
         async with self._reader() as conn, conn.execute(sql, params) as cur:
             while rows := await cur.fetchmany(size):
-                for row in rows:
+                for row in _tuples(rows):
                     yield row
 
     async def info(self) -> StoreInfo:
@@ -380,7 +388,7 @@ class _Tx:
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         async with self._conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+            return _tuples(await cur.fetchall())
 
     async def executescript_in_tx(self, script: str) -> None:
         # sqlite3's executescript() would COMMIT first; run the statements one by one so a

@@ -58,7 +58,8 @@ def build_message(report: dict[str, Any], *, sender: str, recipients: Sequence[s
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies
     message.set_content(render_text(report, title=title, targets=targets))
     message.add_alternative(html, subtype="html")
-    html_part = message.get_payload()[1]
+    html_part = next(part for part in message.iter_parts()
+                     if part.get_content_type() == "text/html")
     for cid, png in images.items():
         html_part.add_related(png, maintype="image", subtype="png", cid=f"<{cid}>",
                               filename=cid.partition("@")[0] + ".png", disposition="inline")

@@ -84,7 +84,7 @@ def render_html(report: dict[str, Any], *, title: str | None = None,
                 targets: dict[str, float] | None = None) -> str:
     """The report as one HTML file: charts embedded as data: URIs."""
     charts = _charts(report, targets)
-    sources = {name: png and "data:image/png;base64," + base64.b64encode(png).decode()
+    sources = {name: "data:image/png;base64," + base64.b64encode(png).decode() if png else None
                for name, png in charts.items()}
     return _render(report, title, targets, sources)
 
@@ -95,7 +95,7 @@ def render_email_parts(report: dict[str, Any], *, title: str | None = None,
     """The report for a mail: HTML whose images are `cid:` references, and the PNG of each
     Content-ID (without angle brackets)."""
     charts = _charts(report, targets)
-    sources = {name: png and f"cid:{_cid(name)}" for name, png in charts.items()}
+    sources = {name: f"cid:{_cid(name)}" if png else None for name, png in charts.items()}
     images = {_cid(name): png for name, png in charts.items() if png}
     return _render(report, title, targets, sources), images
 

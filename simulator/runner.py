@@ -14,7 +14,7 @@ import asyncio
 import collections
 import time
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, Coroutine, TextIO
 
 from callkpi.errors import UserError
 from simulator.ami import AmiClient, AmiError, Message
@@ -223,7 +223,7 @@ class _Run:
         await asyncio.sleep(0.3)  # the code runs; a person does not dial twice in one instant
         return dialled
 
-    def _spawn(self, coro) -> asyncio.Task[None]:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

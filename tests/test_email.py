@@ -109,8 +109,8 @@ def smtp_server(certificate):
 
 
 def smtp_config(port: int, **values: Any) -> SmtpConfig:
-    return SmtpConfig(**({"host": "127.0.0.1", "port": port, "sender": "callkpi@example.com"}
-                         | values))
+    defaults: dict[str, Any] = {"host": "127.0.0.1", "port": port, "sender": "callkpi@example.com"}
+    return SmtpConfig(**(defaults | values))
 
 
 def message(report: dict | None = None):
