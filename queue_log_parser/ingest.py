@@ -34,7 +34,7 @@ from queue_log_parser.tailer import (
 )
 
 # A backfill with at least this much left to read gets a partner process (partner.py): below
-# it, the partner's start-up (~0.2 s) would cost more than it saves.
+# it, the partner's start-up would cost more than it saves (docs/queue_log.md, "Speed").
 PARTNER_FROM_BYTES = 8 << 20
 
 
@@ -183,7 +183,7 @@ async def ingest_paths(store: Store, paths: list[str], *, server: str, batch_lin
     stats = IngestStats()
     sink = LogSink(store, server, stats)
     # Events are acyclic tuples freed by reference counting; the cyclic collector would
-    # only rescan the millions of them a backfill allocates (~30 % of the parse time).
+    # only rescan the millions of them a backfill allocates, again and again.
     gc.disable()
     try:
         for path in paths:

@@ -61,8 +61,8 @@ class Partner:
         self.storing = 0  # batches the partner was told to store and has not reported
 
     def ready(self) -> bool:
-        """Has the partner started (it takes ~0.2 s)? Does not wait: until then, this
-        process goes on alone."""
+        """Has the partner started? Does not wait: until then, this process goes on
+        alone."""
         if not self._ready and self._conn.poll():
             self._receive()  # its "ready" (or why it could not start)
             self._ready = True
