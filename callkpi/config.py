@@ -191,7 +191,20 @@ def _sections() -> list[dataclasses.Field]:
 
 
 def _first_existing(paths: tuple[Path, ...]) -> Path | None:
-    return next((p for p in paths if p.is_file()), None)
+    """The first of `paths` that is a file. One this user may not even look at is passed
+    over (`sudo -u callkpi callkpi ...` run from root's home cannot see ./callkpi.toml),
+    unless it was the only one: then running on defaults would hide the problem."""
+    denied: Path | None = None
+    for path in paths:
+        try:
+            if path.is_file():
+                return path
+        except PermissionError:
+            denied = denied or path
+    if denied is not None:
+        raise ConfigError(f"cannot read config file {denied.absolute()}: permission denied "
+                          "(run callkpi as a user who may, or give --config)")
+    return None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
