@@ -9,7 +9,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
-from callkpi.cli_common import DATE, db_option, get_config, open_configured_store, run
+from callkpi.cli_common import (
+    DATE,
+    check_writable_file,
+    db_option,
+    get_config,
+    open_configured_store,
+    run,
+)
 from callkpi.config import Config, ConfigError
 from reports.mailer import send_report, write_report_eml
 
@@ -59,6 +66,8 @@ def email(ctx: click.Context, yesterday: bool, start: dt.date | None,
     recipients = (*recipients, *old_recipients)
     days = pick_days(config, yesterday, start, end)
     check_recipients(recipients)
+    if dry_run:  # before the first report is built
+        check_writable_file(str(Path.cwd() / f"callkpi-report-{days[0]}.eml"))
     run(email_days(config, days, recipients, force, dry_run))
 
 

@@ -17,16 +17,16 @@ SAMPLE = Path(__file__).parent.parent / "examples" / "queue_log.sample"
 DAY = ["--from", "2026-11-24", "--to", "2026-11-24"]  # the sample's day
 
 
-def callkpi(*args: str, env: dict[str, str] | None = None,
-            read_only: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the command (with `read_only` mounted read-only for it alone: a private mount
-    namespace, so nothing else on the machine sees the mount)."""
+def callkpi(*args: str, env: dict[str, str] | None = None, read_only: Path | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the command in `cwd` (with `read_only` mounted read-only for it alone: a private
+    mount namespace, so nothing else on the machine sees the mount)."""
     command = [CALLKPI, *args]
     if read_only is not None:
         command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                   'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift'
-                   ' && exec "$@"', "sh", str(read_only), *command]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120,
+                   'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && cd "$PWD"'
+                   ' && shift && exec "$@"', "sh", str(read_only), *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=cwd,
                           env={**os.environ, "CALLKPI_CONFIG": os.devnull, **(env or {})})
 
 
@@ -198,3 +198,11 @@ def test_a_survey_port_already_taken(tmp_path: Path) -> None:
         result = callkpi("agi", "--port", str(port), "--db", str(tmp_path / "x.db"))
     assert one_error_line(result) == (
         f"[agi] cannot listen on 127.0.0.1:{port}: Address already in use")
+
+
+def test_an_email_dry_run_in_a_read_only_directory(store: Path, tmp_path: Path,
+                                                   needs_root: None) -> None:
+    result = callkpi("email", *DAY, "--recipient", "a@example.com", "--dry-run", "--db",
+                     str(store), read_only=tmp_path, cwd=tmp_path)
+    assert one_error_line(result) == (f"cannot write {tmp_path}/callkpi-report-2026-11-24.eml:"
+                                      f" directory {tmp_path} is not writable")
