@@ -36,6 +36,8 @@ class DayOrAddress(click.ParamType):
 
 @click.command()
 @click.option("--yesterday", is_flag=True, help="Yesterday in [report] timezone.")
+# --from/--to as cli_common.date_range_options spells them; declared here for one release,
+# while --to also takes the address of the old `--to ADDRESS`
 @click.option("--from", "start", type=DATE,
               help="First day (YYYY-MM-DD): one mail per day up to --to (catching up).")
 @click.option("--to", "to", type=DayOrAddress(), multiple=True,
