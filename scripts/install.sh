@@ -38,10 +38,13 @@ python_ready() {
 system_packages() {
   python_ready && return 0
   say "installing python3 and python3-venv with apt"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    python3 python3-venv >/dev/null
+  # with the package lists as they are first; refreshed only if they are too old for that
+  apt_install python3 python3-venv 2>/dev/null || { apt-get update -qq && apt_install python3 python3-venv; }
   python_ready || die "callkpi needs Python 3.11 or newer with venv; this system has $(python3 -V 2>&1)"
+}
+
+apt_install() {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 account() {

@@ -2,11 +2,11 @@
 report what the install made (JSON on stdout). tests/test_deploy.py runs it inside a private
 mount namespace (`unshare --mount`), so every mount made here dies with this process.
 
-    python deploy_probe.py BASE_ROOT SCRATCH WHEELS APT_CACHE SOURCE
+    python deploy_probe.py BASE_ROOT SCRATCH WHEELS DEBS SOURCE
 
 BASE_ROOT is never written: the install runs in an overlay whose changes go to SCRATCH.
-WHEELS is a directory of wheels pip installs from (no index: the test does not depend on
-PyPI), APT_CACHE keeps the .deb files apt downloads, SOURCE is the tree to install from.
+WHEELS is a directory of wheels pip installs from (no index), DEBS the .deb files apt
+installs from (its archive cache, read-only), SOURCE the tree to install from.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ PATHS = ["/etc/callkpi", "/etc/callkpi/callkpi.toml", "/etc/callkpi/listen.env",
          "/usr/share/doc/callkpi"]
 
 
-def main(base: Path, scratch: Path, wheels: Path, apt_cache: Path, source: Path) -> None:
-    root = mount_root(base, scratch, wheels, apt_cache)
+def main(base: Path, scratch: Path, wheels: Path, debs: Path, source: Path) -> None:
+    root = mount_root(base, scratch, wheels, debs)
     copy_source(source, root / SRC_IN_ROOT.lstrip("/"))
     asterisk_was_here(root)
     facts: dict[str, Any] = {"install": in_root(root, f"{SRC_IN_ROOT}/scripts/install.sh")}
@@ -43,21 +43,18 @@ def main(base: Path, scratch: Path, wheels: Path, apt_cache: Path, source: Path)
     print(json.dumps(facts))
 
 
-def mount_root(base: Path, scratch: Path, wheels: Path, apt_cache: Path) -> Path:
+def mount_root(base: Path, scratch: Path, wheels: Path, debs: Path) -> Path:
     upper, work, root = scratch / "upper", scratch / "work", scratch / "root"
     for directory in (upper, work, root):
         directory.mkdir()
     mount("-t", "overlay", "overlay", "-o",
           f"lowerdir={base},upperdir={upper},workdir={work}", str(root))
     mount("-t", "proc", "proc", str(root / "proc"))
-    for inside, outside, options in ((WHEELS_IN_ROOT, wheels, "ro"),
-                                     ("/var/cache/apt/archives", apt_cache, "rw")):
+    for inside, outside in ((WHEELS_IN_ROOT, wheels), ("/var/cache/apt/archives", debs)):
         target = root / inside.lstrip("/")
         target.mkdir(parents=True, exist_ok=True)
         mount("--bind", str(outside), str(target))
-        mount("-o", f"remount,bind,{options}", str(target))
-    (apt_cache / "partial").mkdir(exist_ok=True)
-    shutil.copyfile("/etc/resolv.conf", root / "etc/resolv.conf")  # apt fetches python3-venv
+        mount("-o", "remount,bind,ro", str(target))
     return root
 
 

@@ -3,8 +3,9 @@ the script runs, makes the callkpi user, /etc/callkpi with the config and the .e
 units whose ExecStart exists and runs as their user, and callkpi works as that user.
 
 The clean root (debootstrap, scripts/debian12-root.sh) is made once per machine and cached
-in $CALLKPI_DEPLOY_CACHE (default /var/tmp/callkpi/deploy), as are the wheels pip installs
-from and the .deb files apt fetches; each run installs into a throw-away overlay of it.
+in $CALLKPI_DEPLOY_CACHE (default /var/tmp/callkpi/deploy), with the .deb files apt will want
+and the wheels pip installs from; each run installs into a throw-away overlay of it, in
+network and mount namespaces of its own: the install itself goes to no server.
 """
 
 from __future__ import annotations
@@ -60,13 +61,12 @@ def wheels() -> Path:
 @pytest.fixture(scope="module")
 def installed(debian12: Path, wheels: Path) -> dict[str, Any]:
     """What installing (and installing again) made in a fresh copy of the root."""
-    apt_cache = CACHE / "apt"
-    apt_cache.mkdir(parents=True, exist_ok=True)
+    debs = debian12.with_name(debian12.name + ".debs")
     with tempfile.TemporaryDirectory(prefix="callkpi-deploy-") as scratch:  # ~300 MB
         probe = subprocess.run(
-            ["unshare", "--mount", "--propagation", "private", sys.executable,
+            ["unshare", "--mount", "--net", "--propagation", "private", sys.executable,
              str(Path(__file__).parent / "deploy_probe.py"), str(debian12), scratch,
-             str(wheels), str(apt_cache), str(REPO)],
+             str(wheels), str(debs), str(REPO)],
             capture_output=True, text=True, timeout=540)
     assert probe.returncode == 0, probe.stderr
     facts: dict[str, Any] = json.loads(probe.stdout)
