@@ -107,6 +107,9 @@ def probe(root: Path) -> dict[str, Any]:
         "version": in_root(root, "callkpi", "--version", user="callkpi"),
         "ingest": in_root(root, "callkpi", *CONFIG, "ingest", QUEUE_LOG, user="callkpi"),
         "report": in_root(root, "callkpi", *CONFIG, "report", *SAMPLE_DAY, user="callkpi"),
+        # the page, its charts and its template: the package's data files were installed
+        "html": in_root(root, "env", "MPLCONFIGDIR=/tmp", "callkpi", *CONFIG, "report",
+                        *SAMPLE_DAY, "--format", "html", user="callkpi"),
         "db": in_root(root, "stat", "-c", "%U %G", "/var/lib/callkpi/callkpi.db")["out"].strip(),
         # an admin's `sudo -u callkpi callkpi db info` typed in root's home
         "info_from_root_home": in_root(root, "callkpi", "db", "info", user="callkpi",

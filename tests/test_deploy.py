@@ -132,6 +132,10 @@ def test_callkpi_runs_as_its_user(installed: dict[str, Any]) -> None:
     assert ingest["out"].startswith("lines read 95, events stored 95")  # Asterisk's 0640 log
     assert report["rc"] == 0, report["err"]
     assert json.loads(report["out"])["totals"]["offered"] > 0
+    html = installed["html"]
+    assert html["rc"] == 0, html["err"]
+    assert html["out"].lstrip().lower().startswith("<!doctype html")
+    assert "data:image/png;base64," in html["out"]  # matplotlib drew the charts
     assert installed["db"] == "callkpi callkpi"  # made by the service user, in its directory
 
 
