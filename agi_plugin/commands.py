@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import logging
+import functools
 
 import click
 
 from agi_plugin.server import serve
-from callkpi.cli_common import db_option, get_config, run
-from callkpi.config import ConfigError
+from callkpi.cli_common import PORT, db_option, get_config
+from callkpi.service import run_until_signalled
 
 
 @click.command()
 @click.option("--bind", help="Address to listen on (default: config [agi] bind, 127.0.0.1).")
-@click.option("--port", type=int, help="Port (default: config [agi] port, 4573).")
+@click.option("--port", type=PORT, help="Port (default: config [agi] port, 4573).")
 @click.option("--allow", multiple=True, metavar="IP|CIDR",
               help="Accept connections only from here (repeatable; default: config [agi] "
               "allow). Required with a non-loopback --bind.")
@@ -25,9 +25,4 @@ def agi(ctx: click.Context, bind: str | None, port: int | None, allow: tuple[str
     config.agi.bind = bind or config.agi.bind
     config.agi.port = config.agi.port if port is None else port
     config.agi.allow = list(allow) or config.agi.allow
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        stats = run(serve(config))
-    except (ConfigError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(stats.summary())
+    run_until_signalled("agi", functools.partial(serve, config))

@@ -84,7 +84,7 @@ def script_name(env: dict[str, str]) -> str:
 
 def arguments(env: dict[str, str]) -> list[str]:
     """agi_arg_1, agi_arg_2, ... in order, up to the first missing one."""
-    args = []
+    args: list[str] = []
     while (arg := env.get(f"agi_arg_{len(args) + 1}")) is not None:
         args.append(arg)
     return args

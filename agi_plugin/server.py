@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import random
-import signal
 from dataclasses import dataclass
 
 from agi_plugin.protocol import AgiHangup, AgiProtocolError, script_name
@@ -30,6 +30,7 @@ from callkpi.config import Config, ConfigError
 from callkpi.net import is_loopback
 from callkpi.store import Store
 from callkpi.store import open_store
+from callkpi.service import summary_line
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class ServerStats:
     errors: int = 0  # protocol errors and failed prompts mid-survey
 
     def summary(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in vars(self).items())
+        return summary_line(self)
 
 
 def parse_allow(entries: list[str]) -> list[Network]:
@@ -201,21 +202,21 @@ class AgiServer:
             self.stats.answers = self.survey.answers
 
 
-async def serve(config: Config) -> ServerStats:
-    """Run the survey server until SIGTERM or SIGINT (the `callkpi agi` command)."""
+async def serve(config: Config, stop: asyncio.Event) -> ServerStats:
+    """Run the survey server until `stop` is set (the `callkpi agi` command)."""
     checked(config)
     store = await open_store(config.store.db)
     async with store:
-        server = await AgiServer(config, store).start()
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
+        server = AgiServer(config, store)
         try:
-            await stopping.wait()
+            await server.start()
+        except OSError as exc:  # the address is taken, not ours, or a privileged port
+            # the system's words for it: asyncio's message repeats the address
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ConfigError(f"[agi] cannot listen on {config.agi.bind}:{config.agi.port}: "
+                              f"{reason}") from None
+        try:
+            await stop.wait()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
             await server.stop()
-    log.info("FastAGI survey stopped: %s", server.stats.summary())
     return server.stats

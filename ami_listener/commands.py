@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import logging
+import functools
 
 import click
 
-from ami_listener.listener import listen as listen_forever
-from ami_listener.manager import LoginError
-from callkpi.cli_common import db_option, get_config, run
-
-# systemd's unit sets RestartPreventExitStatus to this: a rejected login needs an admin.
-EXIT_LOGIN_REJECTED = 78  # EX_CONFIG
-
-
-class LoginRejected(click.ClickException):
-    exit_code = EXIT_LOGIN_REJECTED
+from ami_listener.listener import listen as listen_until
+from callkpi.cli_common import PORT, db_option, get_config
+from callkpi.config import ConfigError
+from callkpi.service import run_until_signalled
 
 
 @click.command()
 @click.option("--ami-host", help="AMI host (default: config [ami] host).")
-@click.option("--ami-port", type=int, help="AMI port (default: config [ami] port).")
+@click.option("--ami-port", type=PORT, help="AMI port (default: config [ami] port).")
 @click.option("--ami-user", help="AMI username (default: config [ami] username).")
 @click.option("--ami-secret", help="AMI secret; prefer CALLKPI_AMI_SECRET or the config file, "
               "a command-line secret is visible to every local user.")
@@ -36,11 +30,5 @@ def listen(ctx: click.Context, ami_host: str | None, ami_port: int | None,
     ami.username = ami_user or ami.username
     ami.secret = ami_secret or ami.secret
     if not ami.secret:
-        raise click.ClickException(
-            "no AMI secret: set [ami] secret in the config or CALLKPI_AMI_SECRET")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        stats = run(listen_forever(config))
-    except LoginError as exc:
-        raise LoginRejected(str(exc)) from None
-    click.echo(stats.summary())
+        raise ConfigError("no AMI secret: set [ami] secret in the config or CALLKPI_AMI_SECRET")
+    run_until_signalled("listen", functools.partial(listen_until, config))

@@ -13,7 +13,6 @@ import asyncio
 import collections
 import logging
 import random
-import signal
 import time
 from dataclasses import dataclass, field
 
@@ -23,6 +22,7 @@ from callkpi.config import AmiConfig, Config
 from callkpi.events import SOURCE_AMI, CallEvent, CallLink, Kind, make_event
 from callkpi.store import Batch, Store, WriteResult
 from callkpi.store import open_store
+from callkpi.service import summary_line
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,7 @@ class ListenerStats:
         default_factory=lambda: collections.deque(maxlen=LATENCY_SAMPLES))
 
     def summary(self) -> str:
-        return (f"received={self.received} processed={self.processed} stored={self.stored} "
-                f"duplicates={self.duplicates} dropped={self.dropped} gaps={self.gaps} "
-                f"connects={self.connects} warnings={self.warnings} "
-                f"queue_peak={self.queue_peak}")
+        return summary_line(self)
 
 
 class Listener:
@@ -286,18 +283,19 @@ def _stamp(message: Message, received_at: float) -> float:
         return received_at
 
 
-async def listen(config: Config) -> ListenerStats:
-    """`callkpi listen`: run until SIGTERM/SIGINT, then flush and return the stats."""
+async def listen(config: Config, stop: asyncio.Event) -> ListenerStats:
+    """`callkpi listen`: run until `stop` is set, then flush and return the stats."""
     store = await open_store(config.store.db)
     async with store:
         listener = Listener(store, config.ami, config.server.name)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, listener.stop)
+        stopper = asyncio.create_task(stop.wait())
+
+        def stopped(task: asyncio.Task[object]) -> None:
+            if not task.cancelled():
+                listener.stop()
+
+        stopper.add_done_callback(stopped)
         try:
-            stats = await listener.run()
+            return await listener.run()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-    log.info("AMI listener stopped: %s", stats.summary())
-    return stats
+            stopper.cancel()

@@ -21,6 +21,8 @@ import logging
 import time
 from typing import Callable, NamedTuple
 
+from callkpi.errors import UserError
+
 log = logging.getLogger(__name__)
 
 TERMINATOR = b"\r\n\r\n"
@@ -132,12 +134,16 @@ class AmiParser:
                              text[:80]))
 
 
-class AmiError(Exception):
+class AmiError(UserError):
     """AMI refused or failed an action; the message is meant for the user."""
 
 
 class LoginError(AmiError):
     """The AMI account was rejected: retrying with the same credentials cannot help."""
+
+    # EX_CONFIG: the systemd unit's RestartPreventExitStatus, as a rejected login needs an
+    # admin, not a restart
+    exit_code = 78
 
 
 class NotConnected(ConnectionError):

@@ -26,7 +26,7 @@ Entries go at the channel's Hangup; `MAX_TRACKED` bounds them when Hangups were 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from callkpi.events import SOURCE_AMI, CallEvent, CallLink, Kind, make_event
 
@@ -183,16 +183,17 @@ class AmiMapper:
     def _complete(self, m: dict[str, str], ts: float, out: Mapped) -> None:
         uid, queue, agent = self._caller_uid(m), _need(m, "Queue"), _member(m)
         call = self.calls.get(uid)
-        fields = dict(wait_s=_float(m, "HoldTime", out), talk_s=_float(m, "TalkTime", out),
-                      orig_position=call.entry_position if call else None)
+        wait_s, talk_s = _float(m, "HoldTime", out), _float(m, "TalkTime", out)
+        position = call.entry_position if call else None
         reason = m.get("Reason", "")
         if reason == "transfer":
             how, target = (call.transfer if call and call.transfer else ("", ""))
             out.events.append(self._event(Kind.TRANSFER, ts, uid, queue, agent, reason=how,
-                                          value=target, **fields))
+                                          value=target, wait_s=wait_s, talk_s=talk_s,
+                                          orig_position=position))
         else:
             out.events.append(self._event(Kind.COMPLETE, ts, uid, queue, agent, reason=reason,
-                                          **fields))
+                                          wait_s=wait_s, talk_s=talk_s, orig_position=position))
 
     def _ring_no_answer(self, m: dict[str, str], ts: float, out: Mapped) -> None:
         ring_ms = _float(m, "RingTime", out)
@@ -341,7 +342,8 @@ class AmiMapper:
         self.linked[call.linked_id] = call
 
     def _event(self, kind: str, ts: float, call_id: str, queue: str, agent: str = "",
-               *, discr: str = "", extra: dict | None = None, **data) -> CallEvent:
+               *, discr: str = "", extra: dict[str, Any] | None = None, **data: Any
+               ) -> CallEvent:
         return make_event(server=self.server, kind=kind, ts=ts, source=SOURCE_AMI,
                           call_id=call_id, queue=queue, agent=agent, discr=discr,
                           extra=extra, **data)

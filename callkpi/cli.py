@@ -9,6 +9,7 @@ import importlib
 import click
 
 from callkpi.cli_common import db_option, get_config, open_configured_store, run
+from callkpi.config import Config
 from callkpi.errors import UserError
 from callkpi.store import StoreInfo
 
@@ -68,8 +69,8 @@ def db_info(ctx: click.Context) -> None:
     click.echo(format_info(run(read_info(config))))
 
 
-async def read_info(config) -> StoreInfo:
-    store = await open_configured_store(config, readonly=True)
+async def read_info(config: Config) -> StoreInfo:
+    store = await open_configured_store(config, create=False)
     async with store:
         return await store.info()
 

@@ -6,27 +6,60 @@ environment variable `CALLKPI_<SECTION>_<KEY>` (e.g. `CALLKPI_AMI_SECRET`), so s
 not be written in the file; `CALLKPI_DB` overrides `[store] db`.
 
 Each section is a dataclass owned by the package that uses it; add a field with a default to
-add a setting.
+add a setting. A number setting with limits is annotated with its `Range`, and a secret with
+`Secret`: the file is refused when it loads if a value is out of range, and an error about a
+secret never shows its value.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping, TypeVar
 
 from callkpi.errors import UserError
 
 SEARCH_PATHS = (Path("callkpi.toml"), Path("/etc/callkpi/callkpi.toml"))
+Number = TypeVar("Number", int, float)
 
 
 class ConfigError(UserError):
     """The configuration cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number setting may take: `low` (excluded when `open_low`) to `high`."""
+
+    low: float
+    high: float | None = None
+    open_low: bool = False
+
+    def refuses(self, value: float) -> bool:
+        return (value <= self.low if self.open_low else value < self.low) or (
+            self.high is not None and value > self.high)
+
+    def __str__(self) -> str:
+        if self.high is not None:
+            return f"between {self.low:g} and {self.high:g}"
+        return f"{'more than' if self.open_low else 'at least'} {self.low:g}"
+
+
+class _SecretMark:
+    """Marks a setting whose value must never appear in a message."""
+
+
+Port = Annotated[int, Range(1, 65535)]
+Count = Annotated[int, Range(1)]
+Duration = Annotated[float, Range(0)]  # seconds, hours or days; 0 is "none" or "off"
+Interval = Annotated[float, Range(0, open_low=True)]  # a period something waits or repeats
+Secret = Annotated[str, _SecretMark()]
 
 
 @dataclass
@@ -43,48 +76,50 @@ class ServerConfig:
 @dataclass
 class QueueLogConfig:
     path: str = "/var/log/asterisk/queue_log"
-    batch_lines: int = 20_000
-    poll_s: float = 0.5
+    batch_lines: Count = 20_000
+    poll_s: Interval = 0.5
 
 
 @dataclass
 class AmiConfig:
     host: str = "127.0.0.1"
-    port: int = 5038
+    port: Port = 5038
     username: str = "callkpi"
-    secret: str = ""
-    ping_interval_s: float = 10.0
-    reconnect_max_s: float = 30.0
-    queue_max: int = 100_000
-    batch_max: int = 2_000
-    flush_interval_s: float = 0.1
+    secret: Secret = ""
+    ping_interval_s: Interval = 10.0
+    reconnect_max_s: Interval = 30.0
+    queue_max: Count = 100_000
+    batch_max: Count = 2_000
+    flush_interval_s: Interval = 0.1
 
 
 @dataclass
 class AgiConfig:
     bind: str = "127.0.0.1"
-    port: int = 4573
+    port: Port = 4573
     # FastAGI has no authentication: a non-loopback bind needs the sources it may accept.
     allow: list[str] = field(default_factory=list)
 
 
 @dataclass
 class KpiConfig:
-    service_level_s: float = 20.0
-    short_abandon_s: float = 0.0
-    repeat_window_h: float = 72.0
+    service_level_s: Duration = 20.0
+    short_abandon_s: Duration = 0.0
+    repeat_window_h: Duration = 72.0
     wrapup_reasons: list[str] = field(default_factory=lambda: ["ACW", "wrapup"])
-    csat_scale: int = 5
+    # the top score, one keypad digit; scores of 4 and up are the satisfied ones, so a scale
+    # below 4 would make every caller unsatisfied
+    csat_scale: Annotated[int, Range(4, 9)] = 5
     conversion_codes: list[str] = field(default_factory=lambda: ["sale"])
     # per queue, seconds: mirrors queues.conf `wrapuptime`, the ACW of a call with no ACW pause
-    wrapup_s: dict[str, float] = field(default_factory=dict)
+    wrapup_s: dict[str, Duration] = field(default_factory=dict)
 
 
 @dataclass
 class ReportConfig:
     timezone: str = "UTC"
     # headline targets shown beside each tile; a missing key shows no target
-    targets: dict[str, float] = field(default_factory=lambda: {
+    targets: dict[str, Annotated[float, Range(0)]] = field(default_factory=lambda: {
         "service_level_pct": 80.0, "asa_s": 20.0, "abandon_rate_pct": 5.0, "aht_s": 300.0,
         "csat_pct": 85.0, "fcr_pct": 75.0})
     title: str = ""  # empty: "Call-center report" in the report's language
@@ -103,18 +138,18 @@ class SurveyConfig:
     invalid_prompt: str = "pm-invalid-option"  # stock sounds of Debian's asterisk-prompt-en
     thank_you: str = "auth-thankyou"
     announce_text: bool = False  # SEND TEXT "SURVEY:<id>" before each question (tests)
-    sample_rate: float = 1.0  # share of eligible calls surveyed
-    min_talk_s: float = 0.0  # skip calls talked shorter than this
-    skip_recent_days: float = 0.0  # skip callers who answered a survey in the last N days
+    sample_rate: Annotated[float, Range(0, 1)] = 1.0  # share of eligible calls surveyed
+    min_talk_s: Duration = 0.0  # skip calls talked shorter than this
+    skip_recent_days: Duration = 0.0  # skip callers who answered a survey in the last N days
 
 
 @dataclass
 class SmtpConfig:
     host: str = "localhost"
-    port: int = 25
+    port: Port = 25
     tls: str = "none"  # none | starttls | ssl
     username: str = ""
-    password: str = ""
+    password: Secret = ""
     sender: str = "callkpi@localhost"
     ca_file: str = ""
     verify: bool = True
@@ -159,7 +194,20 @@ def _sections() -> list[dataclasses.Field]:
 
 
 def _first_existing(paths: tuple[Path, ...]) -> Path | None:
-    return next((p for p in paths if p.is_file()), None)
+    """The first of `paths` that is a file. One this user may not even look at is passed
+    over (`sudo -u callkpi callkpi ...` run from root's home cannot see ./callkpi.toml),
+    unless it was the only one: then running on defaults would hide the problem."""
+    denied: Path | None = None
+    for path in paths:
+        try:
+            if path.is_file():
+                return path
+        except PermissionError:
+            denied = denied or path
+    if denied is not None:
+        raise ConfigError(f"cannot read config file {denied.absolute()}: permission denied "
+                          "(run callkpi as a user who may, or give --config)")
+    return None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -168,15 +216,19 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a TOML config (not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
 
 
 def _apply_section(config: Config, name: str, values: dict[str, Any], source: str) -> None:
     section = getattr(config, name)
-    hints = typing.get_type_hints(type(section))
+    hints = typing.get_type_hints(type(section), include_extras=True)
     for key, value in values.items():
         if key not in hints:
             raise ConfigError(f"{source}: unknown key '{key}' in [{name}]")
@@ -185,18 +237,19 @@ def _apply_section(config: Config, name: str, values: dict[str, Any], source: st
 
 def _apply_env(config: Config, name: str, env: Mapping[str, str]) -> None:
     section = getattr(config, name)
-    hints = typing.get_type_hints(type(section))
+    hints = typing.get_type_hints(type(section), include_extras=True)
     for key, hint in hints.items():
         var = f"CALLKPI_{name}_{key}".upper()
         if var in env:
             setattr(section, key, _coerce_text(env[var], hint, var))
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
+def _coerce(value: Any, annotated: Any, where: str) -> Any:
+    hint, marks = _unwrap(annotated)
     if hint is bool and isinstance(value, bool):
         return value
     if hint in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return hint(value)
+        return _in_range(hint(value), marks, where)
     if hint is str and isinstance(value, str):
         return value
     if typing.get_origin(hint) is list and isinstance(value, list):
@@ -209,11 +262,12 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if typing.get_origin(hint) is dict and isinstance(value, dict):
         kind = typing.get_args(hint)[1]
         return {str(k): _coerce(v, kind, f"{where}.{k}") for k, v in value.items()}
-    raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
+    raise ConfigError(f"{where}: expected {_type_name(hint)}, got {_shown(value, marks)}")
 
 
-def _coerce_text(text: str, hint: Any, where: str) -> Any:
+def _coerce_text(text: str, annotated: Any, where: str) -> Any:
     """Environment values are text: parse them as the setting's type."""
+    hint, marks = _unwrap(annotated)
     try:
         if hint is bool:
             if text.lower() in ("1", "true", "yes", "on"):
@@ -222,16 +276,47 @@ def _coerce_text(text: str, hint: Any, where: str) -> Any:
                 return False
             raise ValueError
         if hint in (int, float):
-            return hint(text)
+            return _in_range(hint(text), marks, where)
         if typing.get_origin(hint) is list:
             return [item.strip() for item in text.split(",") if item.strip()]
         if typing.get_origin(hint) is dict:  # "a=1,b=2"
             kind = typing.get_args(hint)[1]
             pairs = (item.split("=", 1) for item in text.split(",") if item.strip())
-            return {k.strip(): kind(v) for k, v in pairs}
+            return {k.strip(): _coerce_text(v.strip(), kind, f"{where} {k.strip()}")
+                    for k, v in pairs}
         return text
     except ValueError:
-        raise ConfigError(f"{where}: expected {_type_name(hint)}, got {text!r}") from None
+        raise ConfigError(f"{where}: expected {_type_name(hint)}, got "
+                          f"{_shown(text, marks)}") from None
+
+
+def _unwrap(hint: Any) -> tuple[Any, tuple[Any, ...]]:
+    """`Annotated[float, Range(0)]` -> (float, (Range(0),)); a plain type has no marks."""
+    if typing.get_origin(hint) is Annotated:
+        return typing.get_args(hint)[0], hint.__metadata__
+    return hint, ()
+
+
+def _in_range(value: Number, marks: tuple[Any, ...], where: str) -> Number:
+    if not math.isfinite(value):  # TOML and float() read inf and nan: never a setting
+        raise ConfigError(f"{where}: must be a finite number, got {value}")
+    for mark in marks:
+        if isinstance(mark, Range) and mark.refuses(value):
+            raise ConfigError(f"{where}: must be {mark}, got {value:g}")
+    return value
+
+
+def _shown(value: Any, marks: tuple[Any, ...]) -> str:
+    """A value as an error message may show it: a secret's never is."""
+    if any(isinstance(mark, _SecretMark) for mark in marks):
+        return f"{_toml_type(value)} (a secret's value is not shown: write it in quotes)"
+    return repr(value)
+
+
+def _toml_type(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", list: "an array",
+             dict: "a table"}
+    return next((name for kind, name in names.items() if isinstance(value, kind)), "a value")
 
 
 def _type_name(hint: Any) -> str:

@@ -30,7 +30,7 @@ CREATE TABLE events (
     extra         TEXT    NOT NULL,
     -- the natural key: the same event twice, or from AMI and queue_log, is stored once.
     -- call_id, tsec first: a log is written in time order and uniqueids grow with time, so
-    -- a bulk ingest appends to this index instead of inserting all over it (+30 % ingest)
+    -- a bulk ingest appends to this index instead of inserting all over it
     UNIQUE (call_id, tsec, kind, queue, agent, discr, server)
 );
 CREATE INDEX events_tsec ON events (tsec);
@@ -114,8 +114,7 @@ CREATE TABLE queue_calls (
 );
 CREATE INDEX queue_calls_entered ON queue_calls (entered_tsec);
 -- Every column the report's grouped sums read, led by the bucket: they read the index alone,
--- in group order, no sort (about a third faster over a month of a million calls, for a
--- third more disk).
+-- in group order, no sort (its cost in disk and its gain: docs/reports.md).
 CREATE INDEX queue_calls_report ON queue_calls (
     entered_bucket, queue, outcome, agent, wait_s, talk_s, hold_s, acw_s, transferred,
     caller_number, prev_gap_s, next_gap_s, entered_ts, disposition);
@@ -173,7 +172,7 @@ CREATE TABLE facts_state (
     3: """
 -- The natural key led by tsec, as its own named index, and no separate tsec index: every
 -- query on events by time reads this key (facts, IVR and ring counts, the AMI twins, a
--- survey's talk time), and a bulk ingest maintains one index fewer (about 14 % faster). A
+-- survey's talk time), and a bulk ingest maintains one index fewer. A
 -- time-ordered log appends to it. SQLite cannot change a table's UNIQUE constraint in
 -- place: the table is rebuilt with its rows and ids unchanged.
 CREATE TABLE events_v3 (

@@ -129,9 +129,10 @@ class Store(Protocol):
     async def __aexit__(self, *exc: object) -> None: ...
 
 
-async def open_store(url: str | os.PathLike[str], *, readonly: bool = False) -> Store:
+async def open_store(url: str | os.PathLike[str], *, create: bool = True) -> Store:
     """Open the store `url` names: a path or `sqlite:///path` (SQLite), or a
-    `postgresql://` URL. The one place that picks a backend."""
+    `postgresql://` URL. The one place that picks a backend. With `create=False` a store
+    that does not exist yet is a StoreError ("database ... does not exist")."""
     text = os.fspath(url)
     if text.startswith(("postgresql://", "postgres://")):
         raise StoreError(f"{_redacted(text)}: PostgreSQL is not supported by this callkpi")
@@ -140,7 +141,7 @@ async def open_store(url: str | os.PathLike[str], *, readonly: bool = False) -> 
         raise StoreError(f"{text!r} names no database file")
     from callkpi.store_sqlite import SqliteStore  # imported here: backends load on demand
 
-    return await SqliteStore.open(path, readonly=readonly)
+    return await SqliteStore.open(path, create=create)
 
 
 def _redacted(url: str) -> str:

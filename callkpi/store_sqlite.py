@@ -8,7 +8,7 @@ Why these settings:
   the second waits for the first instead of failing half-way through a batch.
 - page_size 16 KiB (new stores): the events table is an append-mostly log and its rows are
   read in long runs (facts, reports); larger pages mean fewer pages written per batch and
-  visited per scan (bulk ingest a few per cent faster than with 4 KiB).
+  visited per scan.
 - Reads go to a small pool of read-only connections: in WAL each reads its own snapshot, so
   the report's independent queries, awaited together, run side by side on the cores (sqlite3
   lets go of the GIL while SQLite works) and never wait behind a write.
@@ -21,7 +21,7 @@ import contextlib
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, AsyncIterator, NamedTuple, Sequence
+from typing import Any, AsyncIterator, Iterable, NamedTuple, Sequence, cast
 
 import aiosqlite
 
@@ -41,12 +41,13 @@ PAGE_SIZE = 16_384
 READERS = 2  # read connections: one per core of the small machines callkpi runs on
 
 # sqlite3 binds int, float and str directly but sends None through its adapter lookup, which
-# ends by raising and clearing an AttributeError: a None cost four times a str to bind, and
-# most events carry four NULL numbers (the insert ~10 % slower for it). A registered adapter
-# for None is found by one dict lookup instead. The adapter is `{}.get`, which returns None
-# for any key: a C function, so no Python frame per NULL either (a few % more). None maps to None, so no
-# connection in the process sees a different value.
-sqlite3.register_adapter(type(None), {}.get)
+# ends by raising and clearing an AttributeError, and most events carry four NULL numbers. A
+# registered adapter for None is found by one dict lookup instead. The adapter is a dict's
+# `get`, which returns None for any key: a C function, so no Python frame per NULL either.
+# None maps to None, so no connection in the process sees a different value. (What it saves:
+# docs/queue_log.md, "Speed".)
+_NONE_TO_NONE: dict[None, None] = {}
+sqlite3.register_adapter(type(None), _NONE_TO_NONE.get)
 
 _COLS = ", ".join(COLUMNS)
 _QMARKS = ", ".join("?" * len(COLUMNS))
@@ -107,6 +108,48 @@ CONNECTION_PRAGMAS = (
 )
 
 
+def _tuples(rows: Iterable[sqlite3.Row]) -> list[tuple[Any, ...]]:
+    """Rows as they are: no connection sets a row_factory, so sqlite3 returns plain tuples
+    (aiosqlite's types say Row because one could)."""
+    return cast(list[tuple[Any, ...]], list(rows))
+
+
+def _require_file(path: str) -> None:
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise StoreError(f"database {path} does not exist"
+                         " (ingest or listen first, or check --db)") from None
+    except OSError as exc:
+        raise StoreError(f"cannot open database {path}: {exc.strerror}") from None
+
+
+def _access_problem(path: str) -> str | None:
+    """Why SQLite could not open or create the database at `path`, if it could not. A
+    missing directory is never created: a mistyped --db must not start a second, empty
+    store (the install script and systemd's StateDirectory make the real directory)."""
+    directory = Path(path).absolute().parent
+    if not directory.is_dir():
+        return f"cannot create database {path}: directory {directory} does not exist"
+    if os.path.isdir(path):
+        return f"cannot open database {path}: it is a directory (name a file in it)"
+    exists = os.path.exists(path)
+    if os.statvfs(directory).f_flag & os.ST_RDONLY:
+        return (f"cannot {'open' if exists else 'create'} database {path}: {directory} is on "
+                "a read-only file system")
+    writable = os.access(directory, os.W_OK)
+    if not exists:
+        return None if writable else (
+            f"cannot create database {path}: directory {directory} is not writable")
+    if not os.access(path, os.R_OK | os.W_OK):
+        return (f"cannot open database {path}: permission denied (it is read and written "
+                "by its owner: run callkpi as that user)")
+    if not writable and not all(os.path.exists(path + end) for end in ("-wal", "-shm")):
+        return (f"cannot open database {path}: directory {directory} is not writable (SQLite "
+                f"keeps its {Path(path).name}-wal and -shm files beside the database)")
+    return None
+
+
 class SqliteStore:
     """One SQLite file. Open with `await SqliteStore.open(path)`; use as an async context manager."""
 
@@ -118,12 +161,15 @@ class SqliteStore:
         self._reader_slots = READERS
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> "SqliteStore":
+    async def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> "SqliteStore":
         path = str(path)
-        if readonly and not Path(path).exists():
-            raise StoreError(f"database {path} does not exist")
-        if not readonly:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if not create:
+            _require_file(path)
+        # Checked first: SQLite says only "unable to open database file" for each of these,
+        # and aiosqlite (0.22) leaves its worker thread to print a traceback when its
+        # connect fails.
+        if problem := _access_problem(path):
+            raise StoreError(problem)
         try:
             conn = await aiosqlite.connect(path, isolation_level=None)
         except (sqlite3.DatabaseError, OSError) as exc:
@@ -167,7 +213,8 @@ class SqliteStore:
 
     async def _migrate(self) -> None:
         async with self._conn.execute("PRAGMA user_version") as cur:
-            (version,) = await cur.fetchone()
+            row = await cur.fetchone()
+        version = row[0] if row else 0  # it always answers; 0 is a new database
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"database {self.path} has schema version {version}, newer than this callkpi "
@@ -278,14 +325,14 @@ class SqliteStore:
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         async with self._reader() as conn, conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+            return _tuples(await cur.fetchall())
 
     async def iter_rows(
         self, sql: str, params: Sequence[Any] = (), size: int = 10_000
     ) -> AsyncIterator[tuple]:
         async with self._reader() as conn, conn.execute(sql, params) as cur:
             while rows := await cur.fetchmany(size):
-                for row in rows:
+                for row in _tuples(rows):
                     yield row
 
     async def info(self) -> StoreInfo:
@@ -341,7 +388,7 @@ class _Tx:
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         async with self._conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+            return _tuples(await cur.fetchall())
 
     async def executescript_in_tx(self, script: str) -> None:
         # sqlite3's executescript() would COMMIT first; run the statements one by one so a

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
-import signal
 import sys
 from typing import Callable
 
@@ -12,9 +12,9 @@ import click
 
 from callkpi.cli_common import db_option, get_config, open_configured_store, run
 from callkpi.config import Config
+from callkpi.service import run_until_signalled
 from callkpi.store import Store
 from queue_log_parser.ingest import IngestStats, LogFileError, ingest_paths, tail_path
-from queue_log_parser.partner import PartnerError
 
 
 @click.command()
@@ -29,13 +29,13 @@ def ingest(ctx: click.Context, paths: tuple[str, ...], full: bool) -> None:
     config = get_config(ctx)
     for path in paths:
         if not os.path.exists(path):
-            raise click.ClickException(f"{path}: no such file")
+            raise LogFileError(f"{path}: no such file")
     stats = run(ingest_with_progress(config, list(paths), full))
     click.echo(stats.summary())
 
 
 async def ingest_with_progress(config: Config, paths: list[str], full: bool) -> IngestStats:
-    store = await open_configured_store(config)
+    store = await open_configured_store(config, create=True)
     async with store:
         if not sys.stderr.isatty():
             return await _ingest(store, config, paths, full, None)
@@ -46,12 +46,9 @@ async def ingest_with_progress(config: Config, paths: list[str], full: bool) -> 
 
 async def _ingest(store: Store, config: Config, paths: list[str], full: bool,
                   progress: Callable[[int], None] | None) -> IngestStats:
-    try:
-        return await ingest_paths(store, paths, server=config.server.name,
-                                  batch_lines=config.queue_log.batch_lines, full=full,
-                                  progress=progress)
-    except (LogFileError, PartnerError) as exc:
-        raise click.ClickException(str(exc)) from None
+    return await ingest_paths(store, paths, server=config.server.name,
+                              batch_lines=config.queue_log.batch_lines, full=full,
+                              progress=progress)
 
 
 @click.command()
@@ -64,23 +61,15 @@ def tail(ctx: click.Context, path: str | None) -> None:
     config = get_config(ctx)
     path = path or config.queue_log.path
     if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        raise click.ClickException(f"{path}: no such directory")
+        raise LogFileError(f"{path}: no such directory")
     if not os.path.exists(path):
         click.echo(f"waiting for {path} to appear", err=True)
-    stats = run(follow(config, path))
-    click.echo(stats.summary())
+    run_until_signalled("tail", functools.partial(follow, config, path))
 
 
-async def follow(config: Config, path: str) -> IngestStats:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    store = await open_configured_store(config)
+async def follow(config: Config, path: str, stop: asyncio.Event) -> IngestStats:
+    store = await open_configured_store(config, create=True)
     async with store:
-        try:
-            return await tail_path(store, path, server=config.server.name,
-                                   batch_lines=config.queue_log.batch_lines,
-                                   poll_s=config.queue_log.poll_s, stop=stop)
-        except LogFileError as exc:
-            raise click.ClickException(str(exc)) from None
+        return await tail_path(store, path, server=config.server.name,
+                               batch_lines=config.queue_log.batch_lines,
+                               poll_s=config.queue_log.poll_s, stop=stop)

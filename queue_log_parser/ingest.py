@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from callkpi.errors import UserError
 from callkpi.events import SOURCE_QUEUE_LOG, CallEvent, Checkpoint, Quarantined
 from callkpi.store import Batch, PreparedBatch, Store, WriteResult
 from queue_log_parser.parser import BadLine, LineParser
@@ -33,11 +34,11 @@ from queue_log_parser.tailer import (
 )
 
 # A backfill with at least this much left to read gets a partner process (partner.py): below
-# it, the partner's start-up (~0.2 s) would cost more than it saves.
+# it, the partner's start-up would cost more than it saves (docs/queue_log.md, "Speed").
 PARTNER_FROM_BYTES = 8 << 20
 
 
-class LogFileError(Exception):
+class LogFileError(UserError):
     """A file cannot be read (unreadable, a corrupt or cut-short .gz); the message names it.
     What was read before the error is stored."""
 
@@ -182,7 +183,7 @@ async def ingest_paths(store: Store, paths: list[str], *, server: str, batch_lin
     stats = IngestStats()
     sink = LogSink(store, server, stats)
     # Events are acyclic tuples freed by reference counting; the cyclic collector would
-    # only rescan the millions of them a backfill allocates (~30 % of the parse time).
+    # only rescan the millions of them a backfill allocates, again and again.
     gc.disable()
     try:
         for path in paths:

@@ -26,6 +26,7 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
+from callkpi.errors import UserError
 from callkpi.events import Checkpoint
 from callkpi.store import Batch, WriteResult
 from callkpi.store import open_store
@@ -35,7 +36,7 @@ GO = "go"
 PR_SET_PDEATHSIG = 1
 
 
-class PartnerError(Exception):
+class PartnerError(UserError):
     """The partner process failed or died; everything before its batch is stored."""
 
 
@@ -60,8 +61,8 @@ class Partner:
         self.storing = 0  # batches the partner was told to store and has not reported
 
     def ready(self) -> bool:
-        """Has the partner started (it takes ~0.2 s)? Does not wait: until then, this
-        process goes on alone."""
+        """Has the partner started? Does not wait: until then, this process goes on
+        alone."""
         if not self._ready and self._conn.poll():
             self._receive()  # its "ready" (or why it could not start)
             self._ready = True

@@ -1,7 +1,8 @@
 """The report's charts as PNG bytes (e-mail clients block SVG).
 
 matplotlib's object API on the Agg canvas: no pyplot, so no global figure state and no GUI
-backend; only the HTML/e-mail job imports this module (it costs ~0.5 s to import).
+backend; only the HTML/e-mail job imports this module (matplotlib is slow to import:
+docs/reports.md).
 Charts are drawn at twice the size they are shown so they stay sharp on phone screens.
 
 Text is drawn with Vazirmatn (shipped in reports/fonts/ with its licence), so a PNG looks the

@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import click
 
-from callkpi.cli_common import db_option, get_config, open_configured_store, run
+from callkpi.cli_common import (
+    DATE,
+    date_range_options,
+    db_option,
+    get_config,
+    open_configured_store,
+    output_option,
+    run,
+    write_output,
+)
 from callkpi.config import Config
+from callkpi.store import Store
 from reports import roster
-from reports.facts import FactsResult, refresh_facts
+from reports.facts import FactsResult, known_queues, queue_seen, refresh_facts
 from reports.kpis import INTERVALS, ReportError, build_report, check_request
-from reports.options import DATE, language_options, month_option, period
+from reports.options import language_options
 from reports.render_csv import TABLES
 
 
+SHOWN_QUEUES = 20  # an unknown --queue lists the known ones: enough to spot a typo
+
 # ------------------------------------------------------------------------------ report
 @click.command()
-@click.option("--from", "start", type=DATE,
-              help="First day (YYYY-MM-DD; a Jalali date such as 1405-09-01 too).")
-@click.option("--to", "end", type=DATE, help="Last day, included.")
-@month_option
+@date_range_options(required=True, month=True)
 @click.option("--queue", help="Only this queue.")
 @click.option("--interval", type=click.Choice(INTERVALS), default="day", show_default=True,
               help="Length of the report's intervals (local time; weeks and months of the "
@@ -31,35 +39,42 @@ from reports.render_csv import TABLES
               show_default=True)
 @click.option("--csv-table", type=click.Choice(TABLES), default="queues", show_default=True,
               help="With --format csv: one row per queue, agent or interval.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="File (default: stdout).")
+@output_option
 @language_options
 @db_option
 @click.pass_context
-def report(ctx: click.Context, start: dt.date | None, end: dt.date | None,
-           month: tuple[dt.date, dt.date] | None, queue: str | None, interval: str,
-           fmt: str, csv_table: str, output: str | None) -> None:
+def report(ctx: click.Context, start: dt.date, end: dt.date, queue: str | None,
+           interval: str, fmt: str, csv_table: str, output: str | None) -> None:
     """KPIs of the days --from..--to, or of a --month (in [report] timezone) as HTML, JSON
     or CSV."""
     config = get_config(ctx)
-    start, end = period(start, end, month)
     data = run(_report(config, start, end, queue, interval))
     text = render(data, fmt, csv_table, config)
     if output:
-        Path(output).write_text(text, encoding="utf-8")
+        write_output(output, text)
     else:
         click.echo(text, nl=False)
 
 
 async def _report(config: Config, start: dt.date, end: dt.date, queue: str | None,
                   interval: str) -> dict[str, Any]:
-    try:
-        check_request(config, start, end, interval)
-        _require_database(config)
-        store = await open_configured_store(config)
-        async with store:
-            return await build_report(store, config, start, end, queue, interval)
-    except ReportError as exc:
-        raise click.ClickException(str(exc)) from None
+    check_request(config, start, end, interval)
+    store = await open_configured_store(config, create=False)
+    async with store:
+        if queue is not None:
+            await _require_queue(store, config, queue)
+        return await build_report(store, config, start, end, queue, interval)
+
+
+async def _require_queue(store: Store, config: Config, queue: str) -> None:
+    """A report of a mistyped queue would be a report of nothing: say so instead."""
+    await refresh_facts(store, config.kpi)
+    if not await queue_seen(store, queue):
+        known = await known_queues(store)
+        listed = ", ".join(known[:SHOWN_QUEUES]) or "none yet"
+        if len(known) > SHOWN_QUEUES:
+            listed += f" and {len(known) - SHOWN_QUEUES} more"
+        raise ReportError(f"queue {queue!r} never appeared in the store (queues: {listed})")
 
 
 def render(report_data: dict[str, Any], fmt: str, csv_table: str = "queues",
@@ -79,13 +94,6 @@ def render(report_data: dict[str, Any], fmt: str, csv_table: str = "queues",
     return render_json(report_data)
 
 
-def _require_database(config: Config) -> None:
-    """A report of a mistyped --db would be a report of nothing: say so instead."""
-    if not Path(config.store.db).exists():
-        raise click.ClickException(f"database {config.store.db} does not exist"
-                                   " (ingest or listen first, or check --db)")
-
-
 # ------------------------------------------------------------------------------- facts
 @click.command()
 @click.option("--rebuild", is_flag=True, help="Derive every fact again from all events.")
@@ -102,8 +110,7 @@ def facts(ctx: click.Context, rebuild: bool) -> None:
 
 
 async def _facts(config: Config, rebuild: bool) -> FactsResult:
-    _require_database(config)
-    store = await open_configured_store(config)
+    store = await open_configured_store(config, create=False)
     async with store:
         return await refresh_facts(store, config.kpi, rebuild=rebuild)
 
@@ -121,7 +128,7 @@ def agents() -> None:
 @click.pass_context
 def agents_add(ctx: click.Context, name: str, hired: dt.date) -> None:
     """Add NAME (the name Asterisk logs) to the roster."""
-    _roster(ctx, roster.add_agent, name, hired)
+    _roster(ctx, roster.add_agent, name, hired, create=True)
     click.echo(f"added {name} (hired {hired})")
 
 
@@ -152,19 +159,18 @@ def agents_list(ctx: click.Context) -> None:
 @click.pass_context
 def agents_import(ctx: click.Context, path: str) -> None:
     """Import name,hired_on,left_on rows from a CSV file (all or nothing)."""
-    count = _roster(ctx, roster.import_csv, path)
+    count = _roster(ctx, roster.import_csv, path, create=True)
     click.echo(f"imported {count} agents")
 
 
-def _roster(ctx: click.Context, action: Any, *args: Any) -> Any:
+def _roster(ctx: click.Context, action: Any, *args: Any, create: bool = False) -> Any:
+    """Run a roster action on the store; only adding agents may create the store (a roster
+    can come before the first call), reading or changing it needs one."""
     config = get_config(ctx)
 
     async def body() -> Any:
-        store = await open_configured_store(config)
+        store = await open_configured_store(config, create=create)
         async with store:
-            try:
-                return await action(store, *args)
-            except roster.RosterError as exc:
-                raise click.ClickException(str(exc)) from None
+            return await action(store, *args)
 
     return run(body())

@@ -4,61 +4,120 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
-from callkpi.cli_common import db_option, get_config, open_configured_store, run
-from callkpi.config import Config
-from reports.kpis import ReportError
-from reports.mailer import MailError, send_report, write_report_eml
-from reports.options import DATE, language_options, month_option
+from callkpi.cli_common import (
+    DATE,
+    MONTH,
+    check_writable_file,
+    db_option,
+    get_config,
+    open_configured_store,
+    run,
+)
+from callkpi.config import Config, ConfigError
+from reports.mailer import send_report, write_report_eml
+from reports.options import language_options
+
+
+class DayOrAddress(click.ParamType):
+    """`--to`: the last day of the range, or, in the spelling before `--recipient` existed
+    (kept for one release), a recipient's address."""
+
+    name = "DATE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> dt.date | str:
+        if isinstance(value, str) and "@" in value:
+            return value
+        return DATE.convert(value, param, ctx)
 
 
 @click.command()
 @click.option("--yesterday", is_flag=True, help="Yesterday in [report] timezone.")
-@click.option("--date", "day", type=DATE,
-              help="One day (YYYY-MM-DD; a Jalali date such as 1405-09-03 too).")
-@click.option("--from", "first", type=DATE,
-              help="First day of a range: one mail per day (catching up).")
-@click.option("--until", "last", type=DATE, help="Last day of the range (inclusive).")
-@month_option
-@click.option("--to", "recipients", multiple=True, envvar="CALLKPI_EMAIL_TO",
+# --from/--to as cli_common.date_range_options spells them; declared here for one release,
+# while --to also takes the address of the old `--to ADDRESS`
+@click.option("--from", "start", type=DATE,
+              help="First day (YYYY-MM-DD): one mail per day up to --to (catching up).")
+@click.option("--to", "to", type=DayOrAddress(), multiple=True,
+              help="Last day, included (YYYY-MM-DD).")
+@click.option("--month", type=MONTH,
+              help="Each day of a month: 2026-11, or Jalali 1405-09.")
+@click.option("--recipient", "recipients", multiple=True, metavar="ADDRESS",
+              envvar="CALLKPI_EMAIL_TO",
               help="Recipient address; repeat for more (default: $CALLKPI_EMAIL_TO, "
               "space-separated).")
+# the spellings of 0.1, kept for one release: --from DAY --to DAY, and --to DAY
+@click.option("--date", "day", type=DATE, hidden=True)
+@click.option("--until", "until", type=DATE, hidden=True)
 @click.option("--force", is_flag=True, help="Send even if this day was already sent to them.")
 @click.option("--dry-run", is_flag=True,
               help="Write callkpi-report-DAY.eml in the current directory instead of sending.")
 @language_options
 @db_option
 @click.pass_context
-def email(ctx: click.Context, yesterday: bool, day: dt.date | None, first: dt.date | None,
-          last: dt.date | None, month: tuple[dt.date, dt.date] | None,
-          recipients: tuple[str, ...], force: bool, dry_run: bool) -> None:
+def email(ctx: click.Context, yesterday: bool, start: dt.date | None,
+          to: tuple[dt.date | str, ...], month: tuple[dt.date, dt.date] | None,
+          recipients: tuple[str, ...], day: dt.date | None, until: dt.date | None,
+          force: bool, dry_run: bool) -> None:
     """E-mail the report of a day (or of each day of a range) over SMTP ([smtp] in the config).
 
     A day already sent to the same recipients is skipped, so a catch-up run over a range
     sends only what is missing. A failed send exits non-zero and says why.
     """
     config = get_config(ctx)
-    if month:  # a month is a range: one mail per day, like --from/--until
-        if first or last:
-            raise click.UsageError("give either --month or --from/--until, not both")
-        first, last = month
-    days = pick_days(config, yesterday, day, first, last)
+    end, old_recipients = split_to(to)
+    start, end = old_spellings(start, end, day, until)
+    if month:  # a month is a range: one mail per day
+        if start or end:
+            raise click.UsageError("give either --month or --from/--to, not both")
+        start, end = month
+    recipients = (*recipients, *old_recipients)
+    days = pick_days(config, yesterday, start, end)
     check_recipients(recipients)
-    try:
-        run(email_days(config, days, recipients, force, dry_run))
-    except (MailError, ReportError) as exc:
-        raise click.ClickException(str(exc)) from None
+    if dry_run:  # before the first report is built
+        check_writable_file(str(Path.cwd() / f"callkpi-report-{days[0]}.eml"))
+    run(email_days(config, days, recipients, force, dry_run))
+
+
+def split_to(to: Sequence[dt.date | str]) -> tuple[dt.date | None, list[str]]:
+    """--to values: at most one day, and the addresses of the old `--to ADDRESS` spelling."""
+    days = [value for value in to if isinstance(value, dt.date)]
+    addresses = [value for value in to if isinstance(value, str)]
+    if len(days) > 1:
+        raise click.UsageError("--to DAY given more than once")
+    if addresses:
+        _deprecated("--to ADDRESS", "--recipient ADDRESS")
+    return (days[0] if days else None), addresses
+
+
+def old_spellings(start: dt.date | None, end: dt.date | None, day: dt.date | None,
+                  until: dt.date | None) -> tuple[dt.date | None, dt.date | None]:
+    """`--date DAY` and `--until DAY` as the --from/--to they were renamed to."""
+    if until is not None:
+        _deprecated("--until DAY", "--to DAY")
+        if end is not None:
+            raise click.UsageError("give --to or --until, not both")
+        end = until
+    if day is not None:
+        _deprecated("--date DAY", "--from DAY --to DAY")
+        if start is not None or end is not None:
+            raise click.UsageError("give one of --yesterday, --from DAY --to DAY")
+        start = end = day
+    return start, end
+
+
+def _deprecated(old: str, new: str) -> None:
+    click.echo(f"Warning: {old} is now {new}; the old spelling goes in the next release",
+               err=True)
 
 
 async def email_days(config: Config, days: Sequence[dt.date], recipients: Sequence[str],
                      force: bool, dry_run: bool) -> None:
-    if not Path(config.store.db).is_file():  # a mistyped path would mail an empty report
-        raise click.ClickException(f"database {config.store.db} does not exist")
-    store = await open_configured_store(config)
+    store = await open_configured_store(config, create=False)
     async with store:
         for day in days:
             if dry_run:
@@ -71,34 +130,29 @@ async def email_days(config: Config, days: Sequence[dt.date], recipients: Sequen
                            "(--force sends it again)")
 
 
-def pick_days(config: Config, yesterday: bool, day: dt.date | None,
-              first: dt.date | None, last: dt.date | None) -> list[dt.date]:
-    chosen = [name for name, given in (("--yesterday", yesterday), ("--date", day),
-                                        ("--from", first)) if given]
-    if len(chosen) != 1 or (last and not first):
-        raise click.UsageError("give one of --yesterday, --date DAY, --from DAY --until DAY, "
-                               "--month MONTH")
-    if yesterday:
+def pick_days(config: Config, yesterday: bool, start: dt.date | None, end: dt.date | None
+              ) -> list[dt.date]:
+    if yesterday == (start is not None) or (end is not None and start is None):
+        raise click.UsageError("give one of --yesterday, --from DAY --to DAY, --month MONTH")
+    if start is None:
         return [local_today(config.report.timezone) - dt.timedelta(days=1)]
-    if day:
-        return [day]
-    if last is None or first is None:
-        raise click.UsageError("--from needs --until (the last day)")
-    if last < first:
-        raise click.UsageError(f"--until {last} is before --from {first}")
-    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+    if end is None:
+        raise click.UsageError("--from needs --to (the last day)")
+    if end < start:
+        raise click.UsageError(f"--to {end} is before --from {start}")
+    return [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
 
 
 def local_today(timezone: str) -> dt.date:
     try:
         return dt.datetime.now(ZoneInfo(timezone)).date()
     except (ZoneInfoNotFoundError, ValueError):
-        raise click.ClickException(f"unknown time zone {timezone!r} in [report]") from None
+        raise ConfigError(f"unknown time zone {timezone!r} in [report]") from None
 
 
 def check_recipients(recipients: Sequence[str]) -> None:
     if not recipients:
-        raise click.UsageError("no recipient: give --to ADDRESS or set CALLKPI_EMAIL_TO")
+        raise click.UsageError("no recipient: give --recipient ADDRESS or set CALLKPI_EMAIL_TO")
     for address in recipients:
         if "@" not in address or any(c.isspace() or c in ",;<>" for c in address):
             raise click.UsageError(f"not an e-mail address: {address!r}")

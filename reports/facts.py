@@ -142,10 +142,10 @@ class Deriver:
          caller_number, value, discr, extra) = ev
         self.events += 1
         if kind == Kind.ENTER_QUEUE:
-            call = QueueCall(eid, server, call_id, queue, ts, caller_number)
-            self.calls.append(call)
-            self.last_call[(server, call_id)] = call
-            self.open_calls[(server, call_id)] = call
+            entered = QueueCall(eid, server, call_id, queue, ts, caller_number)
+            self.calls.append(entered)
+            self.last_call[(server, call_id)] = entered
+            self.open_calls[(server, call_id)] = entered
         elif kind == Kind.CONNECT:
             self._connect(server, call_id, agent, ts, wait_s)
         elif kind in (Kind.COMPLETE, Kind.TRANSFER):
@@ -197,18 +197,18 @@ class Deriver:
     def _pbx_restart(self, server: str, ts: float) -> None:
         for key in [k for k in self.open_calls if k[0] == server]:
             self._close(self.open_calls.pop(key), ts)
-        for key in [k for k in self.open_sessions if k[0] == server]:
-            self.open_sessions.pop(key).end = ts
-        for key in [k for k in self.open_pause if k[0] == server]:
-            self.open_pause.pop(key).end = ts
+        for session_key in [k for k in self.open_sessions if k[0] == server]:
+            self.open_sessions.pop(session_key).end = ts
+        for pause_key in [k for k in self.open_pause if k[0] == server]:
+            self.open_pause.pop(pause_key).end = ts
 
     def _agent_event(self, server: str, kind: str, queue: str, agent: str, ts: float,
                      reason: str) -> None:
         if kind in (Kind.MEMBER_ADD, Kind.AGENT_LOGIN):
             key = (server, agent, queue)
             if key not in self.open_sessions:
-                self.open_sessions[key] = session = Interval(server, agent, queue, ts)
-                self.sessions.append(session)
+                self.open_sessions[key] = joined = Interval(server, agent, queue, ts)
+                self.sessions.append(joined)
         elif kind in (Kind.MEMBER_REMOVE, Kind.AGENT_LOGOFF):
             if session := self.open_sessions.pop((server, agent, queue), None):
                 session.end = ts
@@ -517,3 +517,18 @@ def _marks(values: Iterable[Any]) -> str:
 
 def insert_sql(table: str, columns: tuple[str, ...]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({_marks(columns)})"
+
+
+async def queue_seen(store: Store, queue: str) -> bool:
+    """Has the store ever seen `queue` (a call in it, or a member)?"""
+    rows = await store.fetch_all(
+        "SELECT EXISTS (SELECT 1 FROM queue_calls WHERE queue = ?)"
+        " OR EXISTS (SELECT 1 FROM agent_sessions WHERE queue = ?)", (queue, queue))
+    return bool(rows[0][0])
+
+
+async def known_queues(store: Store) -> list[str]:
+    """Every queue the store has seen, by name."""
+    rows = await store.fetch_all(
+        "SELECT queue FROM queue_calls UNION SELECT queue FROM agent_sessions ORDER BY 1")
+    return [queue for (queue,) in rows]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from callkpi.config import Config, SmtpConfig
+from callkpi.errors import UserError
 from callkpi.net import is_loopback
 from callkpi.store import Store
 from reports.kpis import build_report
@@ -38,7 +39,7 @@ ON CONFLICT (day, recipients) DO UPDATE SET sent_at = excluded.sent_at
 """
 
 
-class MailError(Exception):
+class MailError(UserError):
     """The report could not be sent; the message says why in one line, without secrets."""
 
 
@@ -57,7 +58,8 @@ def build_message(report: dict[str, Any], *, sender: str, recipients: Sequence[s
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies
     message.set_content(render_text(report, title=title, targets=targets, locale=locale))
     message.add_alternative(html, subtype="html")
-    html_part = message.get_payload()[1]
+    html_part = next(part for part in message.iter_parts()
+                     if part.get_content_type() == "text/html")
     for cid, png in images.items():
         html_part.add_related(png, maintype="image", subtype="png", cid=f"<{cid}>",
                               filename=cid.partition("@")[0] + ".png", disposition="inline")

@@ -11,10 +11,11 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+from callkpi.errors import UserError
 from callkpi.store import Store
 
 
-class RosterError(Exception):
+class RosterError(UserError):
     """A roster change that cannot be made; the message is meant for the user."""
 
 

@@ -12,10 +12,12 @@ import asyncio
 import itertools
 from typing import Callable, TextIO
 
+from callkpi.errors import UserError
+
 Message = dict[str, str]
 
 
-class AmiError(Exception):
+class AmiError(UserError):
     """The AMI connection failed, was refused or closed."""
 
 
@@ -37,9 +39,10 @@ class AmiClient:
     async def connect(self, timeout: float = 10.0) -> None:
         """Connect and log in; AmiError if the PBX is unreachable or refuses the login."""
         try:
-            self._reader, self._writer = await asyncio.wait_for(
+            reader, self._writer = await asyncio.wait_for(
                 asyncio.open_connection(self.host, self.port, limit=2**20), timeout)
-            banner = await asyncio.wait_for(self._reader.readline(), timeout)
+            self._reader = reader
+            banner = await asyncio.wait_for(reader.readline(), timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             raise AmiError(f"cannot reach AMI at {self.host}:{self.port}: {exc}") from None
         if not banner.startswith(b"Asterisk Call Manager/"):

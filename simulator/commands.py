@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, TextIO
 
 import click
 
-from callkpi.cli_common import get_config
-from simulator.sandbox import LISTENER_SECRET, TEST_SECRET, TEST_USER, Sandbox, SandboxError
-from simulator.scenario import ScenarioError, load_scenario
+from callkpi.cli_common import PORT, get_config
+from simulator.sandbox import LISTENER_SECRET, TEST_SECRET, TEST_USER, Sandbox
+from simulator.scenario import load_scenario
 from simulator.runner import SimulationError, run_scenario
 from simulator.truth import Truth
 
@@ -21,18 +21,15 @@ def _ports(command: Callable[..., Any]) -> Callable[..., Any]:
     """--ami-port/--agi-port, defaulting to the config's [ami] port and [agi] port, so
     `callkpi listen` and `callkpi agi` reach the sandbox as they are."""
 
-    @click.option("--ami-port", type=int, help="AMI port (default: [ami] port of the config).")
-    @click.option("--agi-port", type=int,
+    @click.option("--ami-port", type=PORT, help="AMI port (default: [ami] port of the config).")
+    @click.option("--agi-port", type=PORT,
                   help="Port the dialplan's FastAGI survey calls (default: [agi] port).")
     @functools.wraps(command)
     def wrapper(*args: Any, ami_port: int | None, agi_port: int | None, **kwargs: Any) -> Any:
         config = get_config(click.get_current_context())
         box = Sandbox(ami_port=ami_port or config.ami.port, agi_port=agi_port or config.agi.port,
                       listener_secret=config.ami.secret or LISTENER_SECRET)
-        try:
-            return command(box, *args, **kwargs)
-        except SandboxError as exc:
-            raise click.ClickException(str(exc)) from None
+        return command(box, *args, **kwargs)
 
     return wrapper
 
@@ -93,7 +90,7 @@ def paths(box: Sandbox) -> None:
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="Write the ground truth JSON here.")
 @click.option("--ami-host", help="Default: [ami] host of the config.")
-@click.option("--ami-port", type=int, help="Default: [ami] port of the config.")
+@click.option("--ami-port", type=PORT, help="Default: [ami] port of the config.")
 @click.option("--ami-user", default=TEST_USER, show_default=True,
               help="An AMI user allowed to originate (the config's listener account is not).")
 @click.option("--ami-secret", envvar="CALLKPI_SIMULATE_AMI_SECRET", default=TEST_SECRET,
@@ -101,20 +98,18 @@ def paths(box: Sandbox) -> None:
 @click.option("--capture", type=click.File("w"), help="Also write the raw AMI text received here.")
 @click.pass_context
 def simulate(ctx: click.Context, scenario: str, out_path: str, ami_host: str | None,
-             ami_port: int | None, ami_user: str, ami_secret: str, capture) -> None:
+             ami_port: int | None, ami_user: str, ami_secret: str,
+             capture: TextIO | None) -> None:
     """Drive SCENARIO (a TOML file, or `smoke`/`busy`) through a real Asterisk over AMI and
     write what really happened (the ground truth) to --out."""
     config = get_config(ctx)
-    try:
-        truth = asyncio.run(run_scenario(load_scenario(scenario), ami_host or config.ami.host,
-                                         ami_port or config.ami.port, ami_user, ami_secret,
-                                         capture=capture))
-    except (ScenarioError, SimulationError) as exc:
-        raise click.ClickException(str(exc)) from None
+    truth = asyncio.run(run_scenario(load_scenario(scenario), ami_host or config.ami.host,
+                                     ami_port or config.ami.port, ami_user, ami_secret,
+                                     capture=capture))
     truth.write(out_path)
     click.echo(summary(truth))
     if not truth.complete:
-        raise click.ClickException("; ".join(truth.problems))
+        raise SimulationError("; ".join(truth.problems))
 
 
 def summary(truth: Truth) -> str:

@@ -14,8 +14,9 @@ import asyncio
 import collections
 import time
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, Coroutine, TextIO
 
+from callkpi.errors import UserError
 from simulator.ami import AmiClient, AmiError, Message
 from simulator.scenario import AgentAction, AgentSpec, PlannedCall, Scenario, plan_calls
 from simulator import truth as t
@@ -27,7 +28,7 @@ RING_WINDOW_S = 7.0  # a member offered a call is engaged this long at most (que
 SURVEY_ALLOWANCE_S = 40.0  # how long a caller stays on the line for the survey
 
 
-class SimulationError(Exception):
+class SimulationError(UserError):
     """The run could not start (AMI unreachable, login refused, agents could not log in)."""
 
 
@@ -222,7 +223,7 @@ class _Run:
         await asyncio.sleep(0.3)  # the code runs; a person does not dial twice in one instant
         return dialled
 
-    def _spawn(self, coro) -> asyncio.Task[None]:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from callkpi.errors import UserError
+
 SCRIPT = Path(str(resources.files("simulator") / "asterisk-sandbox.sh"))
 STATE_BASE = Path("/var/tmp/callkpi")
 TEST_USER = "callkpi-test"  # the test layer's full-rights AMI user (simulator, tests)
@@ -26,7 +28,7 @@ LISTENER_SECRET = "callkpi-listener-secret"
 STOPPED = 3  # the script's exit status of `status` when Asterisk is not running
 
 
-class SandboxError(Exception):
+class SandboxError(UserError):
     """The sandbox could not be installed, started or queried; the message says why."""
 
 

@@ -14,10 +14,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from callkpi.errors import UserError
+
 Range = tuple[float, float]
 
 
-class ScenarioError(Exception):
+class ScenarioError(UserError):
     """The scenario file cannot be used; the message says which key is wrong."""
 
 

@@ -4,6 +4,8 @@ callkpi, the real-Asterisk and browser tests included, must actually run there."
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import AsyncIterator
 
 import pytest
 
@@ -11,7 +13,7 @@ from callkpi.store import Store, open_store
 
 
 @pytest.fixture
-async def store(tmp_path) -> Store:
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
     s = await open_store(tmp_path / "callkpi.db")
     yield s
     await s.close()
@@ -21,7 +23,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not os.environ.get("CI"):
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if reporter is None:
+        return
+    skipped = len(reporter.stats.get("skipped", []))
     if skipped:
         reporter.write_line(f"CI: {skipped} test(s) skipped; in CI a skip is a failure", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -13,6 +13,7 @@ ROOT = Path(__file__).parent.parent
 def generate_log(path: Path, lines: int, seed: int) -> None:
     """`lines` lines of an Asterisk 22 call center's queue_log (bench/ingest.py)."""
     spec = importlib.util.spec_from_file_location("bench_ingest", ROOT / "bench" / "ingest.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.generate(path, lines, seed)

@@ -90,14 +90,14 @@ def hourly() -> list[dict[str, Any]]:
     return rows
 
 
-WAIT_HISTOGRAM = [
+WAIT_HISTOGRAM: list[dict[str, Any]] = [
     {"from_s": 0, "to_s": 10, "calls": 190}, {"from_s": 10, "to_s": 20, "calls": 94},
     {"from_s": 20, "to_s": 30, "calls": 41}, {"from_s": 30, "to_s": 60, "calls": 39},
     {"from_s": 60, "to_s": 120, "calls": 28}, {"from_s": 120, "to_s": 300, "calls": 17},
     {"from_s": 300, "to_s": None, "calls": 3},
 ]
 # of the calls abandoned, the share that had hung up by each wait (cumulative, to 100)
-ABANDON_CURVE = [
+ABANDON_CURVE: list[dict[str, Any]] = [
     {"wait_s": t, "abandoned_pct": p} for t, p in (
         (0, 0.0), (5, 6.1), (10, 15.2), (15, 24.2), (20, 36.4), (30, 51.5), (45, 63.6),
         (60, 72.7), (90, 81.8), (120, 87.9), (180, 93.9), (300, 100.0))

@@ -11,10 +11,16 @@ UNITS = Path(__file__).parent.parent / "asterisk_conf" / "systemd"
 
 
 def read_unit(path: Path) -> configparser.ConfigParser:
-    unit = configparser.ConfigParser(strict=False, interpolation=None)
-    unit.optionxform = str  # keys are case-sensitive in systemd
+    unit = CaseSensitiveParser(strict=False, interpolation=None)
     unit.read(path)
     return unit
+
+
+class CaseSensitiveParser(configparser.ConfigParser):
+    """Keys as written: systemd's are case-sensitive."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
 
 
 def verify_problems(*paths: Path) -> list[str]:

@@ -1,6 +1,6 @@
 """The listener's and the queue_log follower's systemd units agree with the commands they run."""
 
-from ami_listener.commands import EXIT_LOGIN_REJECTED
+from ami_listener.manager import LoginError
 from systemd_units import UNITS, read_unit, verify_problems
 
 UNIT = UNITS / "callkpi-listen.service"
@@ -11,7 +11,7 @@ def test_unit_restarts_on_failure_except_a_rejected_login():
     service = read_unit(UNIT)["Service"]
     assert service["ExecStart"].endswith(" listen")
     assert service["Restart"] == "on-failure"
-    assert service["RestartPreventExitStatus"] == str(EXIT_LOGIN_REJECTED)
+    assert service["RestartPreventExitStatus"] == str(LoginError.exit_code)
     assert service["EnvironmentFile"] == "/etc/callkpi/listen.env"  # the secret, not the unit
     assert "SECRET" not in service.get("Environment", "")
     assert service["KillSignal"] == "SIGTERM"

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from callkpi.config import Config, ReportConfig
-from reports.calendar import (GREGORIAN, JALALI, DateError, Period, calendar_for,
-                              jalali_timestamp, parse_date, parse_month)
+from callkpi.dates import DateError, parse_date, parse_month
+from reports.calendar import GREGORIAN, JALALI, Period, calendar_for, jalali_timestamp
 from reports.kpis import build_report
 from test_facts_helpers import Calls
 

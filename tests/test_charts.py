@@ -35,7 +35,9 @@ def png_size(png: bytes) -> tuple[int, int]:
 
 def distinct_colours(png: bytes) -> int:
     image = Image.open(io.BytesIO(png)).convert("RGB")
-    return len(image.getcolors(maxcolors=1 << 20))
+    colours = image.getcolors(maxcolors=1 << 20)
+    assert colours is not None  # None: more colours than maxcolors
+    return len(colours)
 
 
 def week_report(**period) -> dict:
@@ -126,7 +128,9 @@ def test_the_hourly_chart_of_several_days_says_it_adds_them_up():
 def test_fridays_are_the_weekend_of_a_jalali_trend_saturday_and_sunday_otherwise():
     def shaded(report: dict, language) -> list[int]:
         figure = trend_figure(report["intervals"], report["period"], 80.0, language)
-        spans = [p for p in figure.axes[-1].patches if p.get_width() == 1.0]
+        assert figure is not None
+        spans = [p for p in figure.axes[-1].patches
+                 if isinstance(p, Rectangle) and p.get_width() == 1.0]
         return sorted(round(p.get_x() + 0.5) for p in spans)
 
     # 21 Nov 2026 is a Saturday: Friday is the 7th day, Saturday and Sunday the 1st and 2nd

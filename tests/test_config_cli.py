@@ -66,7 +66,8 @@ def test_cli_bad_config_is_one_line(tmp_path):
 def test_cli_db_info_missing_db(tmp_path):
     result = CliRunner().invoke(cli, ["db", "info", "--db", str(tmp_path / "none.db")])
     assert result.exit_code == 1
-    assert result.output.strip() == f"Error: database {tmp_path / 'none.db'} does not exist"
+    assert result.output.strip() == (f"Error: database {tmp_path / 'none.db'} does not exist"
+                                     " (ingest or listen first, or check --db)")
 
 
 def test_cli_db_info_unreadable_db(tmp_path):

@@ -109,8 +109,8 @@ def smtp_server(certificate):
 
 
 def smtp_config(port: int, **values: Any) -> SmtpConfig:
-    return SmtpConfig(**({"host": "127.0.0.1", "port": port, "sender": "callkpi@example.com"}
-                         | values))
+    defaults: dict[str, Any] = {"host": "127.0.0.1", "port": port, "sender": "callkpi@example.com"}
+    return SmtpConfig(**(defaults | values))
 
 
 def message(report: dict | None = None):
@@ -342,46 +342,72 @@ def callkpi(*args: str, env: dict[str, str] | None = None):
 def test_callkpi_email_sends_a_day_once(smtp_server, cli_config):
     port, inbox = smtp_server()
     config = cli_config(port)
-    first = callkpi("--config", str(config), "email", "--date", "2026-11-24",
-                    "--to", "boss@example.com", "--to", "team@example.com")
+    first = callkpi("--config", str(config), "email", "--from", "2026-11-24", "--to",
+                    "2026-11-24", "--recipient", "boss@example.com", "--recipient",
+                    "team@example.com")
     assert first.exit_code == 0, first.output
     assert first.stdout == "2026-11-24: sent to boss@example.com, team@example.com\n"
-    again = callkpi("--config", str(config), "email", "--date", "2026-11-24",
-                    "--to", "team@example.com", "--to", "boss@example.com")
+    again = callkpi("--config", str(config), "email", "--from", "2026-11-24", "--to",
+                    "2026-11-24", "--recipient", "team@example.com", "--recipient",
+                    "boss@example.com")
     assert again.exit_code == 0
     assert "already sent" in again.stdout and "--force" in again.stdout
     assert len(inbox.mails) == 1
-    forced = callkpi("--config", str(config), "email", "--date", "2026-11-24",
-                     "--to", "boss@example.com", "--to", "team@example.com", "--force")
+    forced = callkpi("--config", str(config), "email", "--from", "2026-11-24", "--to",
+                     "2026-11-24", "--recipient", "boss@example.com", "--recipient",
+                     "team@example.com", "--force")
     assert forced.exit_code == 0 and len(inbox.mails) == 2
 
 
 def test_callkpi_email_catches_up_a_range_once(smtp_server, cli_config):
     port, inbox = smtp_server()
     config = cli_config(port)
-    callkpi("--config", str(config), "email", "--date", "2026-11-22", "--to", "a@example.com")
-    run = callkpi("--config", str(config), "email", "--from", "2026-11-21", "--until",
-                  "2026-11-24", "--to", "a@example.com")
+    callkpi("--config", str(config), "email", "--from", "2026-11-22", "--to", "2026-11-22",
+            "--recipient", "a@example.com")
+    run = callkpi("--config", str(config), "email", "--from", "2026-11-21", "--to",
+                  "2026-11-24", "--recipient", "a@example.com")
     assert run.exit_code == 0, run.output
     assert [m["message"]["Subject"].split(": ")[1] for m in inbox.mails] == [
         "Sunday 22 November 2026", "Saturday 21 November 2026", "Monday 23 November 2026",
         "Tuesday 24 November 2026"]
     assert "2026-11-22: already sent" in run.stdout
-    rerun = callkpi("--config", str(config), "email", "--from", "2026-11-21", "--until",
-                    "2026-11-24", "--to", "a@example.com")
+    rerun = callkpi("--config", str(config), "email", "--from", "2026-11-21", "--to",
+                    "2026-11-24", "--recipient", "a@example.com")
     assert rerun.stdout.count("already sent") == 4 and len(inbox.mails) == 4
+
+
+def test_the_spellings_of_0_1_still_work_for_one_release(smtp_server, cli_config):
+    port, inbox = smtp_server()
+    config = str(cli_config(port))
+    day = callkpi("--config", config, "email", "--date", "2026-11-22", "--to", "a@example.com",
+                  "--to", "b@example.com")
+    assert day.exit_code == 0, day.output
+    assert day.stdout == "2026-11-22: sent to a@example.com, b@example.com\n"
+    assert day.stderr == (
+        "Warning: --to ADDRESS is now --recipient ADDRESS; the old spelling goes in the next"
+        " release\nWarning: --date DAY is now --from DAY --to DAY; the old spelling goes in the"
+        " next release\n")
+    days = callkpi("--config", config, "email", "--from", "2026-11-23", "--until", "2026-11-24",
+                   "--to", "a@example.com")
+    assert days.exit_code == 0, days.output
+    assert "--until DAY is now --to DAY" in days.stderr
+    assert [m["to"] for m in inbox.mails] == [["a@example.com", "b@example.com"],
+                                             ["a@example.com"], ["a@example.com"]]
+    both = callkpi("--config", config, "email", "--from", "2026-11-23", "--until", "2026-11-24",
+                   "--to", "2026-11-24", "--recipient", "a@example.com")
+    assert both.exit_code == 2 and "not both" in both.stderr
 
 
 def test_callkpi_email_fails_in_one_line_when_the_server_is_down(cli_config):
     port = free_port()
     config = cli_config(port, 'username = "reports"', 'tls = "none"')
-    result = callkpi("--config", str(config), "email", "--yesterday", "--to", "a@example.com",
-                     env={"CALLKPI_SMTP_PASSWORD": PASSWORD})
+    result = callkpi("--config", str(config), "email", "--yesterday", "--recipient",
+                     "a@example.com", env={"CALLKPI_SMTP_PASSWORD": PASSWORD})
     assert result.exit_code == 1
     assert result.stderr == (f"Error: cannot send mail via 127.0.0.1:{port}: "
                              "Connection refused\n")
     assert PASSWORD not in result.output
-    again = callkpi("--config", str(config), "email", "--yesterday", "--to", "a@example.com")
+    again = callkpi("--config", str(config), "email", "--yesterday", "--recipient", "a@example.com")
     assert again.exit_code == 1  # nothing was recorded as sent
 
 
@@ -396,44 +422,46 @@ def test_callkpi_email_recipients_from_the_environment(smtp_server, cli_config):
 def test_callkpi_email_dry_run_writes_the_eml(smtp_server, cli_config, tmp_path, monkeypatch):
     port, inbox = smtp_server()
     monkeypatch.chdir(tmp_path)
-    result = callkpi("--config", str(cli_config(port)), "email", "--date", "2026-11-24",
-                     "--to", "a@example.com", "--dry-run")
+    result = callkpi("--config", str(cli_config(port)), "email", "--from", "2026-11-24",
+                     "--to", "2026-11-24", "--recipient", "a@example.com", "--dry-run")
     assert result.exit_code == 0, result.output
     eml = tmp_path / "callkpi-report-2026-11-24.eml"
     assert result.stdout == f"2026-11-24: wrote {eml}\n"
     written = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
     assert written.get_content_type() == "multipart/alternative"
     assert inbox.mails == []
-    sent = callkpi("--config", str(cli_config(port)), "email", "--date", "2026-11-24",
-                   "--to", "a@example.com")
+    sent = callkpi("--config", str(cli_config(port)), "email", "--from", "2026-11-24",
+                   "--to", "2026-11-24", "--recipient", "a@example.com")
     assert "sent to" in sent.stdout  # a dry run records nothing
 
 
 @pytest.mark.parametrize("args, error", [
-    ([], "give one of --yesterday, --date DAY, --from DAY --until DAY"),
-    (["--yesterday", "--date", "2026-11-24"], "give one of"),
-    (["--date", "2026-11-24", "--until", "2026-11-25"], "give one of"),
-    (["--from", "2026-11-24"], "--from needs --until"),
-    (["--from", "2026-11-24", "--until", "2026-11-23"], "--until 2026-11-23 is before"),
+    ([], "give one of --yesterday, --from DAY --to DAY"),
+    (["--yesterday", "--from", "2026-11-24", "--to", "2026-11-24"], "give one of"),
+    (["--to", "2026-11-25"], "give one of"),
+    (["--from", "2026-11-24"], "--from needs --to"),
+    (["--from", "2026-11-24", "--to", "2026-11-23"], "--to 2026-11-23 is before"),
+    (["--from", "2026-11-24", "--to", "2026-11-24", "--to", "2026-11-25"], "more than once"),
 ])
 def test_callkpi_email_usage_errors(cli_config, args, error):
     result = callkpi("--config", str(cli_config(free_port())), "email", *args,
-                     "--to", "a@example.com")
+                     "--recipient", "a@example.com")
     assert result.exit_code == 2 and error in result.stderr
 
 
 @pytest.mark.parametrize("address", ["bob", "a@x.org\nBcc: victim@x.org", "a@x.org, b@x.org"])
 def test_callkpi_email_refuses_what_is_not_one_address(cli_config, address):
     result = callkpi("--config", str(cli_config(free_port())), "email", "--yesterday",
-                     "--to", address)
+                     "--recipient", address)
     assert result.exit_code == 2 and "not an e-mail address" in result.stderr
 
 
 def test_callkpi_email_needs_an_existing_database(cli_config, tmp_path):
     result = callkpi("--config", str(cli_config(free_port())), "email", "--yesterday",
-                     "--to", "a@example.com", "--db", str(tmp_path / "typo.db"))
+                     "--recipient", "a@example.com", "--db", str(tmp_path / "typo.db"))
     assert result.exit_code == 1
-    assert result.stderr == f"Error: database {tmp_path / 'typo.db'} does not exist\n"
+    assert result.stderr == (f"Error: database {tmp_path / 'typo.db'} does not exist"
+                             " (ingest or listen first, or check --db)\n")
     assert not (tmp_path / "typo.db").exists()
 
 
@@ -449,9 +477,10 @@ def test_yesterday_is_in_the_report_time_zone():
     assert local_today("Pacific/Kiritimati") != local_today("Pacific/Pago_Pago")
 
 
-@pytest.mark.parametrize("day", [["--yesterday"], ["--date", "2026-11-24"]])
+@pytest.mark.parametrize("day", [["--yesterday"], ["--from", "2026-11-24", "--to", "2026-11-24"]])
 def test_an_unknown_time_zone(cli_config, day):
     result = callkpi("--config", str(cli_config(free_port())), "email", *day,
-                     "--to", "a@example.com", env={"CALLKPI_REPORT_TIMEZONE": "Mars/Olympus"})
+                     "--recipient", "a@example.com",
+                     env={"CALLKPI_REPORT_TIMEZONE": "Mars/Olympus"})
     assert result.exit_code == 1
     assert result.stderr == "Error: unknown time zone 'Mars/Olympus' in [report]\n"

@@ -132,7 +132,7 @@ def test_the_persian_html_report(loaded, tmp_path):
 def test_the_nightly_mail_in_persian(loaded, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     output = invoke(loaded, "email", "--date", "1405-09-03", "--locale", "fa",
-                    "--to", "manager@example.com", "--dry-run")
+                    "--recipient", "manager@example.com", "--dry-run")
     assert "2026-11-24: wrote" in output
     raw = (tmp_path / "callkpi-report-2026-11-24.eml").read_bytes()
     message = email.message_from_bytes(raw, policy=email.policy.default)
@@ -148,7 +148,7 @@ def test_the_nightly_mail_in_persian(loaded, tmp_path, monkeypatch):
 
 def test_a_jalali_month_by_mail_is_one_mail_per_day(loaded, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    output = invoke(loaded, "email", "--month", "1405-09", "--to", "manager@example.com",
+    output = invoke(loaded, "email", "--month", "1405-09", "--recipient", "manager@example.com",
                     "--dry-run")
     assert output.count(": wrote ") == 30
     assert output.splitlines()[0].startswith("2026-11-22: wrote")

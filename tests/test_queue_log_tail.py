@@ -178,7 +178,8 @@ def test_cli_tail_stores_as_it_goes_and_exits_0_on_sigterm(tmp_path):
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    assert out == "lines read 8, events stored 8, duplicates skipped 0, quarantined 0\n"
+    assert out == "lines=8 stored=8 duplicates=0 quarantined=0 held_back=0\n"
+    assert err == "INFO callkpi: tail: SIGTERM received, stopping\n"
 
 
 def test_cli_tail_defaults_to_the_configured_path_and_rejects_a_missing_directory(tmp_path):
@@ -194,8 +195,8 @@ def test_cli_tail_defaults_to_the_configured_path_and_rejects_a_missing_director
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
-    assert (proc.returncode, err) == (0, "")
-    assert out.startswith("lines read 4, events stored 4,")
+    assert (proc.returncode, err) == (0, "INFO callkpi: tail: SIGTERM received, stopping\n")
+    assert out.startswith("lines=4 stored=4 ")
     bad = subprocess.run([str(CALLKPI), "tail", "--db", str(db), str(tmp_path / "no" / "log")],
                          env=env, capture_output=True, text=True)
     assert (bad.returncode, bad.stderr) == (

@@ -30,6 +30,7 @@ def tile(page: str, key: str) -> str:
 def tile_value(page: str, key: str) -> tuple[str, str]:
     """(the value's classes, the value text) of a tile."""
     match = re.search(r'<div class="(value[^"]*)"[^>]*>([^<]*)</div>', tile(page, key))
+    assert match is not None, key
     return match.group(1), html.unescape(match.group(2))
 
 

@@ -85,7 +85,9 @@ class FakeAmi:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        self._handlers.add(asyncio.current_task())
+        handler = asyncio.current_task()
+        assert handler is not None  # start_server runs every connection's handler as a task
+        self._handlers.add(handler)
         client = Client(writer)
         self.clients.append(client)
         parser = AmiParser(kinds=("Action",))
@@ -102,7 +104,7 @@ class FakeAmi:
             if client in self.clients:
                 self.clients.remove(client)
             writer.transport.abort()
-            self._handlers.discard(asyncio.current_task())
+            self._handlers.discard(handler)
 
     async def _answer(self, client: Client, action: dict[str, str]) -> bool:
         """Answer one action; False closes the connection (as a failed login does)."""

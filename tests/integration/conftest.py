@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -50,7 +51,7 @@ class AsteriskHandle:
 
 
 @pytest.fixture(scope="session")
-def asterisk() -> AsteriskHandle:
+def asterisk() -> Iterator[AsteriskHandle]:
     box = Sandbox(ami_port=free_port(), agi_port=free_port())
     try:
         box.install()

@@ -43,7 +43,7 @@ QUESTIONS = [
     {"id": "q3", "kind": "csat", "prompt": "beep", "digits": "12345", "timeout_s": 3,
      "retries": 1},
 ]
-DIGITS = {q["id"]: q["digits"] for q in QUESTIONS}
+DIGITS = {str(q["id"]): str(q["digits"]) for q in QUESTIONS}
 # smoke's callers, with more of the rarer answers so one run has every kind of them
 SURVEY_WEIGHTS = {"digit": 0.4, "invalid": 0.25, "none": 0.15, "hangup": 0.2}
 
