@@ -11,7 +11,7 @@ import click
 
 from callkpi.cli_common import db_option, get_config, open_configured_store, run
 from callkpi.config import Config
-from reports.kpis import ReportError
+from reports.kpis import ReportError, report_timezone
 from reports.mailer import MailError, send_report, write_report_eml
 
 
@@ -71,7 +71,7 @@ def pick_days(config: Config, yesterday: bool, day: dt.datetime | None,
     if len(chosen) != 1 or (last and not first):
         raise click.UsageError("give one of --yesterday, --date DAY, --from DAY --until DAY")
     if yesterday:
-        return [local_today(config.report.timezone) - dt.timedelta(days=1)]
+        return [local_today(report_timezone(config.report.timezone)) - dt.timedelta(days=1)]
     if day:
         return [day.date()]
     if last is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import datetime as dt
+import os
 from dataclasses import dataclass
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
@@ -27,7 +28,6 @@ from reports.facts import BUCKET_S, data_end, refresh_facts
 INTERVALS = ("hour", "day", "week")
 WAIT_BINS = (0, 10, 20, 30, 60, 120, 300)  # histogram bin edges, seconds; the last is open
 ABANDON_CURVE_S = (0, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300)
-CSAT_GOOD = 4  # a CSAT score counts as satisfied at 4 or more (docs/kpis.md)
 
 # The queue calls of a period are grouped by (bucket, queue, outcome): the outcome counts are
 # the groups' sizes, and these sums are taken per group; _fold() keeps the ones that mean
@@ -35,9 +35,10 @@ CSAT_GOOD = 4  # a CSAT score counts as satisfied at 4 or more (docs/kpis.md)
 # Parameters are named; their values come from _sum_columns(). Each count is
 # COUNT(CASE <branches> END): the calls the branches give 1 (NULL is not counted; cheaper per
 # row than SUM of 1 or 0). FCR classes are CASE chains (cheaper per row than ANDs of ORs) that
-# first rule out calls that are no first contact (anonymous, or the number called within the
-# window before).
-_NOT_FIRST = "WHEN caller_number = '' THEN NULL WHEN prev_gap_s <= ? THEN NULL"
+# first rule out calls that are no first contact (anonymous, not its phone call's contact leg,
+# or the number's answered call within the window before).
+_NOT_FIRST = ("WHEN caller_number = '' THEN NULL WHEN fcr_contact = 0 THEN NULL"
+              " WHEN fcr_prev_gap_s <= ? THEN NULL")
 CALL_COUNTS = (
     ("short", "WHEN wait_s < ? THEN 1", ("short",)),
     ("in_sl", "WHEN wait_s <= ? THEN 1", ("sl",)),
@@ -47,6 +48,7 @@ CALL_COUNTS = (
     ("fcr_resolved", f"{_NOT_FIRST} WHEN next_gap_s <= ? THEN NULL WHEN entered_ts <= ? THEN 1",
      ("window", "window", "window_over")),
     ("fcr_repeat", f"{_NOT_FIRST} WHEN next_gap_s <= ? THEN 1", ("window", "window")),
+    ("fcr_first", f"{_NOT_FIRST} ELSE 1", ("window",)),
     ("converted", "WHEN disposition IN ({codes}) THEN 1", ("codes",)),
     # the wait histogram, cumulative: waits below each bin edge (constants, not input)
     *((f"wait_lt_{edge}", f"WHEN wait_s < {edge} THEN 1", ()) for edge in WAIT_BINS[1:]),
@@ -61,11 +63,15 @@ CALL_AGGREGATES = (
     ("talk", "SUM(talk_s)"),
     ("hold", "SUM(hold_s)"),
     ("acw", "SUM(acw_s)"),
+    # answered calls whose talk is known (ended, and not cut by a restart): the averages'
+    # denominator
+    ("handled", "COUNT(talk_s)"),
+    ("ended_by_restart", "SUM(ended_by_restart)"),
 )
 # outcomes whose wait counts in the average wait (a closed call has none; an open one no end)
 WAITED = ("answered", "abandoned", "timeout", "exit_key", "exit_empty", "withdrawn")
-ANSWERED_ONLY = ("in_sl", "held", "fcr_resolved", "fcr_repeat", "converted", "transferred",
-                 "talk", "hold", "acw")
+ANSWERED_ONLY = ("in_sl", "held", "fcr_resolved", "fcr_repeat", "fcr_first", "converted",
+                 "transferred", "talk", "hold", "acw", "handled", "ended_by_restart")
 SURVEY_SUMS = ("csat_valid", "csat_good", "csat_total", "resolution_answers", "resolution_yes",
                "scored_calls")
 IVR_SUMS = ("ivr_calls", "ivr_self_service", "ivr_to_queue", "ivr_hangup")
@@ -174,7 +180,8 @@ def _fold(outcome: str, group: dict[str, Any]) -> Sums:
     if outcome == "abandoned":  # a wait Asterisk left empty is not known to be short
         short = group["short"] or 0
         sums.update(abandoned=calls - short, short_abandoned=short)
-    elif outcome in ("answered", "timeout", "exit_key", "exit_empty", "withdrawn", "closed"):
+    elif outcome in ("answered", "timeout", "exit_key", "exit_empty", "withdrawn", "closed",
+                     "open"):
         sums[outcome] = calls
     if outcome in WAITED:
         sums.update(waited=group.get("waits"), waited_wait=group.get("wait") or 0.0,
@@ -183,16 +190,13 @@ def _fold(outcome: str, group: dict[str, Any]) -> Sums:
     if outcome == "answered":
         sums.update({name: group.get(name) or 0 for name in ANSWERED_ONLY})
         sums["answered_wait"] = group.get("wait") or 0.0
-        if "known" in group:  # (the agent sums do not take it)
-            sums["fcr_pending"] = _fcr_pending(sums)
+        sums["fcr_pending"] = _fcr_pending(sums)
     return sums
 
 
 def _fcr_pending(sums: Sums) -> int:
-    """A first contact (a known number, not called within the window before) is resolved, a
-    repeat or pending: pending ones are what is left (one CASE less per call in SQL)."""
-    first = sums["known"] - sums["repeats"]
-    return first - sums["fcr_resolved"] - sums["fcr_repeat"]
+    """A first contact is resolved, a repeat or pending: pending ones are what is left."""
+    return sums["fcr_first"] - sums["fcr_resolved"] - sums["fcr_repeat"]
 
 
 def _range(lo: int, hi: int, queue: str | None, column: str = "entered_tsec"
@@ -207,7 +211,7 @@ def _range(lo: int, hi: int, queue: str | None, column: str = "entered_tsec"
 
 # what the agent table needs of each agent's answered calls
 AGENT_SUMS = frozenset(("calls", "talk", "hold", "acw", "converted", "fcr_resolved",
-                        "fcr_repeat"))
+                        "fcr_repeat", "fcr_first", "handled", "ended_by_restart"))
 
 
 async def _call_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None,
@@ -246,12 +250,15 @@ def _survey_range(lo: int, hi: int, queue: str | None) -> tuple[str, list[Any]]:
 async def _survey_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None,
                        group: str) -> dict[tuple, Sums]:
     valid = [str(d) for d in range(1, kpi.csat_scale + 1)]
-    good = [d for d in valid if int(d) >= CSAT_GOOD]
+    good = [d for d in valid if int(d) >= csat_good_min(kpi)]
     marks = lambda values: ", ".join("?" for _ in values) or "NULL"  # noqa: E731
     where, params = _survey_range(lo, hi, queue)
     keys = "agent" if group == "agent" else f"{SURVEY_BUCKET}, queue"  # the index's order
-    csat = f"kind = 'csat' AND status = 'answered' AND value IN ({marks(valid)})"
-    resolution = "kind = 'resolution' AND status = 'answered' AND value IN ('1', '2')"
+    # an orphan (its call unknown) and a second survey of a call count in neither
+    counted = "counted = 1 AND queue_call IS NOT NULL"
+    csat = f"{counted} AND kind = 'csat' AND status = 'answered' AND value IN ({marks(valid)})"
+    resolution = (f"{counted} AND kind = 'resolution' AND status = 'answered'"
+                  f" AND value IN ('1', '2')")
     sql = (f"SELECT {keys},"
            f" COUNT(CASE WHEN {csat} THEN 1 END),"
            f" COUNT(CASE WHEN {csat} AND value IN ({marks(good)}) THEN 1 END),"
@@ -301,11 +308,28 @@ def pct(num: float | None, den: float | None) -> float | None:
     return ratio(num, den, 100.0)
 
 
+def csat_good_min(kpi: KpiConfig) -> int:
+    """The lowest good CSAT score: the scale's two highest points unless configured."""
+    return kpi.csat_good_min or max(1, kpi.csat_scale - 1)
+
+
+def fcr_pct(s: dict[str, Any]) -> float | None:
+    """Resolved / (resolved + repeated), only when no first contact is still pending: repeats
+    are known at once and resolution only when the window is over, so a figure with pending
+    contacts would be biased low (docs/kpis.md)."""
+    g = lambda name: s.get(name) or 0  # noqa: E731
+    if g("fcr_first") - g("fcr_resolved") - g("fcr_repeat") > 0:
+        return None
+    return pct(g("fcr_resolved"), g("fcr_resolved") + g("fcr_repeat"))
+
+
 def queue_kpis(s: dict[str, Any]) -> dict[str, Any]:
     g = lambda name: s.get(name) or 0  # noqa: E731
-    base = g("offered") - g("short_abandoned")
+    # neither a caller cut by a restart while waiting nor one still waiting got or refused
+    # service: out of the service level and abandon rate
+    base = g("offered") - g("short_abandoned") - g("closed") - g("open")
     answered = g("answered")
-    fcr_known = g("fcr_resolved") + g("fcr_repeat")
+    handled = g("handled")
     return {
         "offered": g("offered"),
         "answered": answered,
@@ -317,20 +341,22 @@ def queue_kpis(s: dict[str, Any]) -> dict[str, Any]:
         "withdrawn": g("withdrawn"),
         "transferred": g("transferred"),
         "closed": g("closed"),
+        "open": g("open"),
+        "ended_by_restart": g("ended_by_restart"),
         "abandon_rate_pct": pct(g("abandoned"), base),
         "asa_s": ratio(g("answered_wait"), answered),
         "awt_s": ratio(g("waited_wait"), g("waited")),
         "max_wait_s": s.get("max_wait"),
         "service_level_pct": pct(g("in_sl"), base),
-        "avg_acw_s": ratio(g("acw"), answered),
-        "aht_s": ratio(g("talk") + g("hold") + g("acw"), answered),
-        "avg_talk_s": ratio(g("talk"), answered),
-        "avg_hold_s": ratio(g("hold"), answered),
-        "hold_rate_pct": pct(g("held"), answered),
+        "avg_acw_s": ratio(g("acw"), handled),
+        "aht_s": ratio(g("talk") + g("hold") + g("acw"), handled),
+        "avg_talk_s": ratio(g("talk"), handled),
+        "avg_hold_s": ratio(g("hold"), handled),
+        "hold_rate_pct": pct(g("held"), handled),
         "csat_pct": pct(g("csat_good"), g("csat_valid")),
         "csat_avg": ratio(g("csat_total"), g("csat_valid")),
         "survey_response_rate_pct": pct(g("scored_calls"), answered),
-        "fcr_pct": pct(g("fcr_resolved"), fcr_known),
+        "fcr_pct": fcr_pct(s),
         "fcr_pending": g("fcr_pending"),
         "fcr_survey_pct": pct(g("resolution_yes"), g("resolution_answers")),
         "repeat_call_rate_pct": pct(g("repeats"), g("known")),
@@ -487,9 +513,34 @@ def check_request(config: Config, start: dt.date, end: dt.date, interval: str) -
     if end < start:
         raise ReportError(f"--to {end} is before --from {start}")
     try:
-        return ZoneInfo(config.report.timezone)
+        return ZoneInfo(report_timezone(config.report.timezone))
     except (ValueError, KeyError, OSError):
         raise ReportError(f"unknown time zone {config.report.timezone!r} in [report]") from None
+
+
+def report_timezone(configured: str) -> str:
+    """The zone of the report's days: `[report] timezone`, else this machine's (callkpi runs
+    beside the PBX): TZ, then /etc/localtime, then /etc/timezone; UTC only when none names
+    a zone."""
+    if configured:
+        return configured
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    link = os.path.realpath("/etc/localtime")
+    if "/zoneinfo/" in link:
+        candidates.append(link.split("/zoneinfo/", 1)[1])
+    try:
+        with open("/etc/timezone", encoding="utf-8") as f:
+            candidates.append(f.read().strip())
+    except OSError:
+        pass
+    for name in candidates:
+        try:
+            if name:
+                ZoneInfo(name)
+                return name
+        except (ValueError, KeyError, OSError):
+            continue
+    return "UTC"
 
 
 async def build_report(store: Store, config: Config, start: dt.date, end: dt.date,
@@ -514,7 +565,7 @@ async def build_report(store: Store, config: Config, start: dt.date, end: dt.dat
     totals = _total(buckets.values())
     return {
         "period": {
-            "from": start.isoformat(), "to": end.isoformat(), "timezone": config.report.timezone,
+            "from": start.isoformat(), "to": end.isoformat(), "timezone": tz.key,
             "queue": queue, "interval": interval, "start": period.iso(period.start_ts),
             "end": period.iso(period.end_ts),
             "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
