@@ -113,7 +113,8 @@ async def _facts(config: Config, rebuild: bool) -> FactsResult:
     _require_database(config)
     store = await open_configured_store(config)
     async with store:
-        return await refresh_facts(store, config.kpi, rebuild=rebuild)
+        return await refresh_facts(store, config.kpi, rebuild=rebuild,
+                                   names=config.agents.names)
 
 
 # ------------------------------------------------------------------------------ agents

@@ -548,7 +548,7 @@ async def build_report(store: Store, config: Config, start: dt.date, end: dt.dat
     """The report over the local days start..end inclusive (see docs/reports.md)."""
     tz = check_request(config, start, end, interval)
     kpi = config.kpi
-    await refresh_facts(store, kpi)
+    await refresh_facts(store, kpi, names=config.agents.names)
     end_of_data = await data_end(store) or 0.0
     period = Period(start, end, tz)
     prev = period.previous()
