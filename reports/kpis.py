@@ -14,6 +14,7 @@ import asyncio
 import bisect
 import datetime as dt
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
@@ -22,7 +23,7 @@ from callkpi.config import Config, KpiConfig
 from callkpi.errors import UserError
 from callkpi.events import Kind
 from callkpi.store import Store
-from reports import roster
+from reports import roster, staffing
 from reports.facts import BUCKET_S, data_end, refresh_facts
 
 INTERVALS = ("hour", "day", "week")
@@ -524,9 +525,16 @@ async def _survey_summary(store: Store, lo: int, hi: int, queue: str | None) -> 
     where, params = _survey_range(lo, hi, queue)
     questions: dict[str, dict[str, Any]] = {}
     rows = await store.fetch_all(
-        f"SELECT question, kind, status, value, COUNT(*) FROM survey_answers WHERE {where}"
-        f" GROUP BY question, kind, status, value ORDER BY question, value", params)
-    for question, kind, status, value, count in rows:
+        f"SELECT question, kind, status, value, counted, queue_call IS NULL, COUNT(*)"
+        f" FROM survey_answers WHERE {where}"
+        f" GROUP BY question, kind, status, value, counted, queue_call IS NULL"
+        f" ORDER BY question, value", params)
+    orphans = repeats = 0
+    for question, kind, status, value, counted, orphan, count in rows:
+        if not counted:  # a second survey of a call: stored, never counted
+            repeats += count
+            continue
+        orphans += count if orphan else 0
         q = questions.setdefault(question, {"kind": kind, "answers": {}, "invalid": 0,
                                             "no_response": 0, "hangup": 0})
         if status == "answered":
@@ -536,8 +544,11 @@ async def _survey_summary(store: Store, lo: int, hi: int, queue: str | None) -> 
     (surveys, incomplete), = await store.fetch_all(
         f"SELECT COUNT(*), SUM(hung_up) FROM (SELECT server, call_id,"
         f" MAX(CASE WHEN status = 'hangup' THEN 1 ELSE 0 END) AS hung_up FROM survey_answers"
-        f" WHERE {where} GROUP BY server, call_id) AS surveyed", params)
-    return {"questions": questions, "surveys": surveys, "incomplete": incomplete or 0}
+        f" WHERE {where} AND counted = 1 GROUP BY server, call_id) AS surveyed", params)
+    return {"questions": questions, "surveys": surveys, "incomplete": incomplete or 0,
+            # answers whose call the store has not seen (counted here, not in CSAT or FCR;
+            # they link when the call's events arrive) and answers of a second survey
+            "orphans": orphans, "repeat_surveys": repeats}
 
 
 # ---------------------------------------------------------------------------- report
@@ -589,6 +600,10 @@ async def build_report(store: Store, config: Config, start: dt.date, end: dt.dat
     prev = period.previous()
     lo, hi = period.start_ts, period.end_ts
     # independent reads, awaited together: the store runs them side by side
+    starts = period.interval_starts(interval)
+    staffed_task = asyncio.ensure_future(staffing.staffed_seconds(
+        store, kpi, starts, max(lo, min(hi, end_of_data)), queue))
+    fcr_task = asyncio.ensure_future(_fcr_settled(store, kpi, period, queue, end_of_data))
     buckets, previous, agents, agent_table, abandon_curve, survey = await asyncio.gather(
         _bucket_sums(store, kpi, lo, hi, queue, end_of_data),
         _bucket_sums(store, kpi, prev.start_ts, prev.end_ts, queue, end_of_data,
@@ -597,7 +612,13 @@ async def build_report(store: Store, config: Config, start: dt.date, end: dt.dat
         _agents(store, kpi, period, queue, end_of_data),
         _abandon_curve(store, kpi, lo, hi, queue),
         _survey_summary(store, lo, hi, queue))
+    (staffed, staffed_all), fcr_settled = await staffed_task, await fcr_task
     totals = _total(buckets.values())
+    queues = _by_queue(buckets)
+    staffing_table = staffing.staffing_rows(
+        starts, hi, period.iso, _interval_queue_kpis(buckets, starts),
+        {q: k["aht_s"] for q, k in queues.items()}, staffed, kpi.service_level_s,
+        config.report.targets.get("service_level_pct"))
     return {
         "period": {
             "from": start.isoformat(), "to": end.isoformat(), "timezone": tz.key,
@@ -614,9 +635,12 @@ async def build_report(store: Store, config: Config, start: dt.date, end: dt.dat
                    **roster.headcount(agents, start, end)},
         "previous_totals": {**queue_kpis(_total(previous.values())),
                             **roster.headcount(agents, prev.start, prev.end)},
-        "queues": _by_queue(buckets),
+        "queues": queues,
         "agents": agent_table,
-        "intervals": _intervals(buckets, period, interval),
+        "intervals": _intervals(buckets, period, interval, staffing_table, staffed_all),
+        "staffing": staffing_table,
+        "fcr_settled": fcr_settled,
+        "warnings": _warnings(agent_table),
         "charts": {
             "hourly": _hourly(buckets, period),
             "wait_histogram": _wait_histogram(totals),
@@ -642,9 +666,80 @@ def _by_queue(buckets: dict[tuple, Sums]) -> dict[str, dict[str, Any]]:
     return {name: queue_kpis(queues[name]) for name in sorted(queues)}
 
 
-def _intervals(buckets: dict[tuple, Sums], period: Period, interval: str) -> list[dict]:
+def _intervals(buckets: dict[tuple, Sums], period: Period, interval: str,
+               staffing_table: list[dict[str, Any]], staffed_all: dict[int, float]
+               ) -> list[dict]:
     starts = period.interval_starts(interval)
     sums = [Sums() for _ in starts]
     for (_queue, bucket), group in buckets.items():
         sums[bisect.bisect_right(starts, bucket * BUCKET_S) - 1].add(group)
-    return [{"start": period.iso(t), **queue_kpis(s)} for t, s in zip(starts, sums)]
+    needed: dict[str, list[int | None]] = {}
+    for row in staffing_table:
+        needed.setdefault(row["start"], []).append(row["agents_needed"])
+    ends = [*starts[1:], period.end_ts]
+    out = []
+    for i, (t, s) in enumerate(zip(starts, sums)):
+        start = period.iso(t)
+        per_queue = needed.get(start, [])
+        out.append({"start": start, **queue_kpis(s),
+                    # each queue is its own Erlang C system: their needs add up
+                    "agents_needed": None if None in per_queue else sum(
+                        n for n in per_queue if n is not None),
+                    "agents_staffed": round(staffed_all.get(i, 0.0) / (ends[i] - t), 3)})
+    return out
+
+
+def _interval_queue_kpis(buckets: dict[tuple, Sums], starts: list[int]
+                         ) -> dict[tuple[int, str], dict[str, Any]]:
+    sums: dict[tuple[int, str], Sums] = {}
+    for (queue, bucket), group in buckets.items():
+        if queue:
+            i = bisect.bisect_right(starts, bucket * BUCKET_S) - 1
+            sums.setdefault((i, queue), Sums()).add(group)
+    return {key: queue_kpis(s) for key, s in sums.items()}
+
+
+async def _fcr_settled(store: Store, kpi: KpiConfig, period: Period, queue: str | None,
+                       end_of_data: float) -> dict[str, Any] | None:
+    """FCR over the latest days whose every first contact's window is over (as many days as
+    the period, ending at its last day at the latest): a day's FCR read the next morning
+    would be biased to 0 % (repeats are known at once, resolution only after the window).
+    None when no day is settled yet."""
+    window = kpi.repeat_window_h * 3600
+    last = period.end
+    while _local_midnight(last + dt.timedelta(days=1), period.tz) + window > end_of_data:
+        last -= dt.timedelta(days=1)
+        if last < period.start - dt.timedelta(days=366):
+            return None
+    days = (period.end - period.start).days
+    first = last - dt.timedelta(days=days)
+    lo = _local_midnight(first, period.tz)
+    hi = _local_midnight(last + dt.timedelta(days=1), period.tz)
+    columns, names, params = _sum_columns(
+        kpi, end_of_data, frozenset(("fcr_first", "fcr_resolved", "fcr_repeat")))
+    where, range_params = _range(lo // BUCKET_S, hi // BUCKET_S, queue, "entered_bucket")
+    row = (await store.fetch_all(
+        f"SELECT {columns} FROM queue_calls WHERE {where} AND outcome = 'answered'",
+        [*params, *range_params]))[0]
+    sums = dict(zip(names, row))
+    return {"from": first.isoformat(), "to": last.isoformat(), "fcr_pct": fcr_pct(sums),
+            "resolved": sums["fcr_resolved"] or 0, "repeated": sums["fcr_repeat"] or 0}
+
+
+# member interfaces as Asterisk's channel drivers name them (PJSIP/1001, Local/1001@agents/n)
+INTERFACE = re.compile(r"^(PJSIP|SIP|IAX2|DAHDI|Local|SCCP|MGCP|UNISTIM|H323|OOH323|Motif|"
+                       r"Agent|Console|WebSocket|Skype)/", re.IGNORECASE)
+
+
+def looks_like_interface(name: str) -> bool:
+    return bool(INTERFACE.match(name))
+
+
+def _warnings(agent_table: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """What the manager should know the numbers cannot say (docs/reports.md)."""
+    return {
+        # the log never showed them logged in during the period: staffed time unknown
+        "staffed_unknown": [a for a, k in agent_table.items() if k["staffed_s"] is None],
+        # named by their interface: map them in [agents] names (or run `callkpi listen`)
+        "agents_like_interfaces": [a for a in agent_table if looks_like_interface(a)],
+    }

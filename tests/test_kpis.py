@@ -260,7 +260,7 @@ async def test_queue_filter(store):
 async def test_report_shape(store):
     r = await report_of(store, day())
     assert list(r) == ["period", "settings", "totals", "previous_totals", "queues", "agents",
-                       "intervals", "charts", "survey"]
+                       "intervals", "staffing", "fcr_settled", "warnings", "charts", "survey"]
     assert set(r["period"]) == {"from", "to", "timezone", "queue", "interval", "start", "end",
                                 "generated_at"}
     assert r["settings"] == {"service_level_s": 20.0, "short_abandon_s": 5.0,
