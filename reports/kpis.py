@@ -603,7 +603,10 @@ async def build_report(store: Store, config: Config, start: dt.date, end: dt.dat
     starts = period.interval_starts(interval)
     staffed_task = asyncio.ensure_future(staffing.staffed_seconds(
         store, kpi, starts, max(lo, min(hi, end_of_data)), queue))
-    fcr_task = asyncio.ensure_future(_fcr_settled(store, kpi, period, queue, end_of_data))
+    settled = _settled_days(kpi, period, end_of_data)
+    # (when the period itself is settled, its totals are the figure: no query)
+    fcr_task = asyncio.ensure_future(_fcr_settled(
+        store, kpi, period, None if settled == (start, end) else settled, queue, end_of_data))
     buckets, previous, agents, agent_table, abandon_curve, survey = await asyncio.gather(
         _bucket_sums(store, kpi, lo, hi, queue, end_of_data),
         _bucket_sums(store, kpi, prev.start_ts, prev.end_ts, queue, end_of_data,
@@ -614,6 +617,8 @@ async def build_report(store: Store, config: Config, start: dt.date, end: dt.dat
         _survey_summary(store, lo, hi, queue))
     (staffed, staffed_all), fcr_settled = await staffed_task, await fcr_task
     totals = _total(buckets.values())
+    if settled == (start, end):
+        fcr_settled = {"from": start.isoformat(), "to": end.isoformat(), **_fcr_of(totals)}
     queues = _by_queue(buckets)
     staffing_table = staffing.staffing_rows(
         starts, hi, period.iso, _interval_queue_kpis(buckets, starts),
@@ -699,20 +704,27 @@ def _interval_queue_kpis(buckets: dict[tuple, Sums], starts: list[int]
     return {key: queue_kpis(s) for key, s in sums.items()}
 
 
-async def _fcr_settled(store: Store, kpi: KpiConfig, period: Period, queue: str | None,
-                       end_of_data: float) -> dict[str, Any] | None:
-    """FCR over the latest days whose every first contact's window is over (as many days as
-    the period, ending at its last day at the latest): a day's FCR read the next morning
-    would be biased to 0 % (repeats are known at once, resolution only after the window).
-    None when no day is settled yet."""
+def _settled_days(kpi: KpiConfig, period: Period, end_of_data: float
+                  ) -> tuple[dt.date, dt.date] | None:
+    """The latest days, as many as the period's and ending at its last day at the latest,
+    whose every first contact's window is over; None when no day is settled yet."""
     window = kpi.repeat_window_h * 3600
     last = period.end
     while _local_midnight(last + dt.timedelta(days=1), period.tz) + window > end_of_data:
         last -= dt.timedelta(days=1)
         if last < period.start - dt.timedelta(days=366):
             return None
-    days = (period.end - period.start).days
-    first = last - dt.timedelta(days=days)
+    return last - (period.end - period.start), last
+
+
+async def _fcr_settled(store: Store, kpi: KpiConfig, period: Period,
+                       days: tuple[dt.date, dt.date] | None, queue: str | None,
+                       end_of_data: float) -> dict[str, Any] | None:
+    """FCR over the settled days (_settled_days): a day's FCR read the next morning would
+    be biased to 0 % (repeats are known at once, resolution only after the window)."""
+    if days is None:
+        return None
+    first, last = days
     lo = _local_midnight(first, period.tz)
     hi = _local_midnight(last + dt.timedelta(days=1), period.tz)
     columns, names, params = _sum_columns(
@@ -721,9 +733,12 @@ async def _fcr_settled(store: Store, kpi: KpiConfig, period: Period, queue: str 
     row = (await store.fetch_all(
         f"SELECT {columns} FROM queue_calls WHERE {where} AND outcome = 'answered'",
         [*params, *range_params]))[0]
-    sums = dict(zip(names, row))
-    return {"from": first.isoformat(), "to": last.isoformat(), "fcr_pct": fcr_pct(sums),
-            "resolved": sums["fcr_resolved"] or 0, "repeated": sums["fcr_repeat"] or 0}
+    return {"from": first.isoformat(), "to": last.isoformat(), **_fcr_of(dict(zip(names, row)))}
+
+
+def _fcr_of(sums: dict[str, Any]) -> dict[str, Any]:
+    return {"fcr_pct": fcr_pct(sums), "resolved": sums.get("fcr_resolved") or 0,
+            "repeated": sums.get("fcr_repeat") or 0}
 
 
 # member interfaces as Asterisk's channel drivers name them (PJSIP/1001, Local/1001@agents/n)

@@ -151,7 +151,7 @@ async def test_charts_and_survey(store):
             "q2": {"kind": "resolution", "answers": {"1": 1, "2": 1}, "invalid": 0,
                    "no_response": 0, "hangup": 1},
         },
-        "surveys": 3, "incomplete": 1}
+        "surveys": 3, "incomplete": 1, "orphans": 0, "repeat_surveys": 0}
 
 
 async def test_zero_denominators_are_null(store):
@@ -162,7 +162,8 @@ async def test_zero_denominators_are_null(store):
             if key.endswith(("_pct", "_s", "_avg")):
                 assert value is None, key
     assert r["queues"] == {} and r["agents"] == {}
-    assert r["survey"] == {"questions": {}, "surveys": 0, "incomplete": 0}
+    assert r["survey"] == {"questions": {}, "surveys": 0, "incomplete": 0, "orphans": 0,
+                           "repeat_surveys": 0}
 
 
 async def test_previous_period_and_attrition(store):
