@@ -753,6 +753,12 @@ def looks_like_interface(name: str) -> bool:
     return bool(INTERFACE.match(name))
 
 
+async def agents_like_interfaces(store: Store) -> list[str]:
+    """Agents of the facts (as last refreshed) named like a member interface."""
+    rows = await store.fetch_all("SELECT DISTINCT agent FROM agent_sessions")
+    return sorted(a for (a,) in rows if looks_like_interface(a))
+
+
 def _warnings(agent_table: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     """What the manager should know the numbers cannot say (docs/reports.md)."""
     return {

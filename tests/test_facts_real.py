@@ -259,3 +259,20 @@ async def _all_facts(store) -> list:
         await store.fetch_all("SELECT * FROM agent_sessions ORDER BY agent, queue, start_ts"),
         await store.fetch_all("SELECT * FROM agent_pauses ORDER BY agent, start_ts"),
     ]
+
+
+def test_db_info_warns_of_agents_named_like_interfaces(tmp_path):
+    from click.testing import CliRunner
+
+    from callkpi.cli import cli
+
+    db = str(tmp_path / "callkpi.db")
+    env = {"CALLKPI_CONFIG": str(tmp_path / "none.toml"), "CALLKPI_REPORT_TIMEZONE": "UTC"}
+    (tmp_path / "none.toml").write_text("")
+    runner = CliRunner()
+    for args in (["ingest", "--db", db, str(RECORDINGS / "interface-members.queue_log")],
+                 ["facts", "--db", db]):
+        assert runner.invoke(cli, args, env=env).exit_code == 0
+    result = runner.invoke(cli, ["db", "info", "--db", db], env=env)
+    assert result.exit_code == 0
+    assert "agents named like member interfaces: Local/1004@sim-agents/n" in result.output
