@@ -43,6 +43,10 @@ ACW_PAUSE_WINDOW_S = 10.0
 # says so with certainty, whatever the delay.
 SHUTDOWN_GAP_S = 60.0
 
+# queue_log stamps whole seconds, AMI fractions: an AMI member state up to this long after a
+# member's logged change may have been raised before it, so it does not overrule it.
+STATE_LAG_S = 1.0
+
 # Bump when a rule of this module changes: stored facts are then derived again.
 FACTS_VERSION = 2
 
@@ -187,6 +191,7 @@ class Deriver:
         self.pauses: list[Interval] = []
         self.open_pause: dict[tuple[str, str], Interval] = {}
         self.connects: dict[tuple[str, str], list[float]] = {}
+        self.changed: dict[tuple[str, ...], float] = {}  # a member's last logged change
         self.answers: list[tuple] = []  # survey-answer event rows, linked after the pass
         self.restarts: dict[str, _Restart] = {}
         self.events = 0
@@ -401,6 +406,10 @@ class Deriver:
         agent = self._name(server, ev[5])
         if kind in MEMBER_EVIDENCE:
             self._member_evidence(server, agent, queue, kind, ts)
+        if kind in (*SESSION_STARTS, *SESSION_ENDS):
+            self.changed[(server, agent, queue)] = ts
+        elif kind in (*PAUSE_STARTS, *PAUSE_ENDS):
+            self.changed[(server, agent)] = ts
         if kind in SESSION_STARTS:
             self._open_session(server, agent, queue, ts)
             if reason == "paused":  # ADDMEMBER|PAUSED: added paused, and no PAUSE line
@@ -428,10 +437,14 @@ class Deriver:
         change): a member the log never saw log in (static, restored, logged in before the
         history) is staffed from now, or from its login time when Asterisk gives it."""
         info = json.loads(extra) if extra else {}
+        if ts - self.changed.get((server, agent, queue), -STATE_LAG_S) < STATE_LAG_S:
+            return  # raised around a logged login or logout: that line is the truth
         if queue and (server, agent, queue) not in self.open_sessions:
             since = _epoch(info.get("login_time"), ts)
             self._open_session(server, agent, queue, since)
         current = self.open_pause.get((server, agent))
+        if ts - self.changed.get((server, agent), -STATE_LAG_S) < STATE_LAG_S:
+            return  # raised around a logged pause or unpause
         if paused == "paused":
             if current is None or current.label != pause_reason:
                 self._pause(server, agent, pause_reason, _epoch(info.get("last_pause"), ts)

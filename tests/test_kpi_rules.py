@@ -264,3 +264,18 @@ async def test_staffing_needed_vs_had(store):
     assert (hour["agents_needed"], hour["agents_staffed"]) == (3, 1.5)
     quiet = next(x for x in r["staffing"] if x["start"] == "2026-11-24T11:00:00+00:00")
     assert (quiet["agents_needed"], quiet["agents_staffed"]) == (0, 2.0)
+
+
+async def test_rule17_a_member_state_raised_around_a_logged_change_does_not_overrule_it(store):
+    # queue_log's REMOVEMEMBER is stamped T (whole second); a QueueMemberStatus Asterisk
+    # raised just before the removal arrives stamped T + 0.3
+    await store_lines(store, [member(T - 600), f"{T}|MANAGER|support|Agent 1001|REMOVEMEMBER|"])
+    stale = ami(Kind.MEMBER_STATE, T + 0.3, queue="support", agent="Agent 1001",
+                extra={"interface": "PJSIP/1001", "login_time": T - 600})
+    later = ami(Kind.MEMBER_STATE, T + 3600.5, queue="sales", agent="Agent 1002",
+                extra={"interface": "PJSIP/1002"})
+    await store.write(Batch(events=[stale, later]))
+    await refresh_facts(store, cfg().kpi)
+    assert await store.fetch_all(
+        "SELECT agent, start_ts, end_ts FROM agent_sessions ORDER BY start_ts") == [
+        ("Agent 1001", T - 600, T), ("Agent 1002", T + 3600.5, None)]
