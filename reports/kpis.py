@@ -610,15 +610,19 @@ async def build_report(store: Store, config: Config, start: dt.date, end: dt.dat
     # (when the period itself is settled, its totals are the figure: no query)
     fcr_task = asyncio.ensure_future(_fcr_settled(
         store, kpi, period, None if settled == (start, end) else settled, queue, end_of_data))
-    buckets, previous, agents, agent_table, abandon_curve, survey = await asyncio.gather(
-        _bucket_sums(store, kpi, lo, hi, queue, end_of_data),
-        _bucket_sums(store, kpi, prev.start_ts, prev.end_ts, queue, end_of_data,
-                     group="total"),
-        roster.list_agents(store),
-        _agents(store, kpi, period, queue, end_of_data),
-        _abandon_curve(store, kpi, lo, hi, queue),
-        _survey_summary(store, lo, hi, queue))
-    (staffed, staffed_all), fcr_settled = await staffed_task, await fcr_task
+    try:
+        buckets, previous, agents, agent_table, abandon_curve, survey = await asyncio.gather(
+            _bucket_sums(store, kpi, lo, hi, queue, end_of_data),
+            _bucket_sums(store, kpi, prev.start_ts, prev.end_ts, queue, end_of_data,
+                         group="total"),
+            roster.list_agents(store),
+            _agents(store, kpi, period, queue, end_of_data),
+            _abandon_curve(store, kpi, lo, hi, queue),
+            _survey_summary(store, lo, hi, queue))
+        (staffed, staffed_all), fcr_settled = await staffed_task, await fcr_task
+    finally:  # (a failed read leaves no task behind)
+        for task in (staffed_task, fcr_task):
+            task.cancel()
     totals = _total(buckets.values())
     if settled == (start, end):
         fcr_settled = {"from": start.isoformat(), "to": end.isoformat(), **_fcr_of(totals)}
