@@ -697,7 +697,8 @@ def _intervals(buckets: dict[tuple, Sums], period: Period, interval: str,
                     # each queue is its own Erlang C system: their needs add up
                     "agents_needed": None if None in per_queue else sum(
                         n for n in per_queue if n is not None),
-                    "agents_staffed": round(staffed_all.get(i, 0.0) / (ends[i] - t), 3)})
+                    "agents_staffed": round(staffed_all.get(i, 0.0) / (ends[i] - t), 3)
+                    if staffed_all else None})
     return out
 
 

@@ -50,10 +50,12 @@ def staffing_rows(starts: list[int], hi: float, iso: Callable[[float], str],
                   queue_sums: dict[tuple[int, str], dict[str, Any]],
                   period_aht: dict[str, float | None], staffed: dict[tuple[int, str], float],
                   service_level_s: float, target_pct: float | None) -> list[dict[str, Any]]:
-    """One row per interval x queue (every queue with calls or agents in the period).
-    An interval's AHT is the queue's AHT in it, else over the whole period (an interval
+    """One row per interval x queue (every queue with calls or agents in the period);
+    agents_staffed is null for a queue with no session in the period (rule 17). An
+    interval's AHT is the queue's AHT in it, else over the whole period (an interval
     with calls offered and none answered)."""
     queues = sorted({q for (_i, q) in queue_sums} | {q for (_i, q) in staffed})
+    known = {q for (_i, q) in staffed}  # queues with a session in the period
     ends = [*starts[1:], hi]
     rows = []
     for i, (start, end) in enumerate(zip(starts, ends)):
@@ -67,11 +69,11 @@ def staffing_rows(starts: list[int], hi: float, iso: Callable[[float], str],
             elif aht is not None and target_pct is not None:
                 needed = agents_needed(offered, aht, end - start, service_level_s,
                                        target_pct / 100.0)
-            seconds = staffed.get((i, q))
             rows.append({"start": iso(start), "queue": q, "offered": offered,
                          "aht_s": aht, "agents_needed": needed,
-                         "agents_staffed": None if seconds is None and not offered else
-                         round((seconds or 0.0) / (end - start), 3)})
+                         # unknown when the log shows no session in the queue at all
+                         "agents_staffed": round(staffed.get((i, q), 0.0) / (end - start), 3)
+                         if q in known else None})
     return rows
 
 
