@@ -234,6 +234,22 @@ CREATE TABLE agent_aliases (
     name      TEXT NOT NULL,
     PRIMARY KEY (server, interface)
 );
+-- IVR paths of sites that log QueueMetrics-style `INFO|IVRAPPEND|<key>|<menu>` lines: one
+-- per call (id: the events.id of its first IVRAPPEND), what it pressed in which menus, and
+-- whether it then reached a queue; counted with callkpi's own IVR exits.
+CREATE TABLE ivr_paths (
+    id       INTEGER PRIMARY KEY,
+    server   TEXT    NOT NULL,
+    call_id  TEXT    NOT NULL,
+    first_ts REAL    NOT NULL,
+    ts       REAL    NOT NULL,
+    tsec     INTEGER NOT NULL,
+    path     TEXT    NOT NULL,
+    node     TEXT    NOT NULL,
+    outcome  TEXT    NOT NULL,
+    queue    TEXT    NOT NULL
+);
+CREATE INDEX ivr_paths_tsec ON ivr_paths (tsec);
 -- the rules changed: the facts are derived again from the events at the next refresh
 DELETE FROM facts_state;
 """,

@@ -61,7 +61,8 @@ SESSION_STARTS = (Kind.MEMBER_ADD, Kind.AGENT_LOGIN)
 SESSION_ENDS = (Kind.MEMBER_REMOVE, Kind.AGENT_LOGOFF)
 AGENT_KINDS = (*PAUSE_STARTS, *PAUSE_ENDS, *SESSION_STARTS, *SESSION_ENDS, Kind.MEMBER_STATE)
 RESTART_KINDS = (Kind.QUEUE_START, Kind.SHUTDOWN)
-FACT_KINDS = (*CALL_KINDS, *AGENT_KINDS, *RESTART_KINDS, Kind.SURVEY_ANSWER)
+FACT_KINDS = (*CALL_KINDS, *AGENT_KINDS, *RESTART_KINDS, Kind.SURVEY_ANSWER, Kind.INFO)
+IVR_APPEND = "IVRAPPEND"  # QueueMetrics' INFO|IVRAPPEND|<key>|<menu>
 # events that show a member is in a queue (for persistent members restored by a restart)
 MEMBER_EVIDENCE = (*PAUSE_STARTS, *PAUSE_ENDS, Kind.MEMBER_STATE, Kind.CONNECT)
 
@@ -82,7 +83,7 @@ CALL_ENDS = (Kind.COMPLETE, Kind.TRANSFER, *EXIT_OUTCOMES)
 # boot, so what is stamped with the QUEUESTART's second happened after it.
 CALL_PHASE = {Kind.QUEUE_START: 0, Kind.SHUTDOWN: 0, Kind.ENTER_QUEUE: 1, Kind.CONNECT: 2,
               Kind.HOLD: 3, Kind.UNHOLD: 3, **{k: 4 for k in CALL_ENDS},
-              Kind.DISPOSITION: 5, Kind.SURVEY_ANSWER: 6}
+              Kind.DISPOSITION: 5, Kind.SURVEY_ANSWER: 6, Kind.INFO: 6}
 
 CALL_COLUMNS = (
     "id", "server", "call_id", "queue", "entered_ts", "entered_tsec", "ended_ts", "outcome",
@@ -90,6 +91,8 @@ CALL_COLUMNS = (
     "caller_number", "disposition", "transferred", "prev_gap_s", "next_gap_s", "unsettled",
     "entered_bucket", "ended_by_restart", "fcr_contact", "fcr_prev_gap_s",
 )
+IVR_COLUMNS = ("id", "server", "call_id", "first_ts", "ts", "tsec", "path", "node", "outcome",
+               "queue")
 SURVEY_COLUMNS = (
     "id", "server", "call_id", "queue_call", "queue", "agent", "entered_tsec", "answered",
     "question", "kind", "value", "status", "ts", "session", "counted",
@@ -138,6 +141,27 @@ class QueueCall:
             int(self.unsettled), int(self.entered_ts) // BUCKET_S, int(self.ended_by_restart),
             int(self.fcr_contact), None,
         )
+
+
+@dataclass
+class IvrPath:
+    """A call's QueueMetrics-style IVR choices (INFO|IVRAPPEND|<key>|<menu> lines)."""
+
+    id: int
+    server: str
+    call_id: str
+    first_ts: float
+    steps: list[tuple[float, str, str]] = field(default_factory=list)  # (ts, menu, key)
+
+    def row(self, queue_call: "QueueCall | None") -> tuple:
+        steps = sorted(self.steps)
+        ts = steps[-1][0]
+        path = " > ".join(f"{menu}:{key}" for _t, menu, key in steps)
+        # a call that reached no queue left the IVR: served there or hung up, which these
+        # lines cannot tell apart
+        outcome, queue = ("to-queue", queue_call.queue) if queue_call else ("left", "")
+        return (self.id, self.server, self.call_id, self.first_ts, ts, int(ts), path,
+                steps[-1][1], outcome, queue)
 
 
 @dataclass
@@ -193,6 +217,7 @@ class Deriver:
         self.connects: dict[tuple[str, str], list[float]] = {}
         self.changed: dict[tuple[str, ...], float] = {}  # a member's last logged change
         self.answers: list[tuple] = []  # survey-answer event rows, linked after the pass
+        self.ivr: dict[tuple[str, str], IvrPath] = {}
         self.restarts: dict[str, _Restart] = {}
         self.events = 0
 
@@ -252,6 +277,10 @@ class Deriver:
             self._shutdown(server, ts)
         elif kind == Kind.SURVEY_ANSWER:
             self.answers.append(ev)
+        elif kind == Kind.INFO and value == IVR_APPEND:
+            data = (json.loads(extra).get("data") if extra else None) or []
+            path = self.ivr.setdefault((server, call_id), IvrPath(eid, server, call_id, ts))
+            path.steps.append((ts, _field(data, 2), _field(data, 1)))
 
     def _activity(self, server: str, second: int) -> None:
         """A queue call event: the last second of activity (for shutdown ABANDONs) moves."""
@@ -492,6 +521,15 @@ class Deriver:
                 call.unsettled = False
         self._mark_fcr_contacts()
 
+    def ivr_rows(self) -> list[tuple]:
+        """Each IVRAPPEND call's path, and the first queue it entered after its first choice."""
+        rows = []
+        for (server, call_id), path in self.ivr.items():
+            queued = next((c for c in self.by_call_id.get((server, call_id), [])
+                           if c.entered_ts >= path.first_ts), None)
+            rows.append(path.row(queued))
+        return rows
+
     def _mark_fcr_contacts(self) -> None:
         """A contact is a phone call: of the queue calls of one call id (moved or transferred
         between queues), only the last answered one is its FCR contact."""
@@ -539,6 +577,10 @@ def _pause_work(pause: Interval, start: float, next_connect: float | None, data_
         if part.continued is None:
             return work, False
         part = part.continued
+
+
+def _field(data: list[Any], i: int) -> str:
+    return str(data[i]) if i < len(data) else ""
 
 
 def _call_order(ev: Event) -> tuple:
@@ -633,6 +675,7 @@ async def refresh_facts(store: Store, kpi: KpiConfig, *, rebuild: bool = False,
             " VALUES (?, ?, ?, ?, ?)",
             [(p.server, p.agent, p.label, p.start, p.end) for p in deriver.pauses])
         await tx.executemany(insert_sql("survey_answers", SURVEY_COLUMNS), answers)
+        await tx.executemany(insert_sql("ivr_paths", IVR_COLUMNS), deriver.ivr_rows())
         numbers = None if w0 is None else {c.caller_number for c in deriver.calls}
         await _update_caller_gaps(tx, numbers)
         for name, value in (("events_id", last_id), ("settings", settings),
@@ -672,6 +715,10 @@ async def _rederive_from(store: Store, watermark: int, renamed_since: float | No
         ("SELECT min(c.entered_ts) FROM queue_calls c JOIN events e"
          " ON e.server = c.server AND e.call_id = c.call_id"
          " WHERE e.id > ? AND e.call_id <> ''", (watermark,)),
+        # an IVR path the new events name (its queue entry, another choice)
+        ("SELECT min(p.first_ts) FROM ivr_paths p JOIN events e"
+         " ON e.server = p.server AND e.call_id = p.call_id"
+         " WHERE e.id > ? AND e.call_id <> ''", (watermark,)),
     ):
         (value,) = (await store.fetch_all(sql, params))[0]
         if value is not None:
@@ -709,7 +756,8 @@ async def _resume(store: Store, deriver: Deriver, w0: float) -> None:
 
 async def _clear(tx: Any, w0: float | None) -> None:
     if w0 is None:
-        for table in ("queue_calls", "agent_sessions", "agent_pauses", "survey_answers"):
+        for table in ("queue_calls", "agent_sessions", "agent_pauses", "survey_answers",
+                      "ivr_paths"):
             await tx.execute(f"DELETE FROM {table}")
         return
     await tx.execute("DELETE FROM queue_calls WHERE entered_ts >= ?", (w0,))
@@ -717,6 +765,7 @@ async def _clear(tx: Any, w0: float | None) -> None:
     await tx.execute("DELETE FROM agent_sessions WHERE end_ts IS NULL OR end_ts >= ?", (w0,))
     await tx.execute("DELETE FROM agent_pauses WHERE end_ts IS NULL OR end_ts >= ?", (w0,))
     await tx.execute("DELETE FROM survey_answers WHERE ts >= ?", (w0,))
+    await tx.execute("DELETE FROM ivr_paths WHERE first_ts >= ?", (w0,))
 
 
 # ------------------------------------------------------------------------ member names

@@ -302,14 +302,17 @@ async def _survey_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: st
 
 
 async def _ivr_sums(store: Store, lo: int, hi: int, queue: str | None) -> dict[tuple, Sums]:
-    """IVR exits are not queue calls: counted from the ivr-exit events (queue = target)."""
+    """IVR exits are not queue calls: counted from the ivr-exit events (queue = target) and
+    from the IVR paths of QueueMetrics-style IVRAPPEND lines (facts table ivr_paths)."""
     where, params = _range(lo, hi, queue, column="tsec")
     sql = (f"SELECT queue, tsec / {BUCKET_S}, COUNT(*),"
            f" COUNT(CASE WHEN value = 'self-service' THEN 1 END),"
            f" COUNT(CASE WHEN value = 'to-queue' THEN 1 END),"
            f" COUNT(CASE WHEN value = 'hangup' THEN 1 END)"
-           f" FROM events WHERE kind = ? AND {where} GROUP BY queue, tsec / {BUCKET_S}")
-    rows = await store.fetch_all(sql, [Kind.IVR_EXIT, *params])
+           f" FROM (SELECT queue, tsec, value FROM events WHERE kind = ? AND {where}"
+           f" UNION ALL SELECT queue, tsec, outcome FROM ivr_paths WHERE {where}) AS exits"
+           f" GROUP BY queue, tsec / {BUCKET_S}")
+    rows = await store.fetch_all(sql, [Kind.IVR_EXIT, *params, *params])
     return {tuple(r[:2]): Sums(zip(IVR_SUMS, r[2:])) for r in rows}
 
 

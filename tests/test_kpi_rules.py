@@ -279,3 +279,29 @@ async def test_rule17_a_member_state_raised_around_a_logged_change_does_not_over
     assert await store.fetch_all(
         "SELECT agent, start_ts, end_ts FROM agent_sessions ORDER BY start_ts") == [
         ("Agent 1001", T - 600, T), ("Agent 1002", T + 3600.5, None)]
+
+
+async def test_rule19_queuemetrics_ivrappend_lines_feed_the_ivr_kpis(store):
+    # FreePBX's QueueMetrics module: QueueLog(NONE,${UNIQUEID},NONE,INFO,IVRAPPEND|key|menu)
+    lines = [member(T - 60),
+             f"{T}|v1|NONE|NONE|INFO|IVRAPPEND|1|ivr-main",
+             f"{T + 4}|v1|NONE|NONE|INFO|IVRAPPEND|2|ivr-billing",
+             *answered(T + 6, "v1", "5550001", queue="support"),
+             f"{T + 100}|v2|NONE|NONE|INFO|IVRAPPEND|9|ivr-main",  # never reaches a queue
+             f"{T + 200}|v3|NONE|NONE|INFO|IVRAPPEND|1|ivr-main"]
+    await store_lines(store, lines)
+    r = await report(store)
+    t = r["totals"]
+    assert (t["ivr_calls"], t["ivr_to_queue_pct"]) == (3, pytest.approx(100 / 3, abs=1e-3))
+    # a call that reached no queue was served in the IVR or hung up there: these lines
+    # cannot tell which, so it is neither contained nor a hang-up
+    assert (t["ivr_contained_pct"], t["ivr_hangup_pct"]) == (0.0, 0.0)
+    assert r["queues"]["support"]["ivr_calls"] == 1
+    paths = await store.fetch_all("SELECT call_id, path, node, outcome, queue FROM ivr_paths"
+                                  " ORDER BY call_id")
+    assert paths[0] == ("v1", "ivr-main:1 > ivr-billing:2", "ivr-billing", "to-queue",
+                        "support")
+    # v3's queue entry arrives later (a late file): its path is derived again
+    await store_lines(store, answered(T + 205, "v3", "5550003", queue="sales"))
+    t = (await report(store))["totals"]
+    assert t["ivr_to_queue_pct"] == pytest.approx(200 / 3, abs=1e-3)
