@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, cast
 
 from simulator.ami import AmiClient, AmiError, Message
 from simulator.sandbox import SCRIPT, Sandbox
@@ -79,7 +80,8 @@ class Recorder:
 
     async def act(self, name: str, **headers: str) -> Message:
         assert self.ami is not None
-        reply = await self.ami.action(name, **headers)
+        # (headers by name: mypy cannot tell them from action()'s own keyword arguments)
+        reply = await cast(Any, self.ami).action(name, **headers)
         self.note(f"{name} {headers} -> {reply.get('Response')} {reply.get('Message', '')}")
         return reply
 
@@ -178,7 +180,8 @@ async def record_restarts(box: Sandbox) -> Recorder:
     await rec.wait_booted()
     rec.note("after core stop now + start")
     await rec.member_status()
-    await rec.ami.close() if rec.ami else None
+    if rec.ami:
+        await rec.ami.close()
     return rec
 
 
