@@ -58,13 +58,13 @@ def fake_calls(n: int, start: float, rng: random.Random):
                    "answered", wait, connect, AGENTS[i % len(AGENTS)], talk, talk - min(hold, talk),
                    min(hold, talk), rng.uniform(0, 60), number,
                    rng.choice(("sale", "info", "callback", "")), int(rng.random() < 0.05),
-                   None, None, 0, int(entered) // BUCKET_S)
+                   None, None, 0, int(entered) // BUCKET_S, 0, 1, None)
         else:
             outcome = rng.choice(("abandoned", "abandoned", "abandoned", "timeout", "exit_key",
                                   "exit_empty"))
             yield (i + 1, "pbx", f"{entered:.0f}.{i}", queue, entered, int(entered),
                    entered + wait, outcome, wait, None, "", None, None, None, None, number, "",
-                   0, None, None, 0, int(entered) // BUCKET_S)
+                   0, None, None, 0, int(entered) // BUCKET_S, 0, 1, None)
 
 
 def caller_gaps(rows: list[tuple]) -> list[tuple]:
@@ -77,6 +77,7 @@ def caller_gaps(rows: list[tuple]) -> list[tuple]:
             prev = out[last[number]]
             row[18] = row[4] - prev[4]
             prev[19] = row[4] - prev[4]
+            row[24] = row[18] if prev[7] == "answered" else None
         last[number] = idx
     return [tuple(r) for r in out]
 
@@ -91,7 +92,7 @@ async def build_store(path: str, n: int, config: Config) -> None:
             await store.executemany(insert_sql("queue_calls", CALL_COLUMNS), rows[lo:lo + CHUNK])
         answers = [(2 * r[0] + j, r[1], r[2], r[0], r[3], r[10], r[5], 1, q, kind,
                     str(rng.randint(1, 5) if kind == "csat" else rng.randint(1, 2)),
-                    "answered", r[6] + 5)
+                    "answered", r[6] + 5, f"s{r[0]}", 1)
                    for r in rows if r[7] == "answered" and r[0] % 5 == 0
                    for j, (q, kind) in enumerate((("q1", "csat"), ("q2", "resolution")))]
         for lo in range(0, len(answers), CHUNK):

@@ -66,13 +66,20 @@ def db() -> None:
 def db_info(ctx: click.Context) -> None:
     """Show what the store holds."""
     config = get_config(ctx)
-    click.echo(format_info(run(read_info(config))))
+    info, interfaces = run(read_info(config))
+    click.echo(format_info(info))
+    if interfaces:
+        click.echo(f"warning: agents named like member interfaces: {', '.join(interfaces)}"
+                   f" (queues.conf log_membername_as_agent = no): name them in [agents] names"
+                   f" or run `callkpi listen`, which learns them")
 
 
-async def read_info(config: Config) -> StoreInfo:
+async def read_info(config: Config) -> tuple[StoreInfo, list[str]]:
+    from reports.kpis import agents_like_interfaces  # the facts' view, loaded on demand
+
     store = await open_configured_store(config, create=False)
     async with store:
-        return await store.info()
+        return await store.info(), await agents_like_interfaces(store)
 
 
 def format_info(info: StoreInfo) -> str:

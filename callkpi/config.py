@@ -113,11 +113,27 @@ class KpiConfig:
     conversion_codes: list[str] = field(default_factory=lambda: ["sale"])
     # per queue, seconds: mirrors queues.conf `wrapuptime`, the ACW of a call with no ACW pause
     wrapup_s: dict[str, Duration] = field(default_factory=dict)
+    # mirrors queues.conf `persistentmembers` (Asterisk's sample: yes): members and their pauses
+    # outlive a restart, which writes no ADDMEMBER/PAUSE for them
+    persistent_members: bool = True
+    # a CSAT score is "good" at this digit or more; 0: the scale's two highest points (top-2-box)
+    csat_good_min: Annotated[int, Range(0, 9)] = 0
+    # caller ids that are no number (any case; empty always): no repeat call, no FCR contact
+    no_number: list[str] = field(default_factory=lambda: [
+        "anonymous", "unknown", "restricted", "private"])
+
+
+@dataclass
+class AgentsConfig:
+    # member interface -> member name, for queue_log lines that name a member by its interface
+    # (log_membername_as_agent = no): {"PJSIP/1001" = "Alice"}; AMI teaches the rest
+    names: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class ReportConfig:
-    timezone: str = "UTC"
+    # IANA zone of the report's days; empty: this machine's (TZ, then /etc/localtime)
+    timezone: str = ""
     # headline targets shown beside each tile; a missing key shows no target
     targets: dict[str, Annotated[float, Range(0)]] = field(default_factory=lambda: {
         "service_level_pct": 80.0, "asa_s": 20.0, "abandon_rate_pct": 5.0, "aht_s": 300.0,
@@ -163,6 +179,7 @@ class Config:
     ami: AmiConfig = field(default_factory=AmiConfig)
     agi: AgiConfig = field(default_factory=AgiConfig)
     kpi: KpiConfig = field(default_factory=KpiConfig)
+    agents: AgentsConfig = field(default_factory=AgentsConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     survey: SurveyConfig = field(default_factory=SurveyConfig)

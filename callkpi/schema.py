@@ -203,6 +203,55 @@ ALTER TABLE events_v3 RENAME TO events;
 CREATE UNIQUE INDEX events_key ON events (tsec, call_id, kind, queue, agent, discr, server);
 CREATE INDEX events_ami_tsec ON events (tsec) WHERE source = 'ami';
 """,
+    4: """
+-- The facts of the KPI rules of docs/kpis.md. A queue call answered and cut by a restart
+-- (its talk unknown); whether it is its phone call's FCR contact (a call moved or transferred
+-- between queues is one contact: its last answered leg); the gap to the caller's previous
+-- answered phone call (an abandoned attempt is no prior contact).
+ALTER TABLE queue_calls ADD COLUMN ended_by_restart INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE queue_calls ADD COLUMN fcr_contact INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE queue_calls ADD COLUMN fcr_prev_gap_s REAL;
+DROP INDEX queue_calls_report;
+CREATE INDEX queue_calls_report ON queue_calls (
+    entered_bucket, queue, outcome, agent, wait_s, talk_s, hold_s, acw_s, transferred,
+    caller_number, prev_gap_s, next_gap_s, entered_ts, disposition, ended_by_restart,
+    fcr_contact, fcr_prev_gap_s);
+-- One survey per call: the session an answer came from, and whether it counts (the call's
+-- first survey session does; an orphan, whose call is not known, counts nowhere but the
+-- survey summary).
+ALTER TABLE survey_answers ADD COLUMN session TEXT NOT NULL DEFAULT '';
+ALTER TABLE survey_answers ADD COLUMN counted INTEGER NOT NULL DEFAULT 1;
+DROP INDEX survey_answers_bucket;
+CREATE INDEX survey_answers_bucket ON survey_answers (
+    entered_tsec / 900, queue, agent, question, kind, status, value, answered, queue_call,
+    server, call_id, entered_tsec, counted);
+-- Member interface -> member name, learned from AMI member events (which carry both), for
+-- queue_log lines that name a member by its interface (log_membername_as_agent = no).
+CREATE TABLE agent_aliases (
+    server    TEXT NOT NULL,
+    interface TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    PRIMARY KEY (server, interface)
+);
+-- IVR paths of sites that log QueueMetrics-style `INFO|IVRAPPEND|<key>|<menu>` lines: one
+-- per call (id: the events.id of its first IVRAPPEND), what it pressed in which menus, and
+-- whether it then reached a queue; counted with callkpi's own IVR exits.
+CREATE TABLE ivr_paths (
+    id       INTEGER PRIMARY KEY,
+    server   TEXT    NOT NULL,
+    call_id  TEXT    NOT NULL,
+    first_ts REAL    NOT NULL,
+    ts       REAL    NOT NULL,
+    tsec     INTEGER NOT NULL,
+    path     TEXT    NOT NULL,
+    node     TEXT    NOT NULL,
+    outcome  TEXT    NOT NULL,
+    queue    TEXT    NOT NULL
+);
+CREATE INDEX ivr_paths_tsec ON ivr_paths (tsec);
+-- the rules changed: the facts are derived again from the events at the next refresh
+DELETE FROM facts_state;
+""",
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -62,11 +62,11 @@ class Period:
 
     @property
     def start_ts(self) -> int:
-        return _local_midnight(self.start, self.tz)
+        return local_midnight(self.start, self.tz)
 
     @property
     def end_ts(self) -> int:
-        return _local_midnight(self.end + dt.timedelta(days=1), self.tz)
+        return local_midnight(self.end + dt.timedelta(days=1), self.tz)
 
     def previous(self) -> "Period":
         days = (self.end - self.start).days + 1
@@ -84,13 +84,13 @@ class Period:
                     if d == self.start or d.weekday() == WEEK_START[self.calendar]]
         elif interval == "month":
             days = [d for d in days if d == self.start or starts_month(d, self.calendar)]
-        return [_local_midnight(d, self.tz) for d in days]
+        return [local_midnight(d, self.tz) for d in days]
 
     def iso(self, ts: float) -> str:
         return dt.datetime.fromtimestamp(ts, self.tz).isoformat()
 
 
-def _local_midnight(day: dt.date, tz: ZoneInfo) -> int:
+def local_midnight(day: dt.date, tz: ZoneInfo) -> int:
     return int(dt.datetime.combine(day, dt.time(0), tz).timestamp())
 
 

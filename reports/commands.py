@@ -112,7 +112,8 @@ def facts(ctx: click.Context, rebuild: bool) -> None:
 async def _facts(config: Config, rebuild: bool) -> FactsResult:
     store = await open_configured_store(config, create=False)
     async with store:
-        return await refresh_facts(store, config.kpi, rebuild=rebuild)
+        return await refresh_facts(store, config.kpi, rebuild=rebuild,
+                                   names=config.agents.names)
 
 
 # ------------------------------------------------------------------------------ agents

@@ -19,6 +19,7 @@ from callkpi.cli_common import (
     run,
 )
 from callkpi.config import Config, ConfigError
+from reports.kpis import report_timezone
 from reports.mailer import send_report, write_report_eml
 from reports.options import language_options
 
@@ -135,7 +136,7 @@ def pick_days(config: Config, yesterday: bool, start: dt.date | None, end: dt.da
     if yesterday == (start is not None) or (end is not None and start is None):
         raise click.UsageError("give one of --yesterday, --from DAY --to DAY, --month MONTH")
     if start is None:
-        return [local_today(config.report.timezone) - dt.timedelta(days=1)]
+        return [local_today(report_timezone(config.report.timezone)) - dt.timedelta(days=1)]
     if end is None:
         raise click.UsageError("--from needs --to (the last day)")
     if end < start:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import datetime as dt
+import os
+import re
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
@@ -20,13 +22,13 @@ from callkpi.config import Config, KpiConfig
 from callkpi.errors import UserError
 from callkpi.events import Kind
 from callkpi.store import Store
-from reports import roster
-from reports.calendar import INTERVALS, Period, add_calendar_labels, calendar_for
+from reports import roster, staffing
+from reports.calendar import (INTERVALS, Period, add_calendar_labels, calendar_for,
+                              local_midnight)
 from reports.facts import BUCKET_S, data_end, refresh_facts
 
 WAIT_BINS = (0, 10, 20, 30, 60, 120, 300)  # histogram bin edges, seconds; the last is open
 ABANDON_CURVE_S = (0, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300)
-CSAT_GOOD = 4  # a CSAT score counts as satisfied at 4 or more (docs/kpis.md)
 
 # The queue calls of a period are grouped by (bucket, queue, outcome): the outcome counts are
 # the groups' sizes, and these sums are taken per group; _fold() keeps the ones that mean
@@ -34,9 +36,10 @@ CSAT_GOOD = 4  # a CSAT score counts as satisfied at 4 or more (docs/kpis.md)
 # Parameters are named; their values come from _sum_columns(). Each count is
 # COUNT(CASE <branches> END): the calls the branches give 1 (NULL is not counted; cheaper per
 # row than SUM of 1 or 0). FCR classes are CASE chains (cheaper per row than ANDs of ORs) that
-# first rule out calls that are no first contact (anonymous, or the number called within the
-# window before).
-_NOT_FIRST = "WHEN caller_number = '' THEN NULL WHEN prev_gap_s <= ? THEN NULL"
+# first rule out calls that are no first contact (anonymous, not its phone call's contact leg,
+# or the number's answered call within the window before).
+_NOT_FIRST = ("WHEN caller_number = '' THEN NULL WHEN fcr_contact = 0 THEN NULL"
+              " WHEN fcr_prev_gap_s <= ? THEN NULL")
 CALL_COUNTS = (
     ("short", "WHEN wait_s < ? THEN 1", ("short",)),
     ("in_sl", "WHEN wait_s <= ? THEN 1", ("sl",)),
@@ -46,6 +49,7 @@ CALL_COUNTS = (
     ("fcr_resolved", f"{_NOT_FIRST} WHEN next_gap_s <= ? THEN NULL WHEN entered_ts <= ? THEN 1",
      ("window", "window", "window_over")),
     ("fcr_repeat", f"{_NOT_FIRST} WHEN next_gap_s <= ? THEN 1", ("window", "window")),
+    ("fcr_first", f"{_NOT_FIRST} ELSE 1", ("window",)),
     ("converted", "WHEN disposition IN ({codes}) THEN 1", ("codes",)),
     # the wait histogram, cumulative: waits below each bin edge (constants, not input)
     *((f"wait_lt_{edge}", f"WHEN wait_s < {edge} THEN 1", ()) for edge in WAIT_BINS[1:]),
@@ -60,11 +64,15 @@ CALL_AGGREGATES = (
     ("talk", "SUM(talk_s)"),
     ("hold", "SUM(hold_s)"),
     ("acw", "SUM(acw_s)"),
+    # answered calls whose talk is known (ended, and not cut by a restart): the averages'
+    # denominator
+    ("handled", "COUNT(talk_s)"),
+    ("ended_by_restart", "SUM(ended_by_restart)"),
 )
 # outcomes whose wait counts in the average wait (a closed call has none; an open one no end)
 WAITED = ("answered", "abandoned", "timeout", "exit_key", "exit_empty", "withdrawn")
-ANSWERED_ONLY = ("in_sl", "held", "fcr_resolved", "fcr_repeat", "converted", "transferred",
-                 "talk", "hold", "acw")
+ANSWERED_ONLY = ("in_sl", "held", "fcr_resolved", "fcr_repeat", "fcr_first", "converted",
+                 "transferred", "talk", "hold", "acw", "handled", "ended_by_restart")
 SURVEY_SUMS = ("csat_valid", "csat_good", "csat_total", "resolution_answers", "resolution_yes",
                "scored_calls")
 IVR_SUMS = ("ivr_calls", "ivr_self_service", "ivr_to_queue", "ivr_hangup")
@@ -135,7 +143,8 @@ def _fold(outcome: str, group: dict[str, Any]) -> Sums:
     if outcome == "abandoned":  # a wait Asterisk left empty is not known to be short
         short = group["short"] or 0
         sums.update(abandoned=calls - short, short_abandoned=short)
-    elif outcome in ("answered", "timeout", "exit_key", "exit_empty", "withdrawn", "closed"):
+    elif outcome in ("answered", "timeout", "exit_key", "exit_empty", "withdrawn", "closed",
+                     "open"):
         sums[outcome] = calls
     if outcome in WAITED:
         sums.update(waited=group.get("waits"), waited_wait=group.get("wait") or 0.0,
@@ -144,16 +153,13 @@ def _fold(outcome: str, group: dict[str, Any]) -> Sums:
     if outcome == "answered":
         sums.update({name: group.get(name) or 0 for name in ANSWERED_ONLY})
         sums["answered_wait"] = group.get("wait") or 0.0
-        if "known" in group:  # (the agent sums do not take it)
-            sums["fcr_pending"] = _fcr_pending(sums)
+        sums["fcr_pending"] = _fcr_pending(sums)
     return sums
 
 
 def _fcr_pending(sums: Sums) -> int:
-    """A first contact (a known number, not called within the window before) is resolved, a
-    repeat or pending: pending ones are what is left (one CASE less per call in SQL)."""
-    first = sums["known"] - sums["repeats"]
-    return first - sums["fcr_resolved"] - sums["fcr_repeat"]
+    """A first contact is resolved, a repeat or pending: pending ones are what is left."""
+    return sums["fcr_first"] - sums["fcr_resolved"] - sums["fcr_repeat"]
 
 
 def _range(lo: int, hi: int, queue: str | None, column: str = "entered_tsec"
@@ -168,7 +174,7 @@ def _range(lo: int, hi: int, queue: str | None, column: str = "entered_tsec"
 
 # what the agent table needs of each agent's answered calls
 AGENT_SUMS = frozenset(("calls", "talk", "hold", "acw", "converted", "fcr_resolved",
-                        "fcr_repeat"))
+                        "fcr_repeat", "fcr_first", "handled", "ended_by_restart"))
 
 
 async def _call_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None,
@@ -195,6 +201,35 @@ async def _call_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str 
     return out
 
 
+# An answered call's handle time (talk + hold + ACW) as a span from its connect (entry +
+# wait), from columns of the covering index. Occupancy is time-sliced: an agent's handle time
+# in a period is that of the calls that entered in it (summed anyway), less what runs past
+# its end, plus what calls that entered in the day before it ran into it.
+W_START = "(entered_ts + COALESCE(wait_s, 0))"
+W_END = f"({W_START} + talk_s + COALESCE(hold_s, 0) + COALESCE(acw_s, 0))"
+CARRY_OVER_S = 86400
+
+
+async def _work_across(store: Store, lo: int, hi: int, queue: str | None
+                       ) -> dict[str, float]:
+    """Per agent: handle time inside [lo, hi) of calls that entered in the day before it,
+    less the handle time after hi of calls that entered in the day before hi."""
+    out: dict[str, float] = {}
+    for first, last, sign in ((lo - CARRY_OVER_S, lo, 1.0), (hi - CARRY_OVER_S, hi, -1.0)):
+        where, params = _range(first // BUCKET_S, last // BUCKET_S, queue, "entered_bucket")
+        edge = lo if sign > 0 else hi
+        # carried in: min(end, hi) - lo; spilled out: end - max(start, hi)
+        part = (f"CASE WHEN {W_END} > ? THEN ? ELSE {W_END} END - ?" if sign > 0 else
+                f"{W_END} - CASE WHEN {W_START} > ? THEN {W_START} ELSE ? END")
+        part_params = [hi, hi, lo] if sign > 0 else [hi, hi]
+        for agent, work in await store.fetch_all(
+                f"SELECT agent, SUM({part}) FROM queue_calls WHERE {where}"
+                f" AND outcome = 'answered' AND agent <> '' AND talk_s IS NOT NULL"
+                f" AND {W_END} > ? GROUP BY agent", [*part_params, *params, edge]):
+            out[agent] = out.get(agent, 0.0) + sign * work
+    return out
+
+
 # the survey answers are read by this expression's range, in its order: the index
 # survey_answers_bucket leads with it (a period starts and ends on a bucket boundary)
 SURVEY_BUCKET = f"entered_tsec / {BUCKET_S}"
@@ -207,7 +242,7 @@ def _survey_range(lo: int, hi: int, queue: str | None) -> tuple[str, list[Any]]:
 async def _survey_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None,
                        group: str) -> dict[tuple, Sums]:
     valid = [str(d) for d in range(1, kpi.csat_scale + 1)]
-    good = [d for d in valid if int(d) >= CSAT_GOOD]
+    good = [d for d in valid if int(d) >= csat_good_min(kpi)]
     marks = lambda values: ", ".join("?" for _ in values) or "NULL"  # noqa: E731
     where, params = _survey_range(lo, hi, queue)
     keys = "agent" if group == "agent" else f"{SURVEY_BUCKET}, queue"  # the index's order
@@ -220,21 +255,26 @@ async def _survey_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: st
            f" COUNT(CASE WHEN {resolution} THEN 1 END),"
            f" COUNT(CASE WHEN {resolution} AND value = '1' THEN 1 END),"
            f" COUNT(DISTINCT CASE WHEN {csat} AND answered = 1 THEN queue_call END)"
-           f" FROM survey_answers WHERE {where} GROUP BY {keys}")
+           # an orphan (its call unknown) and a second survey of a call count in neither
+           f" FROM survey_answers WHERE {where} AND counted = 1 AND queue_call IS NOT NULL"
+           f" GROUP BY {keys}")
     width = 1 if group == "agent" else 2
     rows = await store.fetch_all(sql, [*valid, *valid, *good, *valid, *valid, *params])
     return {tuple(reversed(r[:width])): Sums(zip(SURVEY_SUMS, r[width:])) for r in rows}
 
 
 async def _ivr_sums(store: Store, lo: int, hi: int, queue: str | None) -> dict[tuple, Sums]:
-    """IVR exits are not queue calls: counted from the ivr-exit events (queue = target)."""
+    """IVR exits are not queue calls: counted from the ivr-exit events (queue = target) and
+    from the IVR paths of QueueMetrics-style IVRAPPEND lines (facts table ivr_paths)."""
     where, params = _range(lo, hi, queue, column="tsec")
     sql = (f"SELECT queue, tsec / {BUCKET_S}, COUNT(*),"
            f" COUNT(CASE WHEN value = 'self-service' THEN 1 END),"
            f" COUNT(CASE WHEN value = 'to-queue' THEN 1 END),"
            f" COUNT(CASE WHEN value = 'hangup' THEN 1 END)"
-           f" FROM events WHERE kind = ? AND {where} GROUP BY queue, tsec / {BUCKET_S}")
-    rows = await store.fetch_all(sql, [Kind.IVR_EXIT, *params])
+           f" FROM (SELECT queue, tsec, value FROM events WHERE kind = ? AND {where}"
+           f" UNION ALL SELECT queue, tsec, outcome FROM ivr_paths WHERE {where}) AS exits"
+           f" GROUP BY queue, tsec / {BUCKET_S}")
+    rows = await store.fetch_all(sql, [Kind.IVR_EXIT, *params, *params])
     return {tuple(r[:2]): Sums(zip(IVR_SUMS, r[2:])) for r in rows}
 
 
@@ -262,11 +302,28 @@ def pct(num: float | None, den: float | None) -> float | None:
     return ratio(num, den, 100.0)
 
 
+def csat_good_min(kpi: KpiConfig) -> int:
+    """The lowest good CSAT score: the scale's two highest points unless configured."""
+    return kpi.csat_good_min or max(1, kpi.csat_scale - 1)
+
+
+def fcr_pct(s: dict[str, Any]) -> float | None:
+    """Resolved / (resolved + repeated), only when no first contact is still pending: repeats
+    are known at once and resolution only when the window is over, so a figure with pending
+    contacts would be biased low (docs/kpis.md)."""
+    g = lambda name: s.get(name) or 0  # noqa: E731
+    if g("fcr_first") - g("fcr_resolved") - g("fcr_repeat") > 0:
+        return None
+    return pct(g("fcr_resolved"), g("fcr_resolved") + g("fcr_repeat"))
+
+
 def queue_kpis(s: dict[str, Any]) -> dict[str, Any]:
     g = lambda name: s.get(name) or 0  # noqa: E731
-    base = g("offered") - g("short_abandoned")
+    # neither a caller cut by a restart while waiting nor one still waiting got or refused
+    # service: out of the service level and abandon rate
+    base = g("offered") - g("short_abandoned") - g("closed") - g("open")
     answered = g("answered")
-    fcr_known = g("fcr_resolved") + g("fcr_repeat")
+    handled = g("handled")
     return {
         "offered": g("offered"),
         "answered": answered,
@@ -278,20 +335,22 @@ def queue_kpis(s: dict[str, Any]) -> dict[str, Any]:
         "withdrawn": g("withdrawn"),
         "transferred": g("transferred"),
         "closed": g("closed"),
+        "open": g("open"),
+        "ended_by_restart": g("ended_by_restart"),
         "abandon_rate_pct": pct(g("abandoned"), base),
         "asa_s": ratio(g("answered_wait"), answered),
         "awt_s": ratio(g("waited_wait"), g("waited")),
         "max_wait_s": s.get("max_wait"),
         "service_level_pct": pct(g("in_sl"), base),
-        "avg_acw_s": ratio(g("acw"), answered),
-        "aht_s": ratio(g("talk") + g("hold") + g("acw"), answered),
-        "avg_talk_s": ratio(g("talk"), answered),
-        "avg_hold_s": ratio(g("hold"), answered),
-        "hold_rate_pct": pct(g("held"), answered),
+        "avg_acw_s": ratio(g("acw"), handled),
+        "aht_s": ratio(g("talk") + g("hold") + g("acw"), handled),
+        "avg_talk_s": ratio(g("talk"), handled),
+        "avg_hold_s": ratio(g("hold"), handled),
+        "hold_rate_pct": pct(g("held"), handled),
         "csat_pct": pct(g("csat_good"), g("csat_valid")),
         "csat_avg": ratio(g("csat_total"), g("csat_valid")),
         "survey_response_rate_pct": pct(g("scored_calls"), answered),
-        "fcr_pct": pct(g("fcr_resolved"), fcr_known),
+        "fcr_pct": fcr_pct(s),
         "fcr_pending": g("fcr_pending"),
         "fcr_survey_pct": pct(g("resolution_yes"), g("resolution_answers")),
         "repeat_call_rate_pct": pct(g("repeats"), g("known")),
@@ -303,23 +362,27 @@ def queue_kpis(s: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def agent_kpis(s: dict[str, Any], staffed_s: float, paused_s: float, rna: int) -> dict[str, Any]:
+def agent_kpis(s: dict[str, Any], staffed_s: float | None, paused_s: float | None, rna: int,
+               work_s: float) -> dict[str, Any]:
+    """One agent's KPIs; staffed_s None: the log never showed the agent logged in in the
+    period (a static member, or one logged in before the history), so every figure per
+    staffed hour is unknown rather than 0."""
     g = lambda name: s.get(name) or 0  # noqa: E731
     answered = g("answered")
-    handled = g("talk") + g("hold") + g("acw")
+    occupancy = None if staffed_s is None else pct(work_s, staffed_s - (paused_s or 0.0))
     return {
         "answered": answered,
         "ring_no_answer": rna,
         "talk_s": round(g("talk"), 3),
         "hold_s": round(g("hold"), 3),
         "acw_s": round(g("acw"), 3),
-        "aht_s": ratio(handled, answered),
-        "staffed_s": round(staffed_s, 3),
-        "paused_s": round(paused_s, 3),
-        "calls_per_hour": ratio(answered, staffed_s, 3600.0),
-        "occupancy_pct": pct(handled, staffed_s - paused_s),
+        "aht_s": ratio(g("talk") + g("hold") + g("acw"), g("handled")),
+        "staffed_s": None if staffed_s is None else round(staffed_s, 3),
+        "paused_s": None if paused_s is None else round(paused_s, 3),
+        "calls_per_hour": None if staffed_s is None else ratio(answered, staffed_s, 3600.0),
+        "occupancy_pct": None if occupancy is None else min(occupancy, 100.0),
         "csat_pct": pct(g("csat_good"), g("csat_valid")),
-        "fcr_pct": pct(g("fcr_resolved"), g("fcr_resolved") + g("fcr_repeat")),
+        "fcr_pct": fcr_pct(s),
         "conversion_rate_pct": pct(g("converted"), answered),
     }
 
@@ -374,18 +437,24 @@ async def _ring_no_answer(store: Store, lo: int, hi: int, queue: str | None) -> 
 async def _agents(store: Store, kpi: KpiConfig, period: Period, queue: str | None,
                   end_of_data: float) -> dict[str, dict[str, Any]]:
     lo, hi = period.start_ts, period.end_ts
-    calls, surveys, (staffed, paused), rna = await asyncio.gather(
+    calls, surveys, (staffed, paused), rna, across = await asyncio.gather(
         _call_sums(store, kpi, lo, hi, queue, end_of_data, "agent"),
         _survey_sums(store, kpi, lo, hi, queue, "agent"),
         _agent_times(store, kpi, lo, min(hi, end_of_data), queue),
-        _ring_no_answer(store, lo, hi, queue))
+        _ring_no_answer(store, lo, hi, queue),
+        _work_across(store, lo, hi, queue))
     for key, sums in surveys.items():
         _merge(calls, key, sums)
     names = {k[0] for k in calls} | set(staffed) | set(rna)
     names.discard("")
-    return {name: agent_kpis(calls.get((name,), {}), staffed.get(name, 0.0),
-                             paused.get(name, 0.0), rna.get(name, 0))
+    return {name: agent_kpis(calls.get((name,), {}), staffed.get(name),
+                             paused.get(name, 0.0) if name in staffed else None,
+                             rna.get(name, 0), _work(calls.get((name,), {})) + across.get(name, 0.0))
             for name in sorted(names)}
+
+
+def _work(s: dict[str, Any]) -> float:
+    return (s.get("talk") or 0.0) + (s.get("hold") or 0.0) + (s.get("acw") or 0.0)
 
 
 # ---------------------------------------------------------------------------- charts
@@ -424,9 +493,16 @@ async def _survey_summary(store: Store, lo: int, hi: int, queue: str | None) -> 
     where, params = _survey_range(lo, hi, queue)
     questions: dict[str, dict[str, Any]] = {}
     rows = await store.fetch_all(
-        f"SELECT question, kind, status, value, COUNT(*) FROM survey_answers WHERE {where}"
-        f" GROUP BY question, kind, status, value ORDER BY question, value", params)
-    for question, kind, status, value, count in rows:
+        f"SELECT question, kind, status, value, counted, queue_call IS NULL, COUNT(*)"
+        f" FROM survey_answers WHERE {where}"
+        f" GROUP BY question, kind, status, value, counted, queue_call IS NULL"
+        f" ORDER BY question, value", params)
+    orphans = repeats = 0
+    for question, kind, status, value, counted, orphan, count in rows:
+        if not counted:  # a second survey of a call: stored, never counted
+            repeats += count
+            continue
+        orphans += count if orphan else 0
         q = questions.setdefault(question, {"kind": kind, "answers": {}, "invalid": 0,
                                             "no_response": 0, "hangup": 0})
         if status == "answered":
@@ -436,8 +512,11 @@ async def _survey_summary(store: Store, lo: int, hi: int, queue: str | None) -> 
     (surveys, incomplete), = await store.fetch_all(
         f"SELECT COUNT(*), SUM(hung_up) FROM (SELECT server, call_id,"
         f" MAX(CASE WHEN status = 'hangup' THEN 1 ELSE 0 END) AS hung_up FROM survey_answers"
-        f" WHERE {where} GROUP BY server, call_id) AS surveyed", params)
-    return {"questions": questions, "surveys": surveys, "incomplete": incomplete or 0}
+        f" WHERE {where} AND counted = 1 GROUP BY server, call_id) AS surveyed", params)
+    return {"questions": questions, "surveys": surveys, "incomplete": incomplete or 0,
+            # answers whose call the store has not seen (counted here, not in CSAT or FCR;
+            # they link when the call's events arrive) and answers of a second survey
+            "orphans": orphans, "repeat_surveys": repeats}
 
 
 # ---------------------------------------------------------------------------- report
@@ -448,9 +527,34 @@ def check_request(config: Config, start: dt.date, end: dt.date, interval: str) -
     if end < start:
         raise ReportError(f"--to {end} is before --from {start}")
     try:
-        return ZoneInfo(config.report.timezone)
+        return ZoneInfo(report_timezone(config.report.timezone))
     except (ValueError, KeyError, OSError):
         raise ReportError(f"unknown time zone {config.report.timezone!r} in [report]") from None
+
+
+def report_timezone(configured: str) -> str:
+    """The zone of the report's days: `[report] timezone`, else this machine's (callkpi runs
+    beside the PBX): TZ, then /etc/localtime, then /etc/timezone; UTC only when none names
+    a zone."""
+    if configured:
+        return configured
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    link = os.path.realpath("/etc/localtime")
+    if "/zoneinfo/" in link:
+        candidates.append(link.split("/zoneinfo/", 1)[1])
+    try:
+        with open("/etc/timezone", encoding="utf-8") as f:
+            candidates.append(f.read().strip())
+    except OSError:
+        pass
+    for name in candidates:
+        try:
+            if name:
+                ZoneInfo(name)
+                return name
+        except (ValueError, KeyError, OSError):
+            continue
+    return "UTC"
 
 
 async def build_report(store: Store, config: Config, start: dt.date, end: dt.date,
@@ -458,25 +562,44 @@ async def build_report(store: Store, config: Config, start: dt.date, end: dt.dat
     """The report over the local days start..end inclusive (see docs/reports.md)."""
     tz = check_request(config, start, end, interval)
     kpi = config.kpi
-    await refresh_facts(store, kpi)
+    await refresh_facts(store, kpi, names=config.agents.names)
     end_of_data = await data_end(store) or 0.0
     calendar = calendar_for(config.report.calendar, config.report.locale)
     period = Period(start, end, tz, calendar)
     prev = period.previous()
     lo, hi = period.start_ts, period.end_ts
     # independent reads, awaited together: the store runs them side by side
-    buckets, previous, agents, agent_table, abandon_curve, survey = await asyncio.gather(
-        _bucket_sums(store, kpi, lo, hi, queue, end_of_data),
-        _bucket_sums(store, kpi, prev.start_ts, prev.end_ts, queue, end_of_data,
-                     group="total"),
-        roster.list_agents(store),
-        _agents(store, kpi, period, queue, end_of_data),
-        _abandon_curve(store, kpi, lo, hi, queue),
-        _survey_summary(store, lo, hi, queue))
+    starts = period.interval_starts(interval)
+    staffed_task = asyncio.ensure_future(staffing.staffed_seconds(
+        store, kpi, starts, max(lo, min(hi, end_of_data)), queue))
+    settled = _settled_days(kpi, period, end_of_data)
+    # (when the period itself is settled, its totals are the figure: no query)
+    fcr_task = asyncio.ensure_future(_fcr_settled(
+        store, kpi, period, None if settled == (start, end) else settled, queue, end_of_data))
+    try:
+        buckets, previous, agents, agent_table, abandon_curve, survey = await asyncio.gather(
+            _bucket_sums(store, kpi, lo, hi, queue, end_of_data),
+            _bucket_sums(store, kpi, prev.start_ts, prev.end_ts, queue, end_of_data,
+                         group="total"),
+            roster.list_agents(store),
+            _agents(store, kpi, period, queue, end_of_data),
+            _abandon_curve(store, kpi, lo, hi, queue),
+            _survey_summary(store, lo, hi, queue))
+        (staffed, staffed_all), fcr_settled = await staffed_task, await fcr_task
+    finally:  # (a failed read leaves no task behind)
+        for task in (staffed_task, fcr_task):
+            task.cancel()
     totals = _total(buckets.values())
+    if settled == (start, end):
+        fcr_settled = {"from": start.isoformat(), "to": end.isoformat(), **_fcr_of(totals)}
+    queues = _by_queue(buckets)
+    staffing_table = staffing.staffing_rows(
+        starts, hi, period.iso, _interval_queue_kpis(buckets, starts),
+        {q: k["aht_s"] for q, k in queues.items()}, staffed, kpi.service_level_s,
+        config.report.targets.get("service_level_pct"))
     return add_calendar_labels({
         "period": {
-            "from": start.isoformat(), "to": end.isoformat(), "timezone": config.report.timezone,
+            "from": start.isoformat(), "to": end.isoformat(), "timezone": tz.key,
             "queue": queue, "interval": interval, "calendar": calendar,
             "start": period.iso(period.start_ts),
             "end": period.iso(period.end_ts),
@@ -491,9 +614,12 @@ async def build_report(store: Store, config: Config, start: dt.date, end: dt.dat
                    **roster.headcount(agents, start, end)},
         "previous_totals": {**queue_kpis(_total(previous.values())),
                             **roster.headcount(agents, prev.start, prev.end)},
-        "queues": _by_queue(buckets),
+        "queues": queues,
         "agents": agent_table,
-        "intervals": _intervals(buckets, period, interval),
+        "intervals": _intervals(buckets, period, interval, staffing_table, staffed_all),
+        "staffing": staffing_table,
+        "fcr_settled": fcr_settled,
+        "warnings": _warnings(agent_table),
         "charts": {
             "hourly": _hourly(buckets, period),
             "wait_histogram": _wait_histogram(totals),
@@ -519,9 +645,97 @@ def _by_queue(buckets: dict[tuple, Sums]) -> dict[str, dict[str, Any]]:
     return {name: queue_kpis(queues[name]) for name in sorted(queues)}
 
 
-def _intervals(buckets: dict[tuple, Sums], period: Period, interval: str) -> list[dict]:
+def _intervals(buckets: dict[tuple, Sums], period: Period, interval: str,
+               staffing_table: list[dict[str, Any]], staffed_all: dict[int, float]
+               ) -> list[dict]:
     starts = period.interval_starts(interval)
     sums = [Sums() for _ in starts]
     for (_queue, bucket), group in buckets.items():
         sums[bisect.bisect_right(starts, bucket * BUCKET_S) - 1].add(group)
-    return [{"start": period.iso(t), **queue_kpis(s)} for t, s in zip(starts, sums)]
+    needed: dict[str, list[int | None]] = {}
+    for row in staffing_table:
+        needed.setdefault(row["start"], []).append(row["agents_needed"])
+    ends = [*starts[1:], period.end_ts]
+    out = []
+    for i, (t, s) in enumerate(zip(starts, sums)):
+        start = period.iso(t)
+        per_queue = needed.get(start, [])
+        out.append({"start": start, **queue_kpis(s),
+                    # each queue is its own Erlang C system: their needs add up
+                    "agents_needed": None if None in per_queue else sum(
+                        n for n in per_queue if n is not None),
+                    "agents_staffed": round(staffed_all.get(i, 0.0) / (ends[i] - t), 3)
+                    if staffed_all else None})
+    return out
+
+
+def _interval_queue_kpis(buckets: dict[tuple, Sums], starts: list[int]
+                         ) -> dict[tuple[int, str], dict[str, Any]]:
+    sums: dict[tuple[int, str], Sums] = {}
+    for (queue, bucket), group in buckets.items():
+        if queue:
+            i = bisect.bisect_right(starts, bucket * BUCKET_S) - 1
+            sums.setdefault((i, queue), Sums()).add(group)
+    return {key: queue_kpis(s) for key, s in sums.items()}
+
+
+def _settled_days(kpi: KpiConfig, period: Period, end_of_data: float
+                  ) -> tuple[dt.date, dt.date] | None:
+    """The latest days, as many as the period's and ending at its last day at the latest,
+    whose every first contact's window is over; None when no day is settled yet."""
+    window = kpi.repeat_window_h * 3600
+    last = period.end
+    while local_midnight(last + dt.timedelta(days=1), period.tz) + window > end_of_data:
+        last -= dt.timedelta(days=1)
+        if last < period.start - dt.timedelta(days=366):
+            return None
+    return last - (period.end - period.start), last
+
+
+async def _fcr_settled(store: Store, kpi: KpiConfig, period: Period,
+                       days: tuple[dt.date, dt.date] | None, queue: str | None,
+                       end_of_data: float) -> dict[str, Any] | None:
+    """FCR over the settled days (_settled_days): a day's FCR read the next morning would
+    be biased to 0 % (repeats are known at once, resolution only after the window)."""
+    if days is None:
+        return None
+    first, last = days
+    lo = local_midnight(first, period.tz)
+    hi = local_midnight(last + dt.timedelta(days=1), period.tz)
+    columns, names, params = _sum_columns(
+        kpi, end_of_data, frozenset(("fcr_first", "fcr_resolved", "fcr_repeat")))
+    where, range_params = _range(lo // BUCKET_S, hi // BUCKET_S, queue, "entered_bucket")
+    row = (await store.fetch_all(
+        f"SELECT {columns} FROM queue_calls WHERE {where} AND outcome = 'answered'",
+        [*params, *range_params]))[0]
+    return {"from": first.isoformat(), "to": last.isoformat(), **_fcr_of(dict(zip(names, row)))}
+
+
+def _fcr_of(sums: dict[str, Any]) -> dict[str, Any]:
+    return {"fcr_pct": fcr_pct(sums), "resolved": sums.get("fcr_resolved") or 0,
+            "repeated": sums.get("fcr_repeat") or 0}
+
+
+# member interfaces as Asterisk's channel drivers name them (PJSIP/1001, Local/1001@agents/n)
+INTERFACE = re.compile(r"^(PJSIP|SIP|IAX2|DAHDI|Local|SCCP|MGCP|UNISTIM|H323|OOH323|Motif|"
+                       r"Agent|Console|WebSocket|Skype)/", re.IGNORECASE)
+
+
+def looks_like_interface(name: str) -> bool:
+    return bool(INTERFACE.match(name))
+
+
+async def agents_like_interfaces(store: Store) -> list[str]:
+    """Agents of the facts (as last refreshed) named like a member interface."""
+    rows = await store.fetch_all("SELECT DISTINCT agent FROM agent_sessions")
+    return sorted(a for (a,) in rows if looks_like_interface(a))
+
+
+def _warnings(agent_table: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """What the manager should know the numbers cannot say (docs/reports.md)."""
+    return {
+        # the log never showed them logged in during the period: staffed time unknown
+        "staffed_unknown": [a for a, k in agent_table.items() if k["staffed_s"] is None],
+        # named by their interface: map them in [agents] names (or run `callkpi listen`)
+        "agents_like_interfaces": [a for a in agent_table if looks_like_interface(a)],
+    }

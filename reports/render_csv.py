@@ -1,4 +1,5 @@
-"""The report as CSV: one row per queue, per agent or per interval.
+"""The report as CSV: one row per queue, per agent, per interval or per interval x queue
+(staffing).
 
 Cells are made safe for spreadsheets: queue and agent names come from the PBX (and caller
 input reaches some of them), so a cell starting with = + - @ tab or CR is prefixed with '
@@ -17,7 +18,7 @@ from typing import Any
 
 from reports.i18n import N_, lang
 
-TABLES = ("queues", "agents", "intervals")
+TABLES = ("queues", "agents", "intervals", "staffing")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 BOM = "\ufeff"
 COLUMNS = {
@@ -70,8 +71,8 @@ def _header(keys: list[str], locale: str) -> list[str]:
 
 
 def _rows(report: dict[str, Any], table: str) -> list[dict[str, Any]]:
-    if table == "intervals":
-        return report["intervals"]
+    if table in ("intervals", "staffing"):
+        return report[table]
     key = "queue" if table == "queues" else "agent"
     return [{key: name, **kpis} for name, kpis in report[table].items()]
 

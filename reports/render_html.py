@@ -61,7 +61,7 @@ OUTCOMES = (
     ("transferred", N_("transferred")), ("ended_by_restart", N_("ended by a PBX restart")),
     ("open", N_("still open")),
 )
-OPTIONAL_OUTCOMES = {"ended_by_restart", "open"}
+OPTIONAL_OUTCOMES = {"ended_by_restart", "open"}  # shown only when some calls were
 QUESTION_KINDS = {"csat": N_("satisfaction"), "resolution": N_("resolved?")}
 # One line for a manager whose KPI missed its target: what the figure means and the usual
 # levers (industry practice; the FCR benchmark is the one SQM Group publishes).
@@ -266,7 +266,7 @@ def _context(report: dict[str, Any], title: str | None, targets: dict[str, float
         "tiles": [_tile(key, _(label), totals.get(key), previous.get(key), targets.get(key),
                         lang) for key, label in HEADLINE],
         "outcomes": [(_(label), lang.count(totals.get(key))) for key, label in OUTCOMES
-                     if key in totals or key not in OPTIONAL_OUTCOMES],
+                     if key not in OPTIONAL_OUTCOMES or totals.get(key)],
         "details": [(_(label), lang.fmt(key, totals.get(key)), lang.fmt(key, previous.get(key)))
                     for key, label in DETAILS if key in totals],
         "queues": sorted(report["queues"].items()),

@@ -8,7 +8,7 @@ from typing import Any
 
 KPI_KEYS = (
     "offered", "answered", "abandoned", "short_abandoned", "timeout", "exit_key", "exit_empty",
-    "transferred", "closed", "abandon_rate_pct", "asa_s", "awt_s", "max_wait_s",
+    "transferred", "closed", "open", "ended_by_restart", "abandon_rate_pct", "asa_s", "awt_s", "max_wait_s",
     "service_level_pct", "avg_acw_s", "aht_s", "avg_talk_s", "avg_hold_s", "hold_rate_pct",
     "csat_pct", "csat_avg", "survey_response_rate_pct", "fcr_pct", "fcr_pending",
     "fcr_survey_pct", "repeat_call_rate_pct", "conversion_rate_pct", "ivr_calls",
@@ -19,7 +19,8 @@ AGENT_KEYS = (
     "calls_per_hour", "occupancy_pct", "csat_pct", "fcr_pct", "conversion_rate_pct",
 )
 COUNTS = ("offered", "answered", "abandoned", "short_abandoned", "timeout", "exit_key",
-          "exit_empty", "transferred", "closed", "fcr_pending", "ivr_calls")
+          "exit_empty", "transferred", "closed", "open", "ended_by_restart", "fcr_pending",
+          "ivr_calls")
 
 
 def kpis(**values: Any) -> dict[str, Any]:
@@ -111,7 +112,16 @@ SURVEY = {
     },
     "surveys": 141,
     "incomplete": 17,
+    "orphans": 2,
+    "repeat_surveys": 1,
 }
+# two hours of one queue: needed vs had (docs/reports.md, `staffing`)
+STAFFING = [
+    {"start": "2026-11-24T09:00:00+01:00", "queue": "support", "offered": 48, "aht_s": 301.0,
+     "agents_needed": 7, "agents_staffed": 6.5},
+    {"start": "2026-11-24T10:00:00+01:00", "queue": "support", "offered": 61, "aht_s": 295.0,
+     "agents_needed": 8, "agents_staffed": 8.25},
+]
 
 
 def make_report(**overrides: Any) -> dict[str, Any]:
@@ -131,6 +141,10 @@ def make_report(**overrides: Any) -> dict[str, Any]:
         "intervals": [{"start": f"2026-11-24T{h:02d}:00:00+01:00",
                        **kpis(offered=n, answered=round(n * 0.9))}
                       for h, n in OFFERED_BY_HOUR.items()],
+        "staffing": STAFFING,
+        "fcr_settled": {"from": "2026-11-21", "to": "2026-11-21", "fcr_pct": 72.5,
+                        "resolved": 290, "repeated": 110},
+        "warnings": {"staffed_unknown": [], "agents_like_interfaces": []},
         "charts": {"hourly": hourly(), "wait_histogram": WAIT_HISTOGRAM,
                    "abandon_curve": ABANDON_CURVE},
         "survey": SURVEY,
@@ -147,5 +161,7 @@ def empty_report() -> dict[str, Any]:
                            for h in range(24)],
                 "wait_histogram": [{**row, "calls": 0} for row in WAIT_HISTOGRAM],
                 "abandon_curve": [{**row, "abandoned_pct": None} for row in ABANDON_CURVE]},
-        survey={"questions": {}, "surveys": 0, "incomplete": 0},
+        staffing=[], fcr_settled=None,
+        survey={"questions": {}, "surveys": 0, "incomplete": 0, "orphans": 0,
+                "repeat_surveys": 0},
     )

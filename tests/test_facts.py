@@ -64,13 +64,18 @@ async def test_hold_talk_transfer_and_acw(store):
 
 async def test_pbx_restart_closes_open_calls(store):
     calls = await derive(store, scenario())
-    c5 = calls["c5@q"]
-    assert (c5["outcome"], c5["ended_ts"], c5["wait_s"]) == ("closed", T + 600, None)
-    c6 = calls["c6@q2"]  # connected, never completed: closed too, bridged until the restart
-    assert (c6["outcome"], c6["ended_ts"], c6["bridged_s"]) == ("closed", T + 600, 40)
-    assert (c6["agent"], c6["wait_s"], c6["acw_s"]) == ("B", None, None)
-    sessions = await store.fetch_all("SELECT agent, end_ts FROM agent_sessions ORDER BY agent")
-    assert sessions == [("A", T + 600), ("B", T + 600)]  # restart ends every session
+    # the PBX was last heard of at T+560 (c6's connect): down from there until T+600
+    c5 = calls["c5@q"]  # still waiting: closed, no wait
+    assert (c5["outcome"], c5["ended_ts"], c5["wait_s"]) == ("closed", T + 560, None)
+    c6 = calls["c6@q2"]  # connected, never completed: answered, its talk unknown
+    assert (c6["outcome"], c6["ended_by_restart"], c6["ended_ts"]) == ("answered", 1, T + 560)
+    assert (c6["agent"], c6["wait_s"], c6["bridged_s"], c6["talk_s"]) == ("B", 10, None, None)
+    assert (c6["hold_s"], c6["acw_s"], c6["unsettled"]) == (None, None, 0)
+    sessions = await store.fetch_all(
+        "SELECT agent, start_ts, end_ts FROM agent_sessions ORDER BY agent, start_ts")
+    # persistent members: the sessions go on after the restart, less the downtime
+    assert sessions == [("A", T, T + 560), ("A", T + 600, T + 1000),
+                        ("B", T, T + 560), ("B", T + 600, T + 1000)]
 
 
 async def test_moved_caller_is_two_queue_calls(store):

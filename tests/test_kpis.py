@@ -151,7 +151,7 @@ async def test_charts_and_survey(store):
             "q2": {"kind": "resolution", "answers": {"1": 1, "2": 1}, "invalid": 0,
                    "no_response": 0, "hangup": 1},
         },
-        "surveys": 3, "incomplete": 1}
+        "surveys": 3, "incomplete": 1, "orphans": 0, "repeat_surveys": 0}
 
 
 async def test_zero_denominators_are_null(store):
@@ -162,7 +162,8 @@ async def test_zero_denominators_are_null(store):
             if key.endswith(("_pct", "_s", "_avg")):
                 assert value is None, key
     assert r["queues"] == {} and r["agents"] == {}
-    assert r["survey"] == {"questions": {}, "surveys": 0, "incomplete": 0}
+    assert r["survey"] == {"questions": {}, "surveys": 0, "incomplete": 0, "orphans": 0,
+                           "repeat_surveys": 0}
 
 
 async def test_previous_period_and_attrition(store):
@@ -260,7 +261,7 @@ async def test_queue_filter(store):
 async def test_report_shape(store):
     r = await report_of(store, day())
     assert list(r) == ["period", "settings", "totals", "previous_totals", "queues", "agents",
-                       "intervals", "charts", "survey"]
+                       "intervals", "staffing", "fcr_settled", "warnings", "charts", "survey"]
     assert set(r["period"]) == {"from", "to", "timezone", "queue", "interval", "calendar",
                                 "start", "end", "generated_at"}
     assert r["settings"] == {"service_level_s": 20.0, "short_abandon_s": 5.0,
@@ -280,7 +281,7 @@ async def test_restart_closes_open_calls_out_of_the_averages(store):
     t = (await report_of(store, c, config(short_abandon_s=5.0)))["totals"]
     assert (t["offered"], t["closed"], t["abandoned"]) == (3, 1, 2)
     assert (t["awt_s"], t["max_wait_s"]) == (10.0, 10)  # neither closed nor blank wait
-    assert t["abandon_rate_pct"] == approx(100 * 2 / 3)
+    assert t["abandon_rate_pct"] == 100.0  # 2 / (3 offered - 1 closed): closed is no refusal
 
 
 async def test_abandon_curve_and_histogram_edges(store):

@@ -63,7 +63,7 @@ def numbers(report: dict) -> dict:
     report = json.loads(json.dumps(report))
     report["period"].pop("generated_at")
     report["period"].pop("calendar")
-    for row in [report["period"], *report["intervals"]]:
+    for row in [report["period"], *report["intervals"], *report["staffing"]]:
         for key in [k for k in row if k.endswith("_jalali")]:
             row.pop(key)
     return report
@@ -126,7 +126,8 @@ def test_the_persian_html_report(loaded, tmp_path):
     assert '<html lang="fa" dir="rtl">' in page
     assert "۳۰ آبان ۱۴۰۵ – ۶ آذر ۱۴۰۵" in page
     assert 'id="trend"' in page and "روزانه" in page  # the per-day trend of a week
-    assert page.count('<img class="chart"') == 4  # hourly, waits, abandons, trend
+    # hourly, waits, abandons, trend, staffing
+    assert page.count('<img class="chart"') == 5
 
 
 def test_the_nightly_mail_in_persian(loaded, tmp_path, monkeypatch):
