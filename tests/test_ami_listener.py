@@ -50,6 +50,10 @@ class Running:
     async def connected(self):
         await asyncio.wait_for(self.listener.connected.wait(), 5)
 
+    async def rebuilt(self):
+        """Logged in and the login's snapshot (QueueStatus, Status) applied."""
+        await asyncio.wait_for(self.listener.rebuilt.wait(), 5)
+
     async def received(self, n):
         """Wait until n events were read (a stop drops what is still in flight)."""
         await eventually(lambda: self.listener.stats.received >= n)
@@ -73,25 +77,25 @@ async def eventually(predicate, timeout=5.0):
 async def test_events_are_stored_and_the_account_asks_only_for_its_classes(ami, store):
     run = Running(store, config(ami))
     await run.connected()
-    assert ami.clients[0].mask == {"call", "agent", "user"}
+    assert ami.clients[0].mask == {"call", "agent", "user", "system"}
     await ami.emit(pause_event())
     await ami.emit(b"Event: VarSet\r\nPrivilege: dialplan,all\r\nVariable: X")  # not asked for
     await ami.emit(b"Event: Newstate\r\nPrivilege: call,all\r\nUniqueid: 1.1")
-    await run.received(4)  # FullyBooted, QueueStatusComplete, QueueMemberPause, Newstate
+    await run.received(3)  # FullyBooted, QueueMemberPause, Newstate
     stats = await run.stop()  # stop flushes what was read
     assert await rows(store) == [("pause", "sales", "Agent 1", "lunch", "ami")]
-    assert (stats.received, stats.ignored, stats.processed, stats.stored) == (4, 3, 1, 1)
+    assert (stats.received, stats.ignored, stats.processed, stats.stored) == (3, 2, 1, 1)
 
 
 async def test_reconnects_after_a_drop_and_marks_the_gap(ami, store):
     run = Running(store, config(ami))
     await run.connected()
-    await run.received(2)  # FullyBooted, QueueStatusComplete: nothing more in flight
+    await run.rebuilt()  # nothing more in flight
     ami.drop_all()
     before = time.time()
     await eventually(lambda: (ami.connections == 2 and bool(ami.logged_in)))
     await ami.emit(pause_event("after"))
-    await run.received(5)  # FullyBooted and QueueStatusComplete twice, the pause
+    await run.received(3)  # FullyBooted twice, the pause
     stats = await run.stop()
     gap = await store.fetch_all("SELECT ts, talk_s, reason FROM events WHERE kind = 'ami-gap'")
     assert len(gap) == 1 and gap[0][0] <= before and 0 <= gap[0][1] < 5
@@ -147,14 +151,17 @@ async def test_back_pressure_drops_counts_and_marks_instead_of_blocking(ami, sto
         async def fetch_all(self, sql, params=()):
             return await store.fetch_all(sql, params)
 
+        async def checkpoint(self, stream):
+            return await store.checkpoint(stream)
+
     slow = SlowStore()
     run = Running(slow, config(ami, queue_max=50, batch_max=10))
-    await run.connected()
+    await run.rebuilt()
     t0 = time.time()
     data = b"".join(pause_event(f"r{n}", ts=t0) + b"\r\n\r\n" for n in range(500))
     await ami.write_raw(data)
     # the socket is read at once although the store is busy
-    await eventually(lambda: (run.listener.stats.received == 502), timeout=2)
+    await eventually(lambda: (run.listener.stats.received == 501), timeout=2)
     stats = await run.stop()
     assert stats.dropped > 0 and stats.queue_peak == 50
     assert stats.processed + stats.dropped == 500  # every event stored or counted as lost
@@ -165,11 +172,11 @@ async def test_back_pressure_drops_counts_and_marks_instead_of_blocking(ami, sto
 
 async def test_overflow_gap_is_marked_when_events_flow_again(ami, store):
     run = Running(store, config(ami, queue_max=5, batch_max=5, flush_interval_s=0.5))
-    await run.connected()
+    await run.rebuilt()
     await ami.write_raw(b"".join(pause_event(f"r{n}") + b"\r\n\r\n" for n in range(20)))
     await asyncio.sleep(1.5)
     await ami.emit(pause_event("later"))
-    await run.received(23)
+    await run.received(22)
     await run.stop()
     gap = await store.fetch_all("SELECT reason FROM events WHERE kind = 'ami-gap'")
     assert gap == [("queue full",)]
@@ -218,41 +225,97 @@ async def test_sigterm_flushes_and_exits_cleanly(ami, tmp_path):
 async def test_a_restart_marks_the_time_nobody_listened(ami, store):
     run = Running(store, config(ami))
     await run.connected()
-    last = time.time() - 60
-    await ami.emit(pause_event("before", ts=last))
-    await run.received(3)
+    ts = time.time() - 60
+    await ami.emit(pause_event("before", ts=ts))
+    await run.received(2)
     await run.stop()
+    stopped = time.time()
+    # queue_log's twin takes the place of the AMI row: the listener's own record of how far
+    # it got must not move back to an older event with it
+    await store.write(Batch(events=[make_event(
+        server="pbx", kind=Kind.PAUSE, ts=ts, source=SOURCE_QUEUE_LOG, queue="sales",
+        agent="Agent 1", discr="before", reason="before")]))
+    await asyncio.sleep(0.5)
     run = Running(store, config(ami))  # e.g. after a kill -9 and a restart by systemd
     await run.connected()
+    started = time.time()
     await run.stop()
-    gaps = await store.fetch_all("SELECT tsec, talk_s, reason FROM events WHERE kind = 'ami-gap'")
-    assert [(tsec, reason) for tsec, _, reason in gaps] == [(int(last), "listener not running")]
-    assert 60 <= gaps[0][1] < 65
+    gaps = await store.fetch_all("SELECT ts, talk_s, reason FROM events WHERE kind = 'ami-gap'")
+    ((start, length, reason),) = gaps
+    assert reason == "listener not running"
+    assert stopped - 1 <= start <= stopped and started - 1 <= start + length <= started
+
+
+async def test_a_kill_loses_only_what_the_gap_covers(ami, tmp_path):
+    """kill -9 of `callkpi listen`: the outage is dated from the last event it stored (its
+    checkpoint moves with every batch and while the PBX is quiet), not from an older one."""
+    db = tmp_path / "listen.db"
+    (tmp_path / "callkpi.toml").write_text(
+        f'[server]\nname = "pbx"\n[ami]\nport = {ami.port}\nping_interval_s = 0.3\n')
+    env = {**os.environ, "CALLKPI_AMI_SECRET": SECRET,
+           "CALLKPI_CONFIG": str(tmp_path / "callkpi.toml")}
+    args = (str(Path(sys.executable).parent / "callkpi"), "listen", "--db", str(db))
+    proc = await asyncio.create_subprocess_exec(*args, env=env,
+                                                stderr=asyncio.subprocess.DEVNULL)
+    await eventually(lambda: len(ami.logged_in) == 1, timeout=10)
+    await ami.emit(pause_event("stored", ts=time.time() - 30))  # an old event...
+    store = await open_store(db, readonly=True)
+    async with store:
+        await eventually_async(lambda: _count(store, "pause"), 1)
+        # ... and a quiet PBX after it: the listener's checkpoint keeps up meanwhile
+        checkpoint = await store.checkpoint("ami://pbx")
+        while checkpoint is None or checkpoint.updated_at < time.time() - 1:
+            await asyncio.sleep(0.05)
+            checkpoint = await store.checkpoint("ami://pbx")
+        proc.kill()
+        await proc.wait()
+        killed = time.time()
+    proc = await asyncio.create_subprocess_exec(*args, env=env,
+                                                stderr=asyncio.subprocess.DEVNULL)
+    await eventually(lambda: len(ami.logged_in) == 1 and ami.logins == 2, timeout=10)
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 10) == 0
+    store = await open_store(db, readonly=True)
+    async with store:
+        ((start, length),) = await store.fetch_all(
+            "SELECT ts, talk_s FROM events WHERE kind = 'ami-gap'")
+    assert killed - 2.5 <= start <= killed and start + length >= killed
+
+
+async def _count(store, kind):
+    return (await store.fetch_all("SELECT count(*) FROM events WHERE kind = ?", (kind,)))[0][0]
+
+
+async def eventually_async(query, want, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while await query() != want:
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
 
 
 async def test_stats_are_reported_in_the_log(ami, store, caplog, monkeypatch):
     monkeypatch.setattr("ami_listener.listener.REPORT_INTERVAL_S", 0.1)
     caplog.set_level(logging.INFO)
     run = Running(store, config(ami, queue_max=1, flush_interval_s=0.5))
-    await run.connected()
+    await run.rebuilt()
     await ami.write_raw(b"".join(pause_event(f"r{n}") + b"\r\n\r\n" for n in range(5)))
     await asyncio.sleep(0.3)
     await run.stop()
-    assert "AMI listener: received=7" in caplog.text and "dropped=4" in caplog.text
+    assert "AMI listener: received=6" in caplog.text and "dropped=4" in caplog.text
 
 
 async def test_junk_on_the_socket_is_located_and_reading_goes_on(ami, store, caplog):
     run = Running(store, config(ami))
-    await run.connected()
-    await run.received(2)
+    await run.rebuilt()
     await ami.write_raw(b"\x00\xffgarbage without a colon\r\n\r\nEvent: Hold\r\nno colon here\r\n"
                         b"Uniqueid: 9.9\r\n\r\n" + pause_event("ok") + b"\r\n\r\n")
-    await run.received(4)
+    await run.received(3)
     stats = await run.stop()
     assert await rows(store) == [("pause", "sales", "Agent 1", "ok", "ami")]
-    # messages 1-4: the Login response, FullyBooted, the QueueStatus response and its end
-    assert "message #5 at byte" in caplog.text and "garbage without a colon" in caplog.text
-    assert "message #6 at byte" in caplog.text and "no colon here" in caplog.text
+    # messages 1-6: the Login response, FullyBooted, the QueueStatus and Status responses and
+    # the ends of their lists
+    assert "message #7 at byte" in caplog.text and "garbage without a colon" in caplog.text
+    assert "message #8 at byte" in caplog.text and "no colon here" in caplog.text
     assert stats.connects == 1
 
 
