@@ -190,6 +190,7 @@ class AmiConnection(asyncio.Protocol):
         self._lists: dict[str, _Listing] = {}
         self.closed: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self.last_received = 0.0
+        self._not_ami: NotAmi | None = None  # what the peer sent instead of the AMI banner
 
     @classmethod
     async def open(cls, host: str, port: int, *, username: str, secret: str, events: str,
@@ -224,8 +225,9 @@ class AmiConnection(asyncio.Protocol):
         messages, junk = self._parser.feed(data)
         if before_banner and self._parser.banner == "":
             sample = data[:60].decode("utf-8", "replace")
-            self._fail(NotAmi(f"{self.origin} is not an AMI port: it answered {sample!r} "
-                              "where Asterisk sends 'Asterisk Call Manager/...'"))
+            self._not_ami = NotAmi(f"{self.origin} is not an AMI port: it answered {sample!r} "
+                                   "where Asterisk sends 'Asterisk Call Manager/...'")
+            self._fail(self._not_ami)
             return
         for item in junk:
             log.warning("AMI junk from %s", item.describe(self.origin))
@@ -274,6 +276,8 @@ class AmiConnection(asyncio.Protocol):
         return self._send(action, f"callkpi-{next(self._action_ids)}")
 
     def _send(self, action: dict[str, str], action_id: str) -> asyncio.Future[Message]:
+        if self._not_ami is not None:
+            raise self._not_ami
         if self._transport is None or self._transport.is_closing():
             raise NotConnected(f"AMI connection to {self.origin} is not open")
         lines = [f"{key}: {value}" for key, value in {**action, "ActionID": action_id}.items()]

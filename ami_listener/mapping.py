@@ -46,6 +46,7 @@ MAX_TRACKED = 100_000
 MAX_SECONDS = 1e11  # as the queue_log parser: an epoch beyond this is junk, not a time
 DEVICE_INVALID = "4"  # AST_DEVICE_INVALID in QueueMember* Status
 DEVICE_ONHOLD = "8"  # AST_DEVICE_ONHOLD: the member's device holds a call
+SOFTHANGUP_SHUTDOWN = 1 << 2  # AST_SOFTHANGUP_SHUTDOWN (include/asterisk/channel.h)
 UNKNOWN = ("", "<unknown>", "NONE", "(null)")  # Asterisk's ways of saying "none"
 # Uniqueid headers of BlindTransfer / AttendedTransfer, the queue call's own side first.
 TRANSFER_PARTIES = ("TransfererUniqueid", "OrigTransfererUniqueid", "TransfereeUniqueid",
@@ -143,7 +144,8 @@ class AmiMapper:
         self.channels: dict[str, QueueCall] = {}  # any live channel of a queue call -> the call
         self.linked: dict[str, QueueCall] = {}  # linkedid of a live queue call -> the call
         self.serving: dict[tuple[str, str], QueueCall] = {}  # (queue, member) -> its call
-        self.hangup_requested: dict[str, None] = {}  # channels asked to hang up (ordered set)
+        # channels asked to hang up -> whether Asterisk did it as it shut down
+        self.hangup_requested: dict[str, bool] = {}
         self.members: dict[str, dict[str, Member]] = {}  # queue -> member interface -> state
         self.unknown_seen: set[str] = set()
         self._handlers: dict[str, Callable[[Message, float, Mapped], None]] = {
@@ -216,8 +218,11 @@ class AmiMapper:
     def _abandon(self, m: Message, ts: float, out: Mapped) -> None:
         uid, queue = _need(m, "Uniqueid"), _need(m, "Queue")
         call = self.calls.get(uid)
+        extra = None
         if uid in self.hangup_requested:
             kind = Kind.ABANDON
+            if self.hangup_requested[uid]:
+                extra = {"hangup": "shutdown"}  # Asterisk hung the caller up as it stopped
         elif self._empty(queue):
             kind = Kind.EXIT_EMPTY
         else:
@@ -225,7 +230,7 @@ class AmiMapper:
         orig = _int(m, "OriginalPosition", out) if "OriginalPosition" in m else None
         out.events.append(self._event(
             kind, ts, uid, queue, wait_s=_float(m, "HoldTime", out),
-            position=_int(m, "Position", out),
+            position=_int(m, "Position", out), extra=extra,
             orig_position=orig if orig is not None else (call.entry_position if call else None)))
         if call is not None:
             self._end(call)
@@ -370,7 +375,9 @@ class AmiMapper:
         out.events.append(self._event(Kind.UNHOLD, ts, call.call_id, call.queue, call.agent))
 
     def _hangup_request(self, m: Message, ts: float, out: Mapped) -> None:
-        self.hangup_requested[_need(m, "Uniqueid")] = None
+        uid = _need(m, "Uniqueid")
+        by_shutdown = m.get("Event") == "SoftHangupRequest" and _shutdown_cause(m)
+        self.hangup_requested[uid] = self.hangup_requested.get(uid) or by_shutdown
 
     def _hangup(self, m: Message, ts: float, out: Mapped) -> None:
         uid = _need(m, "Uniqueid")
@@ -682,6 +689,15 @@ def _variables(row: Message) -> Message:
     header's values with a line feed)."""
     pairs = (line.partition("=") for line in row.get("Variable", "").split("\n"))
     return {name: value for name, sep, value in pairs if sep}
+
+
+def _shutdown_cause(m: Message) -> bool:
+    """A SoftHangupRequest's Cause holds AST_SOFTHANGUP_* flags; SHUTDOWN is 1 << 2 (what
+    ast_softhangup_all() sets on every channel at `core stop|restart now`)."""
+    try:
+        return bool(int(m.get("Cause", "0")) & SOFTHANGUP_SHUTDOWN)
+    except ValueError:
+        return False
 
 
 def _items(items: list[Message] | None, event: str) -> list[Message]:

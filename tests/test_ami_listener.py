@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from callkpi.testing.fakeami import FakeAmi
-from ami_listener.listener import Listener
-from ami_listener.manager import LoginError
+from ami_listener.listener import Listener, StoreFailed
+from ami_listener.manager import LoginError, NotAmi
 from callkpi.config import AmiConfig
 from callkpi.events import SOURCE_QUEUE_LOG, Kind, make_event
-from callkpi.store import Batch
+from callkpi.store import Batch, StoreUnavailable
 from callkpi.store import open_store
 
 SECRET = "s3cr3t-never-logged"
@@ -341,3 +341,155 @@ async def test_cli_without_a_secret_says_where_to_put_it(tmp_path):
     assert code == 1
     assert err.strip() == ("Error: no AMI secret: set [ami] secret in the config or "
                            "CALLKPI_AMI_SECRET")
+
+
+# ------------------------------------------------------------------ hostile input and faults
+async def test_impossible_timestamps_are_skipped_and_the_listener_goes_on(ami, store, caplog):
+    run = Running(store, config(ami))
+    await run.rebuilt()
+    for stamp in ("inf", "1e19", "-1e300", "nan"):
+        await ami.emit(pause_event(f"bad {stamp}", ts=stamp))
+    await ami.emit(pause_event("good"))
+    await run.received(6)
+    stats = await run.stop()
+    assert await rows(store) == [("pause", "sales", "Agent 1", "good", "ami")]
+    assert stats.warnings == 4 and caplog.text.count("impossible Timestamp") == 4
+
+
+class FlakyStore:
+    """A real store whose writes fail as told: `unavailable` times with StoreUnavailable,
+    always for a batch holding a `poison` pause, or always (`broken`)."""
+
+    def __init__(self, store, unavailable=0, broken=False):
+        self.store, self.unavailable, self.broken = store, unavailable, broken
+
+    async def write(self, batch):
+        if self.broken:
+            raise RuntimeError("attempt to write a readonly database")
+        if self.unavailable > 0:
+            self.unavailable -= 1
+            raise StoreUnavailable("database is locked")
+        if any(e.discr == "poison" for e in batch.events):
+            raise OverflowError("Python int too large to convert to SQLite INTEGER")
+        return await self.store.write(batch)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+async def test_a_transient_store_error_is_retried_and_loses_nothing(ami, store):
+    flaky = FlakyStore(store, unavailable=2)
+    run = Running(flaky, config(ami))
+    await run.rebuilt()
+    await ami.emit(pause_event("kept"))
+    await eventually(lambda: run.listener.stats.processed == 1, timeout=10)
+    stats = await run.stop()
+    assert stats.write_retries >= 2 and stats.rejected == 0
+    assert await rows(store) == [("pause", "sales", "Agent 1", "kept", "ami")]
+
+
+async def test_an_event_the_store_refuses_is_skipped_and_the_rest_is_stored(ami, store, caplog):
+    run = Running(FlakyStore(store), config(ami, flush_interval_s=0.3))
+    await run.rebuilt()
+    for reason in ("one", "poison", "two"):
+        await ami.emit(pause_event(reason))
+    await run.received(4)
+    stats = await run.stop()
+    assert sorted(r[3] for r in await rows(store)) == ["one", "two"]
+    assert stats.rejected == 1 and stats.write_retries == 0  # never retried as transient
+    assert "pause of call - at" in caplog.text and "refused by the store" in caplog.text
+
+
+async def test_a_store_that_takes_no_write_stops_the_listener_with_a_clear_error(ami, store):
+    listener = Listener(FlakyStore(store, broken=True), config(ami), "pbx", connect_timeout=1)
+    task = asyncio.create_task(listener.run())
+    await asyncio.wait_for(listener.connected.wait(), 5)
+    await ami.emit(pause_event("lost"))
+    with pytest.raises(StoreFailed, match="the store refuses writes: attempt to write a "
+                                          "readonly database"):
+        await asyncio.wait_for(task, 10)
+    await eventually(lambda: not ami.logged_in)  # it let go of AMI: it does not look alive
+
+
+async def test_a_stop_while_the_store_is_unavailable_ends_and_says_what_was_lost(
+        ami, store, monkeypatch):
+    monkeypatch.setattr("ami_listener.listener.STOP_GRACE_S", 0.5)
+    run = Running(FlakyStore(store, unavailable=10**9), config(ami))
+    await run.connected()
+    await ami.emit(pause_event("unstored"))
+    await run.received(2)
+    run.listener.stop()
+    with pytest.raises(StoreFailed, match="store unavailable at stop .* not stored"):
+        await asyncio.wait_for(run.task, 10)
+
+
+async def test_two_gaps_beginning_in_the_same_second_are_two_records(store):
+    listener = Listener(store, AmiConfig(port=1, secret=SECRET), "pbx")
+    start = int(time.time()) + 0.1
+    listener._mark_gap(start, start + 0.2, "connection closed")
+    listener._mark_gap(start + 0.5, start + 3, "connection closed")
+    await listener._write(list(listener._pending))
+    gaps = await store.fetch_all("SELECT tsec, talk_s FROM events WHERE kind = 'ami-gap'"
+                                 " ORDER BY ts")
+    assert gaps == [(int(start), 0.2), (int(start), 2.5)]
+    await listener._write([listener._pending[0]])  # the same gap written again: still one
+    assert len(await store.fetch_all("SELECT 1 FROM events WHERE kind = 'ami-gap'")) == 2
+
+
+async def serve_once(answer: bytes | None):
+    """A TCP server that is not AMI: sends `answer` on connect (None: when it receives
+    anything, as an HTTP server answers a request it cannot parse)."""
+    async def handle(reader, writer):
+        if answer is not None:
+            writer.write(answer)
+        else:
+            await reader.read(100)
+            writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        await reader.read(100)
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize("answer", [b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n", None])
+async def test_a_port_that_is_not_ami_is_one_clear_error(store, answer):
+    server = await serve_once(answer)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        listener = Listener(store, AmiConfig(port=port, secret=SECRET), "pbx",
+                            connect_timeout=2.0)
+        with pytest.raises(NotAmi, match=rf"127.0.0.1:{port} is not an AMI port: it answered"):
+            await asyncio.wait_for(listener.run(), 10)
+    finally:
+        server.close()
+
+
+async def test_cli_pointed_at_a_port_that_is_not_ami_says_so_in_one_line(tmp_path):
+    server = await serve_once(b"SSH-2.0-OpenSSH_9.2p1\r\n")
+    port = server.sockets[0].getsockname()[1]
+    try:
+        code, _, err = await run_cli("listen", "--ami-port", str(port), "--db",
+                                     str(tmp_path / "x.db"), env={"CALLKPI_AMI_SECRET": "x"})
+    finally:
+        server.close()
+    assert code == 78 and "Traceback" not in err
+    assert f"Error: 127.0.0.1:{port} is not an AMI port: it answered 'SSH-2.0-OpenSSH" in err
+
+
+async def test_a_silent_peer_is_retried_and_the_log_says_what_is_wrong(store, caplog):
+    async def silent(reader, writer):
+        await reader.read()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        listener = Listener(store, AmiConfig(port=port, secret=SECRET, reconnect_max_s=0.2),
+                            "pbx", connect_timeout=0.3)
+        task = asyncio.create_task(listener.run())
+        await eventually(lambda: caplog.text.count("sent nothing within 0.3 s") >= 2)
+        listener.stop()
+        await asyncio.wait_for(task, 5)
+    finally:
+        server.close()
+    assert "a hung Asterisk, or not its AMI port?" in caplog.text

@@ -48,7 +48,7 @@ class FakeAmi:
     connections: int = 0
     actions: list[str] = field(default_factory=list)  # every action asked for, in order
     clients: list[Client] = field(default_factory=list)
-    _handlers: set[asyncio.Task] = field(default_factory=set)
+    _handlers: set[asyncio.Task[None]] = field(default_factory=set)
     _server: asyncio.AbstractServer | None = None
     port: int = 0
 
@@ -94,7 +94,9 @@ class FakeAmi:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        self._handlers.add(asyncio.current_task())
+        handler = asyncio.current_task()
+        assert handler is not None  # a connection callback runs as a task
+        self._handlers.add(handler)
         client = Client(writer)
         self.clients.append(client)
         parser = AmiParser(kinds=("Action",))
@@ -111,7 +113,7 @@ class FakeAmi:
             if client in self.clients:
                 self.clients.remove(client)
             writer.transport.abort()
-            self._handlers.discard(asyncio.current_task())
+            self._handlers.discard(handler)
 
     async def _answer(self, client: Client, action: dict[str, str]) -> bool:
         """Answer one action; False closes the connection (as a failed login does)."""
