@@ -225,7 +225,14 @@ class Listener:
 
     # ------------------------------------------------------------ at every login
     async def _look_around(self, conn: AmiConnection) -> tuple[Snapshot, dict[str, StoredCall]]:
-        """What Asterisk says is live, and what the store recorded about those calls."""
+        """What Asterisk says is live, and what the store recorded about those calls. Right
+        after a restart AMI answers before the queues are loaded: wait until it is booted."""
+        try:
+            await asyncio.wait_for(conn.fully_booted.wait(), self.connect_timeout)
+        except asyncio.TimeoutError:
+            log.warning("AMI %s sent no FullyBooted within %g s (does the account read "
+                        "`system`?); asking what is live anyway", conn.origin,
+                        self.connect_timeout)
         snapshot = Snapshot(
             queue_status=await self._ask(conn, {"Action": "QueueStatus"},
                                          "an EXITEMPTY may be reported as a timeout"),

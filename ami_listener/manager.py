@@ -191,6 +191,9 @@ class AmiConnection(asyncio.Protocol):
         self.closed: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self.last_received = 0.0
         self._not_ami: NotAmi | None = None  # what the peer sent instead of the AMI banner
+        # Asterisk's FullyBooted (at login when booted, else when it is: to a session reading
+        # `system`); before it, app_queue may not be loaded yet ("Invalid/unknown command")
+        self.fully_booted = asyncio.Event()
 
     @classmethod
     async def open(cls, host: str, port: int, *, username: str, secret: str, events: str,
@@ -245,6 +248,8 @@ class AmiConnection(asyncio.Protocol):
                 else:
                     listing.items.append(message)
             elif "Event" in message:
+                if message["Event"] == "FullyBooted":
+                    self.fully_booted.set()
                 self._dispatch(message, received_at)
 
     def _dispatch(self, message: Message, received_at: float) -> None:

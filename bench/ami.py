@@ -35,7 +35,7 @@ SECRET = "bench"
 CLASSES = set(EVENT_MASK.split(","))
 _PRIVILEGE = re.compile(rb"\r\nPrivilege: ([^\r]*)")
 _TIMESTAMP = re.compile(rb"\r\nTimestamp: [0-9.]+")
-NOT_STREAMED = 2  # FullyBooted and the QueueStatusComplete the listener asks for at login
+NOT_STREAMED = 1  # FullyBooted, sent at login (the QueueStatus and Status lists are answers)
 
 
 def listener_events() -> list[bytes]:

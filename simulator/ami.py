@@ -37,9 +37,10 @@ class AmiClient:
     async def connect(self, timeout: float = 10.0) -> None:
         """Connect and log in; AmiError if the PBX is unreachable or refuses the login."""
         try:
-            self._reader, self._writer = await asyncio.wait_for(
+            reader, self._writer = await asyncio.wait_for(
                 asyncio.open_connection(self.host, self.port, limit=2**20), timeout)
-            banner = await asyncio.wait_for(self._reader.readline(), timeout)
+            self._reader = reader
+            banner = await asyncio.wait_for(reader.readline(), timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             raise AmiError(f"cannot reach AMI at {self.host}:{self.port}: {exc}") from None
         if not banner.startswith(b"Asterisk Call Manager/"):
@@ -52,7 +53,7 @@ class AmiClient:
             await self.close()
             raise AmiError(f"AMI login as {self._username!r} refused: {reply.get('Message', '')}")
 
-    async def action(self, name: str, timeout: float = 10.0, *, action_id: str = "",
+    async def action(self, name: str, *, timeout: float = 10.0, action_id: str = "",
                      **headers: str | list[str]) -> Message:
         """Send an action and return its response (list values repeat the header).
         Events the action causes (e.g. OriginateResponse) carry `action_id` when given."""

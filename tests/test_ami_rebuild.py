@@ -376,3 +376,26 @@ async def eventually(predicate, timeout=5.0):
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
+
+
+async def test_right_after_a_restart_the_listener_waits_for_asterisk_to_be_booted(store):
+    """Seen on the sandbox: after `core restart now` AMI answers before app_queue is loaded
+    (QueueStatus: "Invalid/unknown command"); FullyBooted comes when it is."""
+    ami = await FakeAmi(secret="s", booted=False, queue_members=[
+        {"Queue": "support", "Name": "Agent A", "Location": "PJSIP/1001", "Status": "1",
+         "Paused": "1", "PausedReason": "lunch", "InCall": "0"}]).start()
+    try:
+        listener = Listener(store, AmiConfig(port=ami.port, secret="s", flush_interval_s=0.02),
+                            "pbx", connect_timeout=5.0)
+        task = asyncio.create_task(listener.run())
+        await asyncio.wait_for(listener.connected.wait(), 5)
+        await asyncio.sleep(0.3)
+        assert "queuestatus" not in ami.actions  # not asked before it is booted
+        await ami.boot()
+        await asyncio.wait_for(listener.rebuilt.wait(), 5)
+        listener.stop()
+        await task
+    finally:
+        await ami.close()
+    rows = await store.fetch_all("SELECT kind, agent, reason, value FROM events")
+    assert rows == [("member-state", "Agent A", "paused", "lunch")]

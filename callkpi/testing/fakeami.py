@@ -44,6 +44,7 @@ class FakeAmi:
     queue_entries: list[dict[str, str]] = field(default_factory=list)  # QueueEntry items
     channels: list[dict[str, str]] = field(default_factory=list)  # Status items
     status_allowed: bool = True  # False: Status refused, as for an account without reporting
+    booted: bool = True  # False: just restarted, app_queue not loaded yet (see boot())
     logins: int = 0  # login attempts, accepted or not
     connections: int = 0
     actions: list[str] = field(default_factory=list)  # every action asked for, in order
@@ -129,16 +130,15 @@ class FakeAmi:
             client.mask = _mask(action.get("Events", "on"))
             client.logged_in = True
             self._respond(client, action_id, "Success", "Authentication accepted")
-            if "system" in client.mask:  # as manager.c: only to a session reading `system`
-                client.writer.write(_message({
-                    "Event": "FullyBooted", "Privilege": "system,all",
-                    "Uptime": str(int(time.time() - self.started_at)), "LastReload": "0",
-                    "Status": "Fully Booted"}))
+            if "system" in client.mask and self.booted:  # as manager.c: to `system` readers
+                client.writer.write(self._fully_booted())
         elif name == "ping":
             if self.answer_pings:
                 client.writer.write(
                     f"Response: Success\r\nActionID: {action_id}\r\nPing: Pong\r\n"
                     f"Timestamp: {time.time():.6f}\r\n\r\n".encode())
+        elif name == "queuestatus" and not self.booted:
+            self._respond(client, action_id, "Error", "Invalid/unknown command: QueueStatus.")
         elif name == "queuestatus":
             queues = dict.fromkeys([*self.queues, *(m["Queue"] for m in self.queue_members)])
             items = [*({"Event": "QueueParams", "Queue": q} for q in queues),
@@ -169,6 +169,16 @@ class FakeAmi:
             client.writer.write(_message({**item, "ActionID": action_id}))
         client.writer.write(_message({"Event": complete, "ActionID": action_id,
                                       "EventList": "Complete", "ListItems": str(len(items))}))
+
+    async def boot(self) -> None:
+        """Asterisk finishes booting: FullyBooted to every `system` reader, queues loaded."""
+        self.booted = True
+        await self.emit(self._fully_booted().rstrip(b"\r\n"))
+
+    def _fully_booted(self) -> bytes:
+        return _message({"Event": "FullyBooted", "Privilege": "system,all",
+                         "Uptime": str(int(time.time() - self.started_at)), "LastReload": "0",
+                         "Status": "Fully Booted"})
 
     def _respond(self, client: Client, action_id: str, response: str, message: str) -> None:
         client.writer.write(_message({"Response": response, "ActionID": action_id,
