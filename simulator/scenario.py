@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 Range = tuple[float, float]
+DEFAULT_SURVEY = {"digit": 1.0}  # without a [survey] table every caller answers with a digit
 
 
 class ScenarioError(Exception):
@@ -87,7 +88,7 @@ class Scenario:
     hold_s: Range = (1.0, 2.0)
     acw_s: Range = (1.0, 2.0)
     dispositions: tuple[str, ...] = ("1", "2")
-    survey: dict[str, float] = field(default_factory=lambda: {"digit": 1.0})
+    survey: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SURVEY))
     survey_digits: Range = (1, 5)
 
 
@@ -154,7 +155,8 @@ def _build(data: dict[str, Any], default_name: str) -> Scenario:
         acw_s=_range(agent.pop("acw_s", (1, 2))),
         dispositions=tuple(str(d) for d in agent.pop("dispositions", ("1", "2"))),
         survey_digits=_range(survey.pop("digits", (1, 5))),
-        survey={k: float(survey.pop(k)) for k in ("digit", "invalid", "none", "hangup") if k in survey},
+        survey={k: float(survey.pop(k)) for k in ("digit", "invalid", "none", "hangup")
+                if k in survey} or dict(DEFAULT_SURVEY),
     )
     leftovers = {**data, **{f"ivr.{k}": v for k, v in ivr.items()},
                  **{f"caller.{k}": v for k, v in caller.items()},
