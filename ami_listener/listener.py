@@ -423,10 +423,21 @@ class Listener:
                                       "events read from AMI not stored") from None
                 log.error("store unavailable (%s): %d events wait; retrying in %.1f s",
                           exc, len(batch.events), delay)
-                await asyncio.sleep(delay)
+                await self._back_off(delay)
                 delay = min(delay * 2, WRITE_BACKOFF_MAX_S)
             except Exception as exc:  # the store's own errors and the backend's
                 return await self._write_apart(batch, exc)
+
+    async def _back_off(self, seconds: float) -> None:
+        """Wait before a retry; a stop cuts it short (and then retries come every second,
+        until the grace is over)."""
+        if self._stopping.is_set():
+            await asyncio.sleep(min(seconds, 1.0))
+            return
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     async def _write_apart(self, batch: Batch, error: Exception) -> WriteResult:
         try:
