@@ -299,12 +299,12 @@ class _Run:
         """The PBX ended `call` (restart: it hung the call up, and the agent's wrap-up
         began, as the product dialplan does; crash: the call vanished, nothing ran)."""
         if call.agent and "hangup" in call.agent_times and call.agent_times["hangup"] < at:
-            return  # its queue call had ended: only the survey was cut
-        if call.node == "" and "pressed" not in call.caller and not call.agent:
-            call.ended_by, call.cut_at = how, at  # cut in the IVR
-        else:
-            call.ended_by = how
-            call.cut_at = call.agent_times.get("hangup", call.ended_at or at)
+            call.ended_at = call.ended_at or at  # its queue call had ended: the survey was cut
+            call.ended.set()
+            return
+        call.ended_by = how
+        # the moment the PBX hung it up (its Hangup, when a restart said so), else the fault's
+        call.cut_at = call.agent_times.get("hangup", call.ended_at or at)
         if call.agent and "hangup" not in call.agent_times:
             call.agent_times["hangup"] = call.cut_at
             if how == "restart":
