@@ -24,6 +24,7 @@ import random
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ami_listener.manager import AmiConnection, AmiError, Message
 from ami_listener.mapping import ENDS, AmiMapper, Mapped, Snapshot, StoredCall, stored_calls
@@ -85,15 +86,23 @@ class ListenerStats:
 
 
 @dataclass
+class _Members:
+    """Where a login's QueueStatus answer ends in the stream: the members are its list."""
+
+    at: float
+    items: list[Message]
+
+
+@dataclass
 class _Rebuild:
-    """A login's place in the stream: the mapper is rebuilt here, once `ready` has what
-    Asterisk and the store said (events of the new connection queue up behind it)."""
+    """Where a login's Status answer ends in the stream: the calls are rebuilt here, once
+    `ready` has them with what the store said (the events after it wait that long)."""
 
     at: float
     ready: asyncio.Future[tuple[Snapshot, dict[str, StoredCall]]]
 
 
-_Item = tuple[Message, float] | CallEvent | _Rebuild
+_Item = tuple[Message, float] | CallEvent | _Members | _Rebuild
 
 
 class Listener:
@@ -173,10 +182,9 @@ class Listener:
                 backoff = min(backoff * 2, self.ami.reconnect_max_s) * random.uniform(0.8, 1.2)
                 continue
             backoff = BACKOFF_FIRST_S
-            logged_in = time.time()
             if down_since is not None:
-                self._mark_gap(down_since, logged_in, reason)
-            reason = await self._serve(conn, logged_in)
+                self._mark_gap(down_since, time.time(), reason)
+            reason = await self._serve(conn)
             down_since = self._alive_until or time.time()
 
     async def _listened_until(self) -> float | None:
@@ -186,22 +194,21 @@ class Listener:
         self._stored_until = checkpoint.updated_at
         return checkpoint.updated_at
 
-    async def _serve(self, conn: AmiConnection, logged_in: float) -> str:
+    async def _serve(self, conn: AmiConnection) -> str:
         """Hold one logged-in connection until it ends; returns why it ended."""
         self._conn = conn
         self._last_pong = time.time()
         self.stats.connects += 1
         log.info("AMI logged in to %s as %s", conn.origin, self.ami.username)
-        rebuild = _Rebuild(logged_in, asyncio.get_running_loop().create_future())
+        rebuild = _Rebuild(0.0, asyncio.get_running_loop().create_future())
         self.rebuilt.clear()
-        self._queue(rebuild)
         self.connected.set()
         pinger = asyncio.create_task(self._ping_loop(conn))
         try:
             if self._stopping.is_set():
                 conn.close()
             else:
-                rebuild.ready.set_result(await self._look_around(conn))
+                await self._look_around(conn, rebuild)
             reason = await conn.closed
         finally:
             if not rebuild.ready.done():
@@ -224,27 +231,49 @@ class Listener:
                 last = summary
 
     # ------------------------------------------------------------ at every login
-    async def _look_around(self, conn: AmiConnection) -> tuple[Snapshot, dict[str, StoredCall]]:
-        """What Asterisk says is live, and what the store recorded about those calls. Right
-        after a restart AMI answers before the queues are loaded: wait until it is booted."""
+    async def _look_around(self, conn: AmiConnection, rebuild: _Rebuild) -> None:
+        """Ask what Asterisk says is live and read what the store recorded about those calls.
+        `rebuild` takes its place in the stream where Asterisk's answer ends: what came before
+        it is in the answer, what comes after is mapped with it. Right after a restart AMI
+        answers before the queues are loaded: first wait until Asterisk is booted."""
         try:
             await asyncio.wait_for(conn.fully_booted.wait(), self.connect_timeout)
         except asyncio.TimeoutError:
             log.warning("AMI %s sent no FullyBooted within %g s (does the account read "
                         "`system`?); asking what is live anyway", conn.origin,
                         self.connect_timeout)
-        snapshot = Snapshot(
-            queue_status=await self._ask(conn, {"Action": "QueueStatus"},
-                                         "an EXITEMPTY may be reported as a timeout"),
-            channels=await self._ask(conn, {"Action": "Status", "Variables": STATUS_VARIABLES},
-                                     "calls already in progress are rebuilt from the store "
-                                     "only (give the AMI account `write = reporting`)"))
-        return snapshot, await self._recall(snapshot)
+
+        def members_in_stream(items: list[Message]) -> None:  # where QueueStatus's answer ends
+            self._queue(_Members(time.time(), items))
+
+        def calls_in_stream(items: list[Message] | None = None) -> None:  # where Status's ends
+            rebuild.at = time.time()
+            self._queue(rebuild)
+
+        queue_status = await self._ask(conn, {"Action": "QueueStatus"}, members_in_stream,
+                                       "an EXITEMPTY may be reported as a timeout")
+        channels = await self._ask(conn, {"Action": "Status", "Variables": STATUS_VARIABLES},
+                                   calls_in_stream, "calls already in progress are rebuilt "
+                                   "from the store only (give the AMI account "
+                                   "`write = reporting`)")
+        if channels is None:
+            calls_in_stream()
+        waiting = None if queue_status is None else [
+            m for m in queue_status if m.get("Event") == "QueueEntry"]
+        snapshot = Snapshot(channels=channels, waiting=waiting)
+        try:
+            stored = await self._recall(snapshot)
+        except Exception as exc:  # the store's errors are backend-specific
+            log.warning("reading the calls in progress from the store failed (%s): they are "
+                        "rebuilt from Asterisk only", exc)
+            stored = {}
+        rebuild.ready.set_result((snapshot, stored))
 
     async def _ask(self, conn: AmiConnection, action: dict[str, str],
+                   on_complete: Callable[[list[Message]], None],
                    without: str) -> list[Message] | None:
         try:
-            return await conn.list_action(action, self.connect_timeout)
+            return await conn.list_action(action, self.connect_timeout, on_complete)
         except AmiError as exc:
             log.warning("%s: %s", exc, without)
         except (asyncio.TimeoutError, ConnectionError) as exc:
@@ -366,9 +395,11 @@ class Listener:
             if isinstance(item, CallEvent):
                 events.append(item)
                 continue
-            if isinstance(item, _Rebuild):
+            if isinstance(item, _Members):
+                out = self.mapper.members_at(item.items, item.at)
+            elif isinstance(item, _Rebuild):
                 snapshot, stored = await item.ready
-                out = self.mapper.rebuild(snapshot, stored, item.at)
+                out = self.mapper.calls_at(snapshot, stored, item.at)
                 self.rebuilt.set()
             else:
                 message, received_at = item
@@ -472,7 +503,7 @@ class Listener:
 def _received_at(item: _Item) -> float:
     if isinstance(item, CallEvent):
         return item.ts
-    if isinstance(item, _Rebuild):
+    if isinstance(item, (_Members, _Rebuild)):
         return item.at
     return item[1]
 

@@ -168,6 +168,7 @@ class _Listing:
 
     items: list[Message]
     complete: asyncio.Future[None]
+    on_complete: Callable[[list[Message]], None] | None  # called where the list ends
 
 
 class AmiConnection(asyncio.Protocol):
@@ -243,6 +244,8 @@ class AmiConnection(asyncio.Protocol):
             elif "Event" in message and action_id in self._lists:
                 listing = self._lists[action_id]
                 if message.get("EventList") == "Complete":
+                    if listing.on_complete is not None:
+                        listing.on_complete(listing.items)
                     if not listing.complete.done():
                         listing.complete.set_result(None)
                 else:
@@ -293,11 +296,15 @@ class AmiConnection(asyncio.Protocol):
         self._transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8"))
         return future
 
-    async def list_action(self, action: dict[str, str], timeout: float) -> list[Message]:
+    async def list_action(self, action: dict[str, str], timeout: float,
+                          on_complete: Callable[[list[Message]], None] | None = None
+                          ) -> list[Message]:
         """Send an action Asterisk answers with an event list (QueueStatus, Status) and return
-        the list's items. Raises AmiError when it is refused, TimeoutError, NotConnected."""
+        the list's items; `on_complete(items)` is called where the list ends, before any event
+        that follows it goes to `on_event`. Raises AmiError when it is refused, TimeoutError,
+        NotConnected."""
         action_id = f"callkpi-{next(self._action_ids)}"
-        listing = _Listing([], asyncio.get_running_loop().create_future())
+        listing = _Listing([], asyncio.get_running_loop().create_future(), on_complete)
         self._lists[action_id] = listing
         try:
             response = await asyncio.wait_for(self._send(action, action_id), timeout)

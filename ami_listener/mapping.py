@@ -27,9 +27,10 @@ State kept, and why:
 - the caller's entry position (QueueCallerJoin), which AgentComplete does not repeat;
 - the last blind/attended transfer on a queue call, which comes just before
   `AgentComplete Reason: transfer`.
-At every (re)login the listener hands `rebuild()` what Asterisk says is live (a `Snapshot`:
-the QueueStatus and Status lists) and what the store recorded about those calls
-(`StoredCall`s), so the calls, channels and members are current again after an outage.
+At every (re)login the listener hands `members_at()` the QueueStatus answer and `calls_at()`
+what Asterisk says is live (a `Snapshot`: the Status list and the callers waiting) with what
+the store recorded about those calls (`StoredCall`s), each where Asterisk's answer ends in the
+stream, so the members, calls and channels are current again after an outage.
 A channel goes at its Hangup, a call at its end event; `MAX_TRACKED` bounds what outlives
 that when ends were missed (gaps).
 """
@@ -122,10 +123,11 @@ class StoredCall:
 
 @dataclass
 class Snapshot:
-    """What Asterisk listed at a login; None where it could not be asked (refused, timed out)."""
+    """The calls Asterisk listed at a login; None where it could not be asked (refused,
+    timed out)."""
 
-    queue_status: list[Message] | None = None  # QueueParams, QueueMember, QueueEntry items
     channels: list[Message] | None = None  # Status items (with the variables asked for)
+    waiting: list[Message] | None = None  # QueueStatus's QueueEntry items: callers waiting
 
 
 @dataclass
@@ -446,31 +448,10 @@ class AmiMapper:
                 _text(m, "Agent"), value=_need(m, "Code")))
 
     # ------------------------------------------------------------ at every login
-    def rebuild(self, snapshot: Snapshot, stored: dict[str, StoredCall], at: float) -> Mapped:
-        """Make the state what Asterisk lists as live at a login (`at`), completed by what
-        the store recorded about those calls. Returns one member-state per member listed,
-        and a hold/unhold (extra.observed = "login") where a call's hold state differs from
-        what was known: the change happened while nobody listened."""
+    def members_at(self, items: list[Message], at: float) -> Mapped:
+        """The members are what a QueueStatus answer lists (its QueueParams and QueueMember
+        items, placed at `at` in the stream): one member-state each."""
         out = Mapped()
-        if snapshot.queue_status is None and snapshot.channels is None:
-            return out  # Asterisk said nothing (the connection dropped): keep what is known
-        if snapshot.queue_status is not None:
-            self._rebuild_members(snapshot.queue_status, at, out)
-        if snapshot.channels is not None:
-            calls, channels = self._live_from_status(snapshot, stored, out)
-        else:
-            calls, channels = self._live_without_status(snapshot, stored, out)
-        self.calls, self.channels = calls, channels
-        self.linked = {call.linked_id: call for call in calls.values()}
-        live_members = {(c.queue, c.agent): c for c in calls.values() if c.agent}
-        # a member with no live call keeps its last one: its AgentComplete may be in flight
-        self.serving = {**{k: c for k, c in self.serving.items() if k not in live_members},
-                        **live_members}
-        if snapshot.channels is not None:
-            self._observe_holds(snapshot.channels, at, out)
-        return out
-
-    def _rebuild_members(self, items: list[Message], at: float, out: Mapped) -> None:
         members: dict[str, dict[str, Member]] = {}
         for m in items:
             try:
@@ -486,6 +467,29 @@ class AmiMapper:
                 out.warnings.append(f"QueueStatus {m.get('Event')} at login: missing "
                                     f"{exc.args[0]}; skipped")
         self.members = members
+        return out
+
+    def calls_at(self, snapshot: Snapshot, stored: dict[str, StoredCall], at: float) -> Mapped:
+        """The calls are what Asterisk lists as live at `at` (where its answer ends in the
+        stream), completed by what the store recorded about them. Returns a hold or unhold
+        (extra.observed = "login") where a call's hold state differs from what was known: the
+        change happened while nobody listened."""
+        out = Mapped()
+        if snapshot.channels is None and snapshot.waiting is None:
+            return out  # Asterisk said nothing (the connection dropped): keep what is known
+        if snapshot.channels is not None:
+            calls, channels = self._live_from_status(snapshot, stored, out)
+        else:
+            calls, channels = self._live_without_status(snapshot, stored, out)
+        self.calls, self.channels = calls, channels
+        self.linked = {call.linked_id: call for call in calls.values()}
+        live_members = {(c.queue, c.agent): c for c in calls.values() if c.agent}
+        # a member with no live call keeps its last one: its AgentComplete may be in flight
+        self.serving = {**{k: c for k, c in self.serving.items() if k not in live_members},
+                        **live_members}
+        if snapshot.channels is not None:
+            self._observe_holds(snapshot.channels, at, out)
+        return out
 
     def _live_from_status(self, snapshot: Snapshot, stored: dict[str, StoredCall],
                           out: Mapped) -> tuple[dict[str, QueueCall], dict[str, QueueCall]]:
@@ -508,7 +512,7 @@ class AmiMapper:
             else:
                 call.agent, call.connected_at, call.on_hold = "", None, False  # waiting
             calls[uid] = call
-        for entry in _items(snapshot.queue_status, "QueueEntry"):
+        for entry in snapshot.waiting or ():
             uid, queue = entry.get("Uniqueid", ""), entry.get("Queue", "")
             if uid and queue and uid not in calls:  # Status missed it (it was joining)
                 calls[uid] = self._carried(uid, queue, uid, stored)
@@ -535,7 +539,7 @@ class AmiMapper:
         for uid, record in stored.items():
             if record.agent and uid not in calls:
                 calls[uid] = self._carried(uid, record.queue, record.linked_id or uid, stored)
-        for entry in _items(snapshot.queue_status, "QueueEntry"):
+        for entry in snapshot.waiting or ():
             uid, queue = entry.get("Uniqueid", ""), entry.get("Queue", "")
             if uid and queue:
                 calls[uid] = self._carried(uid, queue, uid, stored)
@@ -698,10 +702,6 @@ def _shutdown_cause(m: Message) -> bool:
         return bool(int(m.get("Cause", "0")) & SOFTHANGUP_SHUTDOWN)
     except ValueError:
         return False
-
-
-def _items(items: list[Message] | None, event: str) -> list[Message]:
-    return [m for m in items or () if m.get("Event") == event]
 
 
 def _epoch(text: str) -> float | None:

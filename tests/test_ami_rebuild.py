@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ami_listener.listener import Listener
 from ami_listener.manager import AmiParser
-from ami_listener.mapping import AmiMapper, Snapshot, StoredCall, stored_calls
+from ami_listener.mapping import AmiMapper, Mapped, Snapshot, StoredCall, stored_calls
 from callkpi.config import AmiConfig
 from callkpi.events import Kind
 from callkpi.testing.fakeami import FakeAmi
@@ -26,7 +26,7 @@ def stream(name):
 
 
 def late_login(name):
-    """The late client's stream: its QueueStatus/Status lists, and the events after them."""
+    """The late client's stream: its (QueueStatus, Status) answers, and the events after."""
     messages = stream(name)
     lists = {"qs": [], "st": []}
     events = []
@@ -35,7 +35,20 @@ def late_login(name):
             lists[m["ActionID"]].append(m)
         elif "Event" in m and "ActionID" not in m:
             events.append(m)
-    return Snapshot(queue_status=lists["qs"], channels=lists["st"] or None), events
+    return (lists["qs"], lists["st"] or None), events
+
+
+def log_in(mapper, queue_status, channels, stored, at):
+    """What the listener does at a login: the members where QueueStatus's answer ends, then
+    the calls where Status's does (here both at `at`)."""
+    out = Mapped()
+    if queue_status is not None:
+        out = mapper.members_at(queue_status, at)
+    waiting = None if queue_status is None else [
+        m for m in queue_status if m["Event"] == "QueueEntry"]
+    calls = mapper.calls_at(Snapshot(channels=channels, waiting=waiting), stored, at)
+    return Mapped(out.events + calls.events, out.links + calls.links,
+                  out.warnings + calls.warnings)
 
 
 def first_stamp(messages):
@@ -56,13 +69,13 @@ def compared(events):
 
 
 def test_a_login_mid_call_places_what_a_listener_there_from_the_start_places():
-    snapshot, after = late_login("login-midcall.late.ami-raw.txt.gz")
+    answers, after = late_login("login-midcall.late.ami-raw.txt.gz")
     at = first_stamp(after) - 0.001  # just before the first event the late login received
     there = AmiMapper("pbx")
     whole, _ = mapped(there, [m for m in stream("login-midcall.full.ami-raw.txt.gz")
                               if "Event" in m])
     late = AmiMapper("pbx")
-    rebuilt = late.rebuild(snapshot, queue_log_calls_before(at), at)
+    rebuilt = log_in(late, *answers, queue_log_calls_before(at), at)
     events, warnings = mapped(late, after)
     assert rebuilt.warnings == warnings == []
     # every hold, unhold, abandon and end after the login, as if the listener had been there
@@ -101,14 +114,14 @@ def queue_log_calls_before(at):
 
 
 def test_without_the_store_only_the_entry_position_of_callers_waiting_at_login_is_unknown():
-    snapshot, after = late_login("login-midcall.late.ami-raw.txt.gz")
+    answers, after = late_login("login-midcall.late.ami-raw.txt.gz")
     at = first_stamp(after) - 0.001
     with_store, without = AmiMapper("pbx"), AmiMapper("pbx")
-    with_store.rebuild(snapshot, queue_log_calls_before(at), at)
-    without.rebuild(snapshot, {}, at)
+    log_in(with_store, *answers, queue_log_calls_before(at), at)
+    log_in(without, *answers, {}, at)
     first, _ = mapped(with_store, after)
     second, _ = mapped(without, after)
-    waiting = {e["Uniqueid"] for e in snapshot.queue_status if e["Event"] == "QueueEntry"}
+    waiting = {e["Uniqueid"] for e in answers[0] if e["Event"] == "QueueEntry"}
     differ = [(a.kind, a.call_id, a.orig_position, b.orig_position)
               for a, b in zip(first, second) if a != b]
     assert differ and all(call_id in waiting and b is None and a is not None
@@ -116,9 +129,9 @@ def test_without_the_store_only_the_entry_position_of_callers_waiting_at_login_i
 
 
 def test_callers_who_joined_before_the_login_and_hung_up_after_are_abandons():
-    snapshot, after = late_login("login-midcall.late.ami-raw.txt.gz")
+    answers, after = late_login("login-midcall.late.ami-raw.txt.gz")
     late = AmiMapper("pbx")
-    late.rebuild(snapshot, {}, first_stamp(after) - 0.001)
+    log_in(late, *answers, {}, first_stamp(after) - 0.001)
     events, _ = mapped(late, after)
     queue_log = (RECORDINGS / "login-midcall.queue_log").read_text().splitlines()
     abandons = {line.split("|")[1] for line in queue_log if "|ABANDON|" in line}
@@ -143,8 +156,8 @@ def test_a_graceful_restart_is_recorded_as_asterisk_tells_it():
     assert len(abandons) == 4 and marked == abandons
     assert all(e.ts < shutdown.ts for e in events if e.kind in (Kind.ABANDON, Kind.COMPLETE))
     # after the restart, persistentmembers brought the members back, still paused
-    snapshot, _ = late_login("restart.late.ami-raw.txt.gz")
-    rebuilt = AmiMapper("pbx").rebuild(snapshot, {}, shutdown.ts + 5)
+    answers, _ = late_login("restart.late.ami-raw.txt.gz")
+    rebuilt = log_in(AmiMapper("pbx"), *answers, {}, shutdown.ts + 5)
     states = [(e.agent, e.reason, e.value) for e in rebuilt.events]
     assert states == [("Agent 1001", "paused", "ACW"), ("Agent 1002", "paused", "ACW")]
     assert {e.extra_dict()["membership"] for e in rebuilt.events} == {"dynamic"}
@@ -173,8 +186,7 @@ def connected_call(uid="1.1", member_uid="1.2", agent="Agent 1001"):
 
 def test_a_phone_holding_at_login_is_a_hold_and_its_unhold_is_placed():
     mapper = AmiMapper("pbx")
-    out = mapper.rebuild(Snapshot(queue_status=[member_row("Agent 1001", status="8")],
-                                  channels=connected_call()), {}, 100.0)
+    out = log_in(mapper, [member_row("Agent 1001", status="8")], connected_call(), {}, 100.0)
     assert [(e.kind, e.call_id, e.agent, e.tsec) for e in out.events if e.kind == Kind.HOLD] == [
         (Kind.HOLD, "1.1", "Agent 1001", 100)]
     events, _ = mapped(mapper, [{"Event": "Unhold", "Uniqueid": "1.2", "Timestamp": "104"},
@@ -191,8 +203,7 @@ def test_a_hold_the_store_has_open_ends_at_the_next_unhold():
     # Asterisk shows the hold too (the product's hold key runs on the member's channel)
     rows = connected_call()
     rows[1] |= {"Application": "Read", "Data": "CALLKPI_UNHOLD,,1,,1,600"}
-    out = mapper.rebuild(Snapshot(queue_status=[member_row("Agent 1001")], channels=rows),
-                         stored, 100.0)
+    out = log_in(mapper, [member_row("Agent 1001")], rows, stored, 100.0)
     assert [e.kind for e in out.events] == [Kind.MEMBER_STATE]
     events, _ = mapped(mapper, [
         {"Event": "Unhold", "Uniqueid": "1.2", "Timestamp": "104"},
@@ -204,8 +215,7 @@ def test_a_hold_the_store_has_open_ends_at_the_next_unhold():
 
 def test_a_hold_that_ended_unseen_is_an_unhold_at_login():
     stored = {"1.1": StoredCall("1.1", "support", agent="Agent 1001", on_hold=True)}
-    out = AmiMapper("pbx").rebuild(Snapshot(queue_status=[member_row("Agent 1001")],
-                                            channels=connected_call()), stored, 100.0)
+    out = log_in(AmiMapper("pbx"), [member_row("Agent 1001")], connected_call(), stored, 100.0)
     assert [(e.kind, e.extra_dict()) for e in out.events if e.kind != Kind.MEMBER_STATE] == [
         (Kind.UNHOLD, {"observed": "login"})]
 
@@ -220,8 +230,8 @@ def test_without_status_the_store_links_the_channels_of_calls_in_progress():
     stored = stored_calls(rows, links)
     assert list(stored) == ["1.1"] and stored["1.1"].channels == ["1.1", "1.2", "1.3"]
     mapper = AmiMapper("pbx")
-    mapper.rebuild(Snapshot(queue_status=[{"Event": "QueueEntry", "Queue": "support",
-                                           "Uniqueid": "3.1", "Position": "1"}]), stored, 100.0)
+    log_in(mapper, [{"Event": "QueueEntry", "Queue": "support", "Uniqueid": "3.1",
+                     "Position": "1"}], None, stored, 100.0)
     events, _ = mapped(mapper, [
         {"Event": "Hold", "Uniqueid": "1.3", "Timestamp": "101"},
         {"Event": "Unhold", "Uniqueid": "1.2", "Timestamp": "102"},
@@ -300,9 +310,9 @@ def test_member_events_carry_the_interface():
 
 
 def test_two_logins_in_one_second_give_the_same_member_state_keys():
-    snapshot = Snapshot(queue_status=[member_row("Agent A", paused="1", reason="lunch")])
-    first = AmiMapper("pbx").rebuild(snapshot, {}, 100.2).events
-    second = AmiMapper("pbx").rebuild(snapshot, {}, 100.7).events
+    listed = [member_row("Agent A", paused="1", reason="lunch")]
+    first = AmiMapper("pbx").members_at(listed, 100.2).events
+    second = AmiMapper("pbx").members_at(listed, 100.7).events
     key = lambda e: (e.server, e.call_id, e.kind, e.queue, e.agent, e.tsec, e.discr)  # noqa
     assert [key(e) for e in first] == [key(e) for e in second]
 
