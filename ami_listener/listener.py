@@ -9,9 +9,9 @@ stream's checkpoint, written with every batch) to the next successful login.
 
 At every login the listener asks Asterisk what is live (QueueStatus: members and waiting
 callers; Status: every channel, its bridge, linked id and the queue variables) and reads what
-the store recorded about those calls; the mapper is rebuilt from both before it sees any
-event of the new connection, so holds, unholds and ends of calls already in progress are
-placed.
+the store recorded about those calls; the mapper is rebuilt from both where each answer ends
+in the stream (it keeps reading meanwhile), so holds, unholds and ends of calls already in
+progress are placed.
 """
 
 from __future__ import annotations
