@@ -52,7 +52,8 @@ def listener_events() -> list[bytes]:
 
 def throughput_stream(n: int) -> bytes:
     events = listener_events()
-    chunks, rep = [], 0
+    chunks: list[bytes] = []
+    rep = 0
     while len(chunks) < n:
         # 179549xxxx.y -> (179549 + rep)xxxx.y: new uniqueids, timestamps 10^4 s later per rep
         shift = str(179549 + rep).encode()

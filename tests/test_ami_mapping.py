@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from callkpi.testing.fakeami import RECORDING, recorded_events
+from callkpi.testing.fakeami import recorded_events
 from ami_listener.manager import AmiParser
 from ami_listener.mapping import MAX_TRACKED, AmiMapper
 from callkpi.events import KEY_COLUMNS, Kind
