@@ -370,8 +370,9 @@ async def test_asterisk_restart_with_calls_up_the_store_has_the_queue_log_record
         got = await stored(store, since)
         gaps = await store.fetch_all("SELECT ts, talk_s, reason FROM events WHERE kind = ?",
                                      ("ami-gap",))
-    await remove_members(asterisk, plan)  # the cut run could not log its agents out
+    # what Asterisk wrote while the listener ran (before the members' removal below)
     record = queue_log_twins(asterisk.queue_log_path, since)
+    await remove_members(asterisk, plan)  # the cut run could not log its agents out
     assert stats.connects == 2 and len(gaps) == 1
     assert sum(n for k, n in got.items() if k[1] == "complete") >= 1
     live = {k: n for k, n in got.items() if k[1] not in ("hold", "unhold")}
