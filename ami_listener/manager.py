@@ -19,7 +19,10 @@ import asyncio
 import itertools
 import logging
 import time
-from typing import Callable, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+from callkpi.errors import UserError
 
 from callkpi.errors import UserError
 
@@ -31,6 +34,7 @@ BANNER = b"Asterisk Call Manager/"
 # skipped once it is this big, and a header value is cut to this length (both with a warning).
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_VALUE_CHARS = 8192
+EX_CONFIG = 78  # exit status of an error only an admin can fix (the unit does not restart)
 
 Message = dict[str, str]
 EventCallback = Callable[[Message, float], None]
@@ -126,7 +130,9 @@ class AmiParser:
                                  f"{key} value of {len(value)} chars cut to {MAX_VALUE_CHARS}",
                                  value[:80]))
                 value = value[:MAX_VALUE_CHARS]
-            message[key] = value
+            # a repeated header (Status's `Variable: NAME=value`, ChanVariable) keeps every
+            # value, one per line
+            message[key] = f"{message[key]}\n{value}" if key in message else value
         if any(kind in message for kind in self._kinds):
             messages.append(message)
         elif message:
@@ -141,13 +147,30 @@ class AmiError(UserError):
 class LoginError(AmiError):
     """The AMI account was rejected: retrying with the same credentials cannot help."""
 
-    # EX_CONFIG: the systemd unit's RestartPreventExitStatus, as a rejected login needs an
-    # admin, not a restart
-    exit_code = 78
+    exit_code = EX_CONFIG
+
+
+class NotAmi(AmiError):
+    """The port answered, but not as AMI does: the configured port is wrong."""
+
+    exit_code = EX_CONFIG
 
 
 class NotConnected(ConnectionError):
     """An action was sent on a connection that is not (or no longer) open."""
+
+
+class Silent(ConnectionError):
+    """The peer accepted the connection and sent nothing (a hung Asterisk, or not AMI)."""
+
+
+@dataclass
+class _Listing:
+    """The items of an event-list answer (QueueStatus, Status) as they arrive."""
+
+    items: list[Message]
+    complete: asyncio.Future[None]
+    on_complete: Callable[[list[Message]], None] | None  # called where the list ends
 
 
 class AmiConnection(asyncio.Protocol):
@@ -167,19 +190,31 @@ class AmiConnection(asyncio.Protocol):
         self._parser = AmiParser()
         self._transport: asyncio.Transport | None = None
         self._pending: dict[str, asyncio.Future[Message]] = {}
+        self._lists: dict[str, _Listing] = {}
         self.closed: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self.last_received = 0.0
+        self._not_ami: NotAmi | None = None  # what the peer sent instead of the AMI banner
+        # Asterisk's FullyBooted (at login when booted, else when it is: to a session reading
+        # `system`); before it, app_queue may not be loaded yet ("Invalid/unknown command")
+        self.fully_booted = asyncio.Event()
 
     @classmethod
     async def open(cls, host: str, port: int, *, username: str, secret: str, events: str,
                    on_event: EventCallback, timeout: float = 10.0) -> "AmiConnection":
-        """Connect and log in; raises OSError/TimeoutError (retry) or LoginError (don't)."""
+        """Connect and log in; raises OSError/TimeoutError (retry) or LoginError/NotAmi
+        (don't: an admin has to fix the account or the port)."""
         loop = asyncio.get_running_loop()
         origin = f"{host}:{port}"
         _, conn = await asyncio.wait_for(
             loop.create_connection(lambda: cls(on_event, origin=origin), host, port), timeout)
         try:
             await conn.login(username, secret, events, timeout=timeout)
+        except asyncio.TimeoutError:
+            conn.close()
+            if not conn.last_received:
+                raise Silent(f"{origin} accepted the connection but sent nothing within "
+                             f"{timeout:g} s (a hung Asterisk, or not its AMI port?)") from None
+            raise
         except BaseException:
             conn.close()
             raise
@@ -192,16 +227,34 @@ class AmiConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         received_at = time.time()
         self.last_received = received_at
+        before_banner = self._parser.banner is None
         messages, junk = self._parser.feed(data)
+        if before_banner and self._parser.banner == "":
+            sample = data[:60].decode("utf-8", "replace")
+            self._not_ami = NotAmi(f"{self.origin} is not an AMI port: it answered {sample!r} "
+                                   "where Asterisk sends 'Asterisk Call Manager/...'")
+            self._fail(self._not_ami)
+            return
         for item in junk:
             log.warning("AMI junk from %s", item.describe(self.origin))
         for message in messages:
-            action_id = message.get("ActionID")
+            action_id = message.get("ActionID", "")
             if "Response" in message and action_id in self._pending:
                 future = self._pending.pop(action_id)
                 if not future.done():
                     future.set_result(message)
+            elif "Event" in message and action_id in self._lists:
+                listing = self._lists[action_id]
+                if message.get("EventList") == "Complete":
+                    if listing.on_complete is not None:
+                        listing.on_complete(listing.items)
+                    if not listing.complete.done():
+                        listing.complete.set_result(None)
+                else:
+                    listing.items.append(message)
             elif "Event" in message:
+                if message["Event"] == "FullyBooted":
+                    self.fully_booted.set()
                 self._dispatch(message, received_at)
 
     def _dispatch(self, message: Message, received_at: float) -> None:
@@ -213,19 +266,30 @@ class AmiConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(NotConnected(f"AMI connection to {self.origin} closed"))
-        self._pending.clear()
+        self._fail(NotConnected(f"AMI connection to {self.origin} closed"))
         if not self.closed.done():
             self.closed.set_result(str(exc) if exc else None)
+
+    def _fail(self, exc: Exception) -> None:
+        """Every action still waiting gets `exc`; the connection is dropped."""
+        waiting: list[asyncio.Future[Any]] = [*self._pending.values(),
+                                              *(x.complete for x in self._lists.values())]
+        self._pending.clear()
+        for future in waiting:
+            if not future.done():
+                future.set_exception(exc)
+        self.abort()
 
     # ------------------------------------------------------------ actions
     def send_action(self, action: dict[str, str]) -> asyncio.Future[Message]:
         """Send an action; the future gets its (first) response message."""
+        return self._send(action, f"callkpi-{next(self._action_ids)}")
+
+    def _send(self, action: dict[str, str], action_id: str) -> asyncio.Future[Message]:
+        if self._not_ami is not None:
+            raise self._not_ami
         if self._transport is None or self._transport.is_closing():
             raise NotConnected(f"AMI connection to {self.origin} is not open")
-        action_id = f"callkpi-{next(self._action_ids)}"
         lines = [f"{key}: {value}" for key, value in {**action, "ActionID": action_id}.items()]
         if any("\r" in line or "\n" in line for line in lines):
             raise ValueError("an AMI action header cannot contain a line break")
@@ -233,6 +297,30 @@ class AmiConnection(asyncio.Protocol):
         self._pending[action_id] = future
         self._transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8"))
         return future
+
+    async def list_action(self, action: dict[str, str], timeout: float,
+                          on_complete: Callable[[list[Message]], None] | None = None
+                          ) -> list[Message]:
+        """Send an action Asterisk answers with an event list (QueueStatus, Status) and return
+        the list's items; `on_complete(items)` is called where the list ends, before any event
+        that follows it goes to `on_event`. Raises AmiError when it is refused, TimeoutError,
+        NotConnected."""
+        action_id = f"callkpi-{next(self._action_ids)}"
+        listing = _Listing([], asyncio.get_running_loop().create_future(), on_complete)
+        self._lists[action_id] = listing
+        try:
+            response = await asyncio.wait_for(self._send(action, action_id), timeout)
+            if response.get("Response") != "Success":
+                raise AmiError(f"AMI {action.get('Action')} refused by {self.origin}: "
+                               f"{response.get('Message', 'no reason given')}")
+            await asyncio.wait_for(listing.complete, timeout)
+            return listing.items
+        finally:
+            del self._lists[action_id]
+            if not listing.complete.done():
+                listing.complete.cancel()
+            elif not listing.complete.cancelled():
+                listing.complete.exception()  # seen: the failure was raised another way
 
     async def login(self, username: str, secret: str, events: str, *, timeout: float) -> None:
         response = await asyncio.wait_for(

@@ -55,7 +55,7 @@ class AmiClient:
             await self.close()
             raise AmiError(f"AMI login as {self._username!r} refused: {reply.get('Message', '')}")
 
-    async def action(self, name: str, timeout: float = 10.0, *, action_id: str = "",
+    async def action(self, name: str, *, timeout: float = 10.0, action_id: str = "",
                      **headers: str | list[str]) -> Message:
         """Send an action and return its response (list values repeat the header).
         Events the action causes (e.g. OriginateResponse) carry `action_id` when given."""

@@ -13,6 +13,11 @@
 #                                            (no-op if already running with the same settings);
 #                                            a clean PBX: the astdb (queue members...) is emptied
 #   asterisk-sandbox.sh restart              stop + start keeping the astdb, like a real restart
+#   asterisk-sandbox.sh restart-now          `core restart now`: Asterisk hangs every call up and
+#                                            re-executes itself (same pid, astdb kept); returns
+#                                            once the new one is fully booted and AMI answers
+#   asterisk-sandbox.sh crash [DOWN_S]       kill -9 (no shutdown at all), start again DOWN_S later
+#                                            keeping the astdb, as systemd would after a crash
 #   asterisk-sandbox.sh stop                 stop the asterisk THIS script started (by PID)
 #   asterisk-sandbox.sh restart | reload | status | rx 'CLI command' | reset-logs | paths
 #   asterisk-sandbox.sh uninstall            stop, unmount, delete the chroot (keeps the cache)
@@ -242,6 +247,35 @@ cmd_stop() {
   return 0
 }
 
+cmd_restart_now() {
+  local t0=$SECONDS up deadline=$((SECONDS + START_TIMEOUT + 20))
+  ast_pid >/dev/null || die "not running"
+  in_root /usr/sbin/asterisk -rx 'core restart now' >/dev/null 2>&1 || true
+  # the old Asterisk answers while it hangs the calls up (up to 15 s): wait for the new one
+  until up="$(in_root /usr/sbin/asterisk -rx 'core show uptime seconds' 2>/dev/null |
+              awk '/System uptime/ {print $3}')" && [ -n "$up" ] && [ "$up" -le $((SECONDS - t0 + 1)) ]; do
+    [ $SECONDS -lt $deadline ] || { tail -20 "$CONSOLE_LOG" >&2; die "Asterisk did not come back from 'core restart now'"; }
+    sleep 0.2
+  done
+  in_root /usr/sbin/asterisk -rx 'core waitfullybooted' >/dev/null 2>&1 || true
+  until ami_banner; do
+    [ $SECONDS -lt $deadline ] || die "AMI did not answer after 'core restart now'"
+    sleep 0.2
+  done
+  log "restarted (core restart now) in $((SECONDS - t0))s"
+}
+
+cmd_crash() {
+  local pid
+  pid="$(ast_pid)" || die "not running"
+  kill -KILL "$pid"
+  for _ in $(seq 1 100); do [ -d "/proc/$pid" ] || break; sleep 0.05; done
+  [ -d "/proc/$pid" ] && die "pid $pid survived kill -9"
+  log "killed pid $pid (kill -9)"
+  sleep "${1:-0}"
+  cmd_start keep-db
+}
+
 cmd_status() {
   local pid
   if pid="$(ast_pid)"; then
@@ -297,6 +331,8 @@ main() {
     start) cmd_start;;
     stop) cmd_stop;;
     restart) cmd_stop; cmd_start keep-db;;
+    restart-now) cmd_restart_now;;
+    crash) cmd_crash "$@";;
     reload) ast_pid >/dev/null || die "not running"; render_configs; in_root /usr/sbin/asterisk -rx 'core reload';;
     status) cmd_status;;
     rx) cmd_rx "$@";;

@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import sys
+from pathlib import Path
 from typing import Any, Callable, TextIO
 
 import click
 
 from callkpi.cli_common import PORT, get_config
+from simulator.controls import Controls
 from simulator.sandbox import LISTENER_SECRET, TEST_SECRET, TEST_USER, Sandbox
-from simulator.scenario import load_scenario
+from simulator.scenario import Scenario, load_scenario
 from simulator.runner import SimulationError, run_scenario
 from simulator.truth import Truth
 
@@ -96,20 +99,40 @@ def paths(box: Sandbox) -> None:
 @click.option("--ami-secret", envvar="CALLKPI_SIMULATE_AMI_SECRET", default=TEST_SECRET,
               show_default="the sandbox's test secret", help="Or $CALLKPI_SIMULATE_AMI_SECRET.")
 @click.option("--capture", type=click.File("w"), help="Also write the raw AMI text received here.")
+@click.option("--listen-config", type=click.Path(exists=True, dir_okay=False),
+              help="Run `callkpi --config PATH listen` during the scenario (its log: "
+              "listen.log beside --out), so the timeline can kill it (listener-kill).")
 @click.pass_context
 def simulate(ctx: click.Context, scenario: str, out_path: str, ami_host: str | None,
              ami_port: int | None, ami_user: str, ami_secret: str,
-             capture: TextIO | None) -> None:
+             capture: TextIO | None, listen_config: str | None) -> None:
     """Drive SCENARIO (a TOML file, or `smoke`/`busy`) through a real Asterisk over AMI and
-    write what really happened (the ground truth) to --out."""
+    write what really happened (the ground truth) to --out. A timeline `restart` or `crash`
+    acts on the sandbox Asterisk (`callkpi sandbox`)."""
     config = get_config(ctx)
-    truth = asyncio.run(run_scenario(load_scenario(scenario), ami_host or config.ami.host,
-                                     ami_port or config.ami.port, ami_user, ami_secret,
-                                     capture=capture))
+    port = ami_port or config.ami.port
+    controls = Controls(sandbox=Sandbox(ami_port=port, agi_port=config.agi.port))
+    if listen_config:
+        controls.listen = [str(Path(sys.executable).parent / "callkpi"), "--config",
+                           listen_config, "listen"]
+        controls.listen_log = Path(out_path).parent / "listen.log"
+    truth = asyncio.run(_simulate(load_scenario(scenario), ami_host or config.ami.host,
+                                  port, ami_user, ami_secret, capture, controls))
     truth.write(out_path)
     click.echo(summary(truth))
     if not truth.complete:
         raise SimulationError("; ".join(truth.problems))
+
+
+async def _simulate(scenario: Scenario, host: str, port: int, user: str, secret: str,
+                    capture: TextIO | None, controls: Controls) -> Truth:
+    if controls.listen:
+        await controls.start_listener()
+    try:
+        return await run_scenario(scenario, host, port, user, secret, capture=capture,
+                                  controls=controls)
+    finally:
+        await controls.stop_listener()
 
 
 def summary(truth: Truth) -> str:

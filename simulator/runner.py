@@ -14,10 +14,11 @@ import asyncio
 import collections
 import time
 from dataclasses import dataclass, field
-from typing import Any, Coroutine, TextIO
+from typing import Any, Callable, Coroutine, TextIO
 
 from callkpi.errors import UserError
 from simulator.ami import AmiClient, AmiError, Message
+from simulator.controls import Controls
 from simulator.scenario import AgentAction, AgentSpec, PlannedCall, Scenario, plan_calls
 from simulator import truth as t
 
@@ -26,6 +27,7 @@ from simulator import truth as t
 DISPOSITION_NAMES = {"1": "resolved", "2": "sale", "3": "callback", "4": "escalated"}
 RING_WINDOW_S = 7.0  # a member offered a call is engaged this long at most (queue timeout 6 s)
 SURVEY_ALLOWANCE_S = 40.0  # how long a caller stays on the line for the survey
+RECONNECT_TIMEOUT_S = 60.0  # after a restart or crash, AMI must answer again within this
 
 
 class SimulationError(UserError):
@@ -46,6 +48,8 @@ class _Call:
     answered_at: dict[str, float] = field(default_factory=dict)  # extension -> its Answer() ts
     acw: tuple[float, float] | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    ended_by: str = ""  # restart | crash: the PBX cut the call while it waited or talked
+    cut_at: float | None = None  # when it did
 
 
 @dataclass
@@ -61,28 +65,42 @@ class _Agent:
 
 
 async def run_scenario(scenario: Scenario, ami_host: str, ami_port: int, ami_user: str,
-                       ami_secret: str, *, capture: TextIO | None = None) -> t.Truth:
+                       ami_secret: str, *, capture: TextIO | None = None,
+                       controls: Controls | None = None) -> t.Truth:
     """Run `scenario` against the Asterisk at ami_host:ami_port (the AMI user needs
-    originate rights) and return what happened. `capture` receives the raw AMI text."""
-    run = _Run(scenario)
-    ami = AmiClient(ami_host, ami_port, ami_user, ami_secret, on_event=run.on_event,
-                    capture=capture)
+    originate rights) and return what happened. `capture` receives the raw AMI text;
+    `controls` carry out the timeline's faults (restart, crash, listener-kill)."""
+    controls = controls or Controls()
+    for action in scenario.timeline:
+        if action.is_fault and (why := controls.missing_for(action.action)):
+            raise SimulationError(f"timeline at {action.at_s:g} s: {why}")
+    run = _Run(scenario, controls)
+
+    def client() -> AmiClient:
+        return AmiClient(ami_host, ami_port, ami_user, ami_secret, on_event=run.on_event,
+                         capture=capture)
+
+    run.connect = client
     try:
-        await ami.connect()
+        run.ami = client()
+        await run.ami.connect()
     except AmiError as exc:
         raise SimulationError(str(exc)) from None
-    run.ami = ami
     try:
         await run.execute()
     finally:
-        await ami.close()
+        await run.ami.close()
     return run.truth
 
 
 class _Run:
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, controls: Controls) -> None:
         self.scenario = scenario
+        self.controls = controls
         self.ami: AmiClient
+        self.connect: Callable[[], AmiClient]
+        self.pbx_up = asyncio.Event()  # cleared while a restart or crash is under way
+        self.pbx_up.set()
         self.calls = {p.call: _Call(p) for p in plan_calls(scenario)}
         self.by_uniqueid: dict[str, _Call] = {}
         self.by_action: dict[str, _Call] = {}
@@ -101,7 +119,8 @@ class _Run:
                 await self._login(agent)
             start = time.time()
             for action in self.scenario.timeline:
-                self._spawn(self._agent_action(start, action))
+                self._spawn(self._fault(start, action) if action.is_fault
+                            else self._agent_action(start, action))
             await self._originate_all(start)
             await self._drain(start + self.scenario.arrivals_s + self.scenario.drain_timeout_s)
         finally:
@@ -129,6 +148,7 @@ class _Run:
             await self._originate(call)
 
     async def _originate(self, call: _Call) -> None:
+        await self.pbx_up.wait()  # a caller does not get through while the PBX is down
         p = call.plan
         variables = [
             f"__SIM_CALL={p.call}", f"SIM_IVR={p.ivr}",
@@ -142,7 +162,7 @@ class _Run:
         ]
         call.started_at = time.time()
         self.by_action[f"orig-{p.call}"] = call
-        reply = await self.ami.action(
+        reply = await self._action(
             "Originate", action_id=f"orig-{p.call}", Channel="Local/s@sim-caller/n",
             Context="callkpi-ivr-example", Exten="s", Priority="1",
             CallerID=f'"Caller {p.call}" <{p.caller_number}>', Timeout="30000", Async="true",
@@ -158,8 +178,8 @@ class _Run:
     # ---------------------------------------------------------------- agents
     async def _login(self, agent: _Agent) -> None:
         for queue in agent.spec.queues:
-            reply = await self.ami.action("QueueAdd", Queue=queue, Interface=agent.spec.interface,
-                                          MemberName=agent.spec.name, Penalty="0", Paused="false")
+            reply = await self._action("QueueAdd", Queue=queue, Interface=agent.spec.interface,
+                                       MemberName=agent.spec.name, Penalty="0", Paused="false")
             if reply.get("Response") != "Success":
                 raise SimulationError(f"cannot log {agent.spec.name} into {queue}: "
                                       f"{reply.get('Message', '')} (is the member already there?)")
@@ -176,8 +196,8 @@ class _Run:
             return
         for session in agent.record.sessions:
             if session.logout is None:
-                await self.ami.action("QueueRemove", Queue=session.queue,
-                                      Interface=agent.spec.interface)
+                await self._action("QueueRemove", Queue=session.queue,
+                                   Interface=agent.spec.interface)
                 session.logout = time.time()
         agent.logged_in = False
 
@@ -194,13 +214,13 @@ class _Run:
         agent.busy = True
         await self._pause(agent, action.reason)
         await asyncio.sleep(action.for_s)
-        await self.ami.action("QueuePause", Interface=agent.spec.interface, Paused="false")
+        await self._action("QueuePause", Interface=agent.spec.interface, Paused="false")
         agent.record.pauses[-1].end = time.time()
         agent.busy = False
 
     async def _pause(self, agent: _Agent, reason: str) -> None:
-        await self.ami.action("QueuePause", Interface=agent.spec.interface, Paused="true",
-                              Reason=reason)
+        await self._action("QueuePause", Interface=agent.spec.interface, Paused="true",
+                           Reason=reason)
         agent.record.pauses.append(t.PauseTruth(reason, start=time.time()))
 
     async def _after_call(self, agent: _Agent, call: _Call, hung_up_at: float) -> None:
@@ -216,12 +236,84 @@ class _Run:
     async def _dial(self, agent: _Agent, code: str) -> float:
         """The agent's phone dials a feature code of the product (callkpi-agent-codes);
         returns when it was dialled."""
-        await self.ami.action("Originate", Channel="Local/s@sim-phone/n",
-                              Context="callkpi-agent-codes", Exten=code, Priority="1",
-                              CallerID=f"<{agent.spec.extension}>", Async="true")
+        await self._action("Originate", Channel="Local/s@sim-phone/n",
+                           Context="callkpi-agent-codes", Exten=code, Priority="1",
+                           CallerID=f"<{agent.spec.extension}>", Async="true")
         dialled = time.time()
         await asyncio.sleep(0.3)  # the code runs; a person does not dial twice in one instant
         return dialled
+
+    # ---------------------------------------------------------------- faults
+    async def _action(self, name: str, *, action_id: str = "", timeout: float = 10.0,
+                      **headers: str | list[str]) -> Message:
+        """An AMI action on the PBX as it is now: while a restart or crash is under way it
+        waits for the PBX to be back; one refused by a PBX going down is sent again then."""
+        while True:
+            await self.pbx_up.wait()
+            try:
+                reply = await self.ami.action(name, action_id=action_id, timeout=timeout,
+                                              **headers)
+            except AmiError:
+                if self.pbx_up.is_set():
+                    raise
+                continue
+            if reply.get("Response") == "Success" or self.pbx_up.is_set():
+                return reply
+
+    async def _fault(self, start: float, action: AgentAction) -> None:
+        await asyncio.sleep(max(0.0, start + action.at_s - time.time()))
+        begun = time.time()
+        if action.action == "listener-kill":
+            await self.controls.kill_listener()
+            await asyncio.sleep(action.for_s)
+            await self.controls.start_listener()
+            self.truth.outages.append(t.OutageTruth("listener", begun, time.time()))
+            return
+        self.pbx_up.clear()
+        cut = [c for c in self.calls.values() if c.started_at and not c.ended.is_set()]
+        if action.action == "restart":
+            await self.controls.restart_pbx()
+        else:
+            await self.controls.crash_pbx(action.for_s)
+        await self._reconnect()
+        for call in cut:
+            self._cut(call, action.action, begun)
+        self.truth.outages.append(t.OutageTruth(action.action, begun, time.time()))
+        self.pbx_up.set()
+
+    async def _reconnect(self) -> None:
+        """A new AMI session once the PBX is back (the old one ended with it)."""
+        old = self.ami
+        deadline = time.time() + RECONNECT_TIMEOUT_S
+        while True:
+            self.ami = self.connect()
+            try:
+                await self.ami.connect()
+                break
+            except AmiError:
+                if time.time() > deadline:
+                    raise SimulationError("AMI did not answer again after the restart") from None
+                await asyncio.sleep(0.2)
+        await old.close()
+
+    def _cut(self, call: _Call, how: str, at: float) -> None:
+        """The PBX ended `call` (restart: it hung the call up, and the agent's wrap-up
+        began, as the product dialplan does; crash: the call vanished, nothing ran)."""
+        if call.agent and "hangup" in call.agent_times and call.agent_times["hangup"] < at:
+            call.ended_at = call.ended_at or at  # its queue call had ended: the survey was cut
+            call.ended.set()
+            return
+        call.ended_by = how
+        # the moment the PBX hung it up (its Hangup, when a restart said so), else the fault's
+        call.cut_at = call.agent_times.get("hangup", call.ended_at or at)
+        if call.agent and "hangup" not in call.agent_times:
+            call.agent_times["hangup"] = call.cut_at
+            if how == "restart":
+                self._spawn(self._after_call(self.agents[call.agent], call, call.cut_at))
+            else:
+                self.agents[call.agent].busy = False
+        call.ended_at = call.ended_at or call.cut_at
+        call.ended.set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
@@ -290,20 +382,24 @@ class _Run:
         if record.outcome in (t.IVR_SELF_SERVICE, t.IVR_HANGUP, t.NOT_STARTED):
             record.queue = ""
             return record
+        record.ended_by = call.ended_by
         if call.agent:
             times = call.agent_times
             answered = call.answered_at[call.agent]
             record.agent = self.agents[call.agent].spec.name
             record.wait_s = _seconds(answered - pressed) if pressed else None
             record.talk_s = _seconds(times["hangup"] - answered) if "hangup" in times else None
-            if "hold" in times and "unhold" in times:
-                record.hold_s = _seconds(times["unhold"] - times["hold"])
+            if "hold" in times:  # on hold until the PBX cut the call, if it did
+                record.hold_at = times["hold"]
+                record.hold_s = _seconds(times.get("unhold", times["hangup"]) - times["hold"])
             if call.acw:
                 record.acw_s = _seconds(call.acw[1] - call.acw[0])
                 record.disposition = DISPOSITION_NAMES.get(p.disposition, p.disposition)
             return record
-        gave_up = caller.get("abandon") or caller.get("exitkey") or call.ended_at
+        gave_up = caller.get("abandon") or caller.get("exitkey") or call.cut_at or call.ended_at
         record.wait_s = _seconds(gave_up - pressed) if pressed and gave_up else None
+        if record.outcome == t.CLOSED and not pressed:
+            record.queue = ""  # cut in the IVR
         return record
 
     def _outcome(self, call: _Call) -> str:
@@ -316,6 +412,8 @@ class _Run:
             return t.IVR_SELF_SERVICE
         if call.agent:
             return t.ANSWERED
+        if call.ended_by:
+            return t.CLOSED
         if "abandon" in caller:
             return t.ABANDONED
         if "exitkey" in caller:

@@ -67,7 +67,18 @@ class Sandbox:
         self._run("stop", timeout=60)
 
     def restart(self) -> None:
+        """Stop and start again, keeping the astdb (queue members come back)."""
         self._run("restart", timeout=180)
+
+    def restart_now(self) -> None:
+        """`core restart now`: Asterisk hangs every call up, says Shutdown on AMI and comes
+        back by itself (astdb kept); returns once AMI answers the new one."""
+        self._run("restart-now", timeout=120)
+
+    def crash(self, down_s: float = 0.0) -> None:
+        """kill -9 Asterisk (no shutdown, nothing said), start it again `down_s` later
+        keeping the astdb, as systemd would after a crash."""
+        self._run("crash", f"{down_s:g}", timeout=120 + down_s)
 
     def reset_logs(self) -> None:
         """Empty queue_log and the log files; Asterisk reopens them."""

@@ -17,6 +17,7 @@ from typing import Any
 from callkpi.errors import UserError
 
 Range = tuple[float, float]
+DEFAULT_SURVEY = {"digit": 1.0}  # without a [survey] table every caller answers with a digit
 
 
 class ScenarioError(UserError):
@@ -43,13 +44,29 @@ class AgentSpec:
         return f"Local/{self.extension}@sim-agents/n"
 
 
+AGENT_ACTIONS = ("pause", "logout")
+# Faults the timeline can order (simulator/controls.py carries them out):
+#   restart        a graceful `core restart now` (Asterisk hangs every call up, then exits
+#                  and comes back with its queue members, astdb kept)
+#   crash          an abrupt kill -9 of Asterisk, started again `for_s` later (astdb kept)
+#   listener-kill  a kill -9 of `callkpi listen`, started again `for_s` later
+FAULTS = ("restart", "crash", "listener-kill")
+
+
 @dataclass(frozen=True)
 class AgentAction:
+    """A timeline entry: an agent's break or logout, or a fault of the PBX or the listener
+    (`agent` empty)."""
+
     at_s: float
-    agent: str  # extension
-    action: str  # pause | logout
-    for_s: float
+    action: str  # pause | logout | restart | crash | listener-kill
+    for_s: float = 0.0
+    agent: str = ""  # extension
     reason: str = "break"
+
+    @property
+    def is_fault(self) -> bool:
+        return self.action in FAULTS
 
 
 @dataclass(frozen=True)
@@ -73,7 +90,7 @@ class Scenario:
     hold_s: Range = (1.0, 2.0)
     acw_s: Range = (1.0, 2.0)
     dispositions: tuple[str, ...] = ("1", "2")
-    survey: dict[str, float] = field(default_factory=lambda: {"digit": 1.0})
+    survey: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SURVEY))
     survey_digits: Range = (1, 5)
 
 
@@ -124,7 +141,8 @@ def _build(data: dict[str, Any], default_name: str) -> Scenario:
     queues = tuple(QueueSpec(**q) for q in data.pop("queue"))
     agents = tuple(AgentSpec(extension=str(a["extension"]), name=a["name"], queues=tuple(a["queues"]))
                    for a in data.pop("agents"))
-    timeline = tuple(AgentAction(**t) for t in data.pop("timeline", []))
+    timeline = tuple(AgentAction(**{**t, "agent": str(t.get("agent", ""))})
+                     for t in data.pop("timeline", []))
     scenario = Scenario(
         name=data.pop("name", default_name), seed=data.pop("seed", 1),
         arrivals_s=data.pop("arrivals_s"), max_calls=data.pop("max_calls", 1_000),
@@ -139,7 +157,8 @@ def _build(data: dict[str, Any], default_name: str) -> Scenario:
         acw_s=_range(agent.pop("acw_s", (1, 2))),
         dispositions=tuple(str(d) for d in agent.pop("dispositions", ("1", "2"))),
         survey_digits=_range(survey.pop("digits", (1, 5))),
-        survey={k: float(survey.pop(k)) for k in ("digit", "invalid", "none", "hangup") if k in survey},
+        survey={k: float(survey.pop(k)) for k in ("digit", "invalid", "none", "hangup")
+                if k in survey} or dict(DEFAULT_SURVEY),
     )
     leftovers = {**data, **{f"ivr.{k}": v for k, v in ivr.items()},
                  **{f"caller.{k}": v for k, v in caller.items()},
@@ -166,8 +185,13 @@ def _validated(s: Scenario) -> Scenario:
             raise ValueError(f"agent {a.extension} is in unknown queue {sorted(unknown)[0]!r}")
     extensions = {a.extension for a in s.agents}
     for t in s.timeline:
-        if t.agent not in extensions or t.action not in ("pause", "logout"):
-            raise ValueError(f"timeline entry {t}: unknown agent or action (pause|logout)")
+        if t.action in AGENT_ACTIONS and t.agent not in extensions:
+            raise ValueError(f"timeline entry {t}: unknown agent {t.agent!r}")
+        if t.action in FAULTS and t.agent:
+            raise ValueError(f"timeline entry {t}: a {t.action} names no agent")
+        if t.action not in AGENT_ACTIONS + FAULTS:
+            raise ValueError(f"timeline entry {t}: unknown action (one of "
+                             f"{', '.join(AGENT_ACTIONS + FAULTS)})")
     if s.ring_s[1] >= 5:
         raise ValueError("agent.ring_s must stay under 5 s: the test queues ring a member 6 s")
     if s.ivr_self_service + s.ivr_hangup > 1 or sum(s.survey.values()) <= 0:

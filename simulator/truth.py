@@ -16,6 +16,7 @@ ABANDONED = "abandoned"  # the caller ran out of patience in the queue
 TIMEOUT = "timeout"  # the queue gave up (Queue() timeout)
 EXIT_KEY = "exit_key"  # the caller pressed 0 to leave the queue
 EXIT_EMPTY = "exit_empty"  # every agent of the queue logged out while the caller waited
+CLOSED = "closed"  # the PBX ended the call (a restart or a crash) before an agent took it
 IVR_SELF_SERVICE = "ivr_self_service"
 IVR_HANGUP = "ivr_hangup"
 NOT_STARTED = "not_started"  # Asterisk refused the Originate: the call never existed
@@ -33,10 +34,14 @@ class CallTruth:
     wait_s: float | None = None  # digit pressed in the IVR -> answered / gave up / sent away
     talk_s: float | None = None  # agent answered -> agent hung up (hold included, as in queue_log)
     hold_s: float = 0.0
+    hold_at: float | None = None  # when the agent put the caller on hold (epoch), if they did
     acw_s: float | None = None  # the agent's wrap-up pause after this call
     disposition: str = ""  # the code Asterisk writes (digits named by callkpi-disposition-names)
     survey: dict[str, str] = field(default_factory=dict)  # question -> digit|invalid|none|hangup
     started_at: float = 0.0  # epoch of the Originate
+    # "restart" | "crash" when the PBX ended the call while the caller waited or talked (talk_s
+    # and hold_s then run to that moment); "" when the people ended it
+    ended_by: str = ""
 
 
 @dataclass
@@ -64,6 +69,13 @@ class AgentTruth:
 
 
 @dataclass
+class OutageTruth:
+    kind: str  # restart | crash | listener (a kill -9 of `callkpi listen`)
+    start: float  # the moment it was ordered
+    end: float  # AMI answering again (restart, crash) / the listener logged in again
+
+
+@dataclass
 class AmiStats:
     events: int = 0
     seconds: float = 0.0
@@ -82,6 +94,7 @@ class Truth:
     calls: list[CallTruth] = field(default_factory=list)
     agents: list[AgentTruth] = field(default_factory=list)
     ami: AmiStats = field(default_factory=AmiStats)
+    outages: list[OutageTruth] = field(default_factory=list)  # the timeline's faults
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -97,6 +110,7 @@ class Truth:
                                          "pauses": [PauseTruth(**p) for p in a["pauses"]]})
                           for a in data["agents"]]
         data["ami"] = AmiStats(**data["ami"])
+        data["outages"] = [OutageTruth(**o) for o in data.get("outages", [])]
         return cls(**data)
 
     @classmethod

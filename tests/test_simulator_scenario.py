@@ -10,9 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from callkpi.cli import cli
-from simulator.runner import DISPOSITION_NAMES
+from simulator.controls import Controls
+from simulator.runner import DISPOSITION_NAMES, SimulationError, run_scenario
+from simulator.sandbox import Sandbox
 from simulator.scenario import ScenarioError, load_scenario, plan_calls
-from simulator.truth import CallTruth, Truth
+from simulator.truth import CallTruth, OutageTruth, Truth
 
 
 @pytest.mark.parametrize("name", ["smoke", "busy"])
@@ -56,6 +58,67 @@ def test_a_bad_scenario_names_the_problem(tmp_path, text, message):
         load_scenario(path)
 
 
+FAULTS = """
+arrivals_s = 10
+[[queue]]
+name = "q"
+digit = "1"
+calls_per_min = 6
+[[agents]]
+extension = "1001"
+name = "A"
+queues = ["q"]
+[[timeline]]
+at_s = 3
+action = "listener-kill"
+for_s = 5
+[[timeline]]
+at_s = 4
+action = "restart"
+[[timeline]]
+at_s = 6
+action = "crash"
+for_s = 1
+[[timeline]]
+at_s = 2
+agent = 1001
+action = "pause"
+for_s = 2
+"""
+
+
+def test_the_timeline_orders_faults_beside_the_agents_actions(tmp_path):
+    path = tmp_path / "faults.toml"
+    path.write_text(FAULTS)
+    timeline = load_scenario(path).timeline
+    assert [(a.action, a.agent, a.for_s, a.is_fault) for a in timeline] == [
+        ("listener-kill", "", 5.0, True), ("restart", "", 0.0, True), ("crash", "", 1.0, True),
+        ("pause", "1001", 2.0, False)]
+
+
+@pytest.mark.parametrize("entry, message", [
+    ('at_s = 1\naction = "restart"\nagent = "1001"', "a restart names no agent"),
+    ('at_s = 1\naction = "pause"\nfor_s = 1', "unknown agent ''"),
+    ('at_s = 1\naction = "reboot"', "unknown action"),
+])
+def test_a_bad_timeline_entry_names_the_problem(tmp_path, entry, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(FAULTS.split("[[timeline]]")[0] + "[[timeline]]\n" + entry + "\n")
+    with pytest.raises(ScenarioError, match=message):
+        load_scenario(path)
+
+
+async def test_faults_need_something_to_act_on(tmp_path):
+    """Checked before the first call: a restart needs the sandbox, a listener-kill the
+    listener's command line."""
+    path = tmp_path / "faults.toml"
+    path.write_text(FAULTS)
+    with pytest.raises(SimulationError, match="timeline at 3 s: a listener-kill needs the "
+                                              "`callkpi listen` command to run"):
+        await run_scenario(load_scenario(path), "127.0.0.1", 9, "u", "s",
+                           controls=Controls(sandbox=Sandbox()))
+
+
 def test_disposition_names_are_the_product_dialplan_s():
     """The truth names dispositions as asterisk_conf/extensions.conf does."""
     text = (resources.files("asterisk_conf") / "extensions.conf").read_text()
@@ -70,7 +133,9 @@ def test_disposition_names_are_the_product_dialplan_s():
 
 def test_truth_round_trips_through_json(tmp_path):
     truth = Truth("x", 1, started_at=1.0, calls=[CallTruth("c1", "1.1", "5550001", "support",
-                                                            "main", "answered", survey={"q1": "4"})])
+                                                            "main", "answered", survey={"q1": "4"},
+                                                            hold_at=3.5, ended_by="restart")],
+                  outages=[OutageTruth("restart", 10.0, 14.5)])
     path = tmp_path / "t.json"
     truth.write(path)
     assert dataclasses.asdict(Truth.read(path)) == dataclasses.asdict(truth)

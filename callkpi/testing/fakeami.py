@@ -2,9 +2,11 @@
 
 It behaves as Asterisk 22 does where the listener depends on it: the banner line, Login with
 an `Events:` class mask (events are filtered on their `Privilege:` classes), a failed login
-answered `Response: Error` and the connection closed, Ping answered `Ping: Pong`. A test can
-make it stop answering Pings (a half-open peer), write raw bytes split anywhere, or drop every
-connection.
+answered `Response: Error` and the connection closed, Ping answered `Ping: Pong`,
+FullyBooted at login to a session reading `system`, and the QueueStatus and Status event lists
+(with what a test puts in `queue_members`, `queue_entries`, `channels`). A test can make it
+stop answering Pings (a half-open peer), refuse Status, write raw bytes split anywhere, or drop
+every connection.
 """
 
 from __future__ import annotations
@@ -35,11 +37,19 @@ class FakeAmi:
     username: str = "callkpi"
     secret: str = "secret"
     answer_pings: bool = True
-    queue_members: list[dict[str, str]] = field(default_factory=list)  # for QueueStatus
+    started_at: float = field(default_factory=time.time)  # FullyBooted's Uptime counts from it
+    # what the QueueStatus and Status lists show, as Asterisk 22 writes their items
+    queues: list[str] = field(default_factory=list)  # QueueParams (also those of members)
+    queue_members: list[dict[str, str]] = field(default_factory=list)  # QueueMember items
+    queue_entries: list[dict[str, str]] = field(default_factory=list)  # QueueEntry items
+    channels: list[dict[str, str]] = field(default_factory=list)  # Status items
+    status_allowed: bool = True  # False: Status refused, as for an account without reporting
+    booted: bool = True  # False: just restarted, app_queue not loaded yet (see boot())
     logins: int = 0  # login attempts, accepted or not
     connections: int = 0
+    actions: list[str] = field(default_factory=list)  # every action asked for, in order
     clients: list[Client] = field(default_factory=list)
-    _handlers: set[asyncio.Task] = field(default_factory=set)
+    _handlers: set[asyncio.Task[None]] = field(default_factory=set)
     _server: asyncio.AbstractServer | None = None
     port: int = 0
 
@@ -110,6 +120,7 @@ class FakeAmi:
         """Answer one action; False closes the connection (as a failed login does)."""
         name = action.get("Action", "").lower()
         action_id = action.get("ActionID", "")
+        self.actions.append(name)
         if name == "login":
             self.logins += 1
             if (action.get("Username"), action.get("Secret")) != (self.username, self.secret):
@@ -119,21 +130,28 @@ class FakeAmi:
             client.mask = _mask(action.get("Events", "on"))
             client.logged_in = True
             self._respond(client, action_id, "Success", "Authentication accepted")
-            client.writer.write(b"Event: FullyBooted\r\nPrivilege: system,all\r\n"
-                                b"Status: Fully Booted\r\n\r\n")
+            if "system" in client.mask and self.booted:  # as manager.c: to `system` readers
+                client.writer.write(self._fully_booted())
         elif name == "ping":
             if self.answer_pings:
                 client.writer.write(
                     f"Response: Success\r\nActionID: {action_id}\r\nPing: Pong\r\n"
                     f"Timestamp: {time.time():.6f}\r\n\r\n".encode())
+        elif name == "queuestatus" and not self.booted:
+            self._respond(client, action_id, "Error", "Invalid/unknown command: QueueStatus.")
         elif name == "queuestatus":
-            self._respond(client, action_id, "Success", "Queue status will follow")
-            for member in self.queue_members:
-                fields = {"Event": "QueueMember", **member, "ActionID": action_id}
-                client.writer.write(_message(fields))
-            client.writer.write(_message({"Event": "QueueStatusComplete",
-                                          "ActionID": action_id, "EventList": "Complete",
-                                          "ListItems": str(len(self.queue_members))}))
+            queues = dict.fromkeys([*self.queues, *(m["Queue"] for m in self.queue_members)])
+            items = [*({"Event": "QueueParams", "Queue": q} for q in queues),
+                     *({"Event": "QueueMember", **m} for m in self.queue_members),
+                     *({"Event": "QueueEntry", **e} for e in self.queue_entries)]
+            self._list(client, action_id, "Queue status will follow", items,
+                       "QueueStatusComplete")
+        elif name == "status" and self.status_allowed:
+            self._list(client, action_id, "Channel status will follow",
+                       [{"Event": "Status", "Privilege": "Call", **c} for c in self.channels],
+                       "StatusComplete")
+        elif name == "status":
+            self._respond(client, action_id, "Error", "Permission denied")
         elif name == "logoff":
             self._respond(client, action_id, "Goodbye", "Thanks for all the fish.")
             return False
@@ -142,13 +160,35 @@ class FakeAmi:
         await client.writer.drain()
         return True
 
+    def _list(self, client: Client, action_id: str, message: str, items: list[dict[str, str]],
+              complete: str) -> None:
+        """An event-list answer, as astman_send_listack ... astman_send_list_complete."""
+        client.writer.write(_message({"Response": "Success", "ActionID": action_id,
+                                      "EventList": "start", "Message": message}))
+        for item in items:
+            client.writer.write(_message({**item, "ActionID": action_id}))
+        client.writer.write(_message({"Event": complete, "ActionID": action_id,
+                                      "EventList": "Complete", "ListItems": str(len(items))}))
+
+    async def boot(self) -> None:
+        """Asterisk finishes booting: FullyBooted to every `system` reader, queues loaded."""
+        self.booted = True
+        await self.emit(self._fully_booted().rstrip(b"\r\n"))
+
+    def _fully_booted(self) -> bytes:
+        return _message({"Event": "FullyBooted", "Privilege": "system,all",
+                         "Uptime": str(int(time.time() - self.started_at)), "LastReload": "0",
+                         "Status": "Fully Booted"})
+
     def _respond(self, client: Client, action_id: str, response: str, message: str) -> None:
         client.writer.write(_message({"Response": response, "ActionID": action_id,
                                       "Message": message}))
 
 
 def _message(fields: dict[str, str]) -> bytes:
-    return "".join(f"{key}: {value}\r\n" for key, value in fields.items()).encode() + b"\r\n"
+    """One message; a value with line feeds is a repeated header (Status's `Variable`)."""
+    return "".join(f"{key}: {part}\r\n" for key, value in fields.items()
+                   for part in value.split("\n")).encode() + b"\r\n"
 
 
 ALL_CLASSES = frozenset({"system", "call", "log", "verbose", "command", "agent", "user",

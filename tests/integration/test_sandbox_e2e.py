@@ -213,15 +213,27 @@ async def test_wrapup_codes_pause_and_unpause_with_acw(asterisk):
 
 
 async def test_listener_account_reads_but_cannot_act(asterisk):
-    """The product's [callkpi] AMI account may Ping and read events, never originate."""
+    """The product's [callkpi] AMI account may Ping, read events and ask what is live
+    (QueueStatus, Status: write = reporting), never act on a call, a member or the PBX."""
     ami = AmiClient(asterisk.ami_host, asterisk.ami_port, asterisk.listener_user,
                     asterisk.listener_secret)
     await ami.connect()
     try:
-        assert (await ami.action("Ping"))["Response"] == "Success"
-        refused = await ami.action("Originate", Channel="Local/s@sim-phone/n",
-                                   Application="Wait", Data="1")
-        assert refused["Response"] == "Error" and "Permission denied" in refused["Message"]
+        for allowed in ("Ping", "QueueStatus", "Status"):
+            assert (await ami.action(allowed))["Response"] == "Success", allowed
+        for action, headers in (
+                ("Originate", {"Channel": "Local/s@sim-phone/n", "Application": "Wait",
+                               "Data": "1"}),
+                ("Hangup", {"Channel": "Local/s@sim-phone-00000000;1"}),
+                ("Redirect", {"Channel": "x", "Exten": "s", "Context": "c", "Priority": "1"}),
+                ("QueuePause", {"Interface": "Local/1001@sim-agents/n", "Paused": "true"}),
+                ("QueueAdd", {"Queue": "support", "Interface": "Local/1001@sim-agents/n"}),
+                ("Command", {"Command": "core show uptime"}),
+                ("Setvar", {"Variable": "X", "Value": "1"}),
+                ("Reload", {})):
+            refused = await ami.action(action, **headers)
+            assert refused["Response"] == "Error", action
+            assert "Permission denied" in refused["Message"], action
     finally:
         await ami.close()
 
