@@ -1,5 +1,6 @@
 """The post-call survey: the configured questions, who the call was, whether to ask at all, and
-the questions asked over one `AgiSession`, each answer stored the moment it is given.
+the questions asked over one `AgiSession`, each answer recorded the moment it is given (to the
+spool, which the writer empties into the store behind the callers: agi_plugin/spool.py).
 
 The call is identified from the three AGI arguments of the documented dialplan line
 `AGI(agi://127.0.0.1:4573/csat,${UNIQUEID},<queue>,${MEMBERNAME})`, checked against the
@@ -15,14 +16,17 @@ import random
 import re
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from agi_plugin.protocol import AgiHangup, AgiProtocolError, Reply, arguments, quote
+from agi_plugin.ratelog import RateLimitedLog
 from agi_plugin.session import AgiSession
+from agi_plugin.spool import AnswerWriter
 from callkpi.config import ConfigError, SurveyConfig
 from callkpi.events import SOURCE_AGI, CallEvent, CallLink, Kind, make_event
-from callkpi.store import Batch, Store
+from callkpi.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +37,22 @@ PROMPT_ALLOWANCE_S = 120.0  # how long a prompt may play before GET DATA starts 
 # before Queue() returns and the listener commits within ~0.1 s; the caller hears silence meanwhile.
 TALK_LOOKUP_S = 1.0
 TALK_LOOKUP_STEP_S = 0.25
-# The complete event comes after the call began, and a uniqueid starts with the epoch second
-# its channel was created: the lookup reads only the events from then on (less a margin).
-TALK_LOOKBACK_S = 3600
+# A call's complete event and its survey answers come after the call began, and a uniqueid
+# starts with the epoch second its channel was created: the lookups read only the events from
+# then on (less a margin for a PBX clock ahead of this one).
+LOOKBACK_S = 3600
+# How long a skip rule's lookup may keep a caller waiting before the answer counts as unknown.
+STORE_READ_S = 0.5
+MAX_DECIDED = 100_000  # calls remembered as decided (surveyed or skipped) by this server
 ANY_KEY = "0123456789*#"
 KEYS = set(ANY_KEY)
 _QUESTION_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
-_UNIQUEID = re.compile(r"\d{1,20}\.\d{1,10}")
+# A channel's uniqueid as Asterisk makes it (main/channel_internal_api.c): "<epoch>.<n>", or
+# "<systemname>-<epoch>.<n>" when asterisk.conf sets systemname (or autosystemname); n is a C
+# int that wraps to negative after 2^31 channels without a restart. ASCII digits only (`\d`
+# and int() also take other scripts' digits); the system name is printable ASCII without
+# space or '|' (queue_log's separator). Group 1 is the epoch second the channel was created.
+_UNIQUEID = re.compile(r"(?:[\x21-\x7b\x7d\x7e]{1,80}-)?([0-9]{1,10})\.-?[0-9]{1,10}")
 _LANGUAGE = re.compile(r"[A-Za-z0-9_-]{0,32}")  # "" keeps the channel's
 _PROMPT = re.compile(r"[A-Za-z0-9_./&-]{1,255}")
 MAX_NAME = 128  # queue and member names: Asterisk's own limit is 80 / 128
@@ -185,17 +198,22 @@ def _printable(text: str) -> bool:
 
 # ------------------------------------------------------------------ whether to ask
 class SkipRules:
-    """Sampling, too-short calls, callers surveyed recently. `reason(call)` -> why not, or None."""
+    """A call surveyed already, sampling, callers surveyed recently, too-short calls.
+    `reason(call)` -> why not, or None. A store that does not answer a lookup within
+    STORE_READ_S counts as "not known": the caller is asked rather than kept waiting."""
 
-    def __init__(self, config: SurveyConfig, store: Store, server: str, gate: asyncio.Lock,
-                 rng: random.Random | None = None) -> None:
+    def __init__(self, config: SurveyConfig, store: Store, server: str,
+                 limited: RateLimitedLog, rng: random.Random | None = None) -> None:
         self.config = config
         self.store = store
         self.server = server
-        self.gate = gate  # one store connection: one statement at a time
+        self.limited = limited
         self.rng = rng or random.Random()
+        self._decided: OrderedDict[str, None] = OrderedDict()  # calls seen, newest last
 
     async def reason(self, call: SurveyCall) -> str | None:
+        if await self._seen_before(call):
+            return "already surveyed (one survey per call)"
         if self.config.sample_rate < 1.0 and self.rng.random() >= self.config.sample_rate:
             return "not sampled"
         if self.config.skip_recent_days > 0 and await self._answered_recently(call):
@@ -206,16 +224,32 @@ class SkipRules:
                 return f"talked {talk_s:g} s, less than {self.config.min_talk_s:g} s"
         return None
 
+    async def _seen_before(self, call: SurveyCall) -> bool:
+        """A call this server decided about already (a second AGI() for it in the dialplan, or
+        two sessions at once), or one with answers in the store (from before a restart, or from
+        another server). Remembered from here on, whatever the decision: a call not sampled
+        once does not get a second draw."""
+        if call.call_id in self._decided:
+            return True
+        self._decided[call.call_id] = None
+        if len(self._decided) > MAX_DECIDED:
+            self._decided.popitem(last=False)
+        rows = await self._read(
+            "SELECT 1 FROM events WHERE tsec >= ? AND server = ? AND call_id = ? AND kind = ?"
+            " LIMIT 1",
+            (_started(call.call_id) - LOOKBACK_S, self.server, call.call_id,
+             Kind.SURVEY_ANSWER))
+        return bool(rows)
+
     async def _answered_recently(self, call: SurveyCall) -> bool:
         if not call.caller_number:
             return False  # anonymous callers cannot be recognised
         since = int(time.time() - self.config.skip_recent_days * 86400)
-        async with self.gate:
-            rows = await self.store.fetch_all(
-                "SELECT 1 FROM events WHERE kind = ? AND tsec >= ? AND server = ?"
-                " AND caller_number = ? AND reason = ? AND call_id <> ? LIMIT 1",
-                (Kind.SURVEY_ANSWER, since, self.server, call.caller_number, ANSWERED,
-                 call.call_id))
+        rows = await self._read(
+            "SELECT 1 FROM events WHERE kind = ? AND tsec >= ? AND server = ?"
+            " AND caller_number = ? AND reason = ? AND call_id <> ? LIMIT 1",
+            (Kind.SURVEY_ANSWER, since, self.server, call.caller_number, ANSWERED,
+             call.call_id))
         return bool(rows)
 
     async def _talk_s(self, call: SurveyCall) -> float | None:
@@ -224,20 +258,35 @@ class SkipRules:
         if it has not arrived within TALK_LOOKUP_S."""
         deadline = time.monotonic() + TALK_LOOKUP_S
         while True:
-            async with self.gate:
-                rows = await self.store.fetch_all(
-                    "SELECT talk_s FROM events WHERE tsec >= ? AND server = ? AND call_id = ?"
-                    " AND kind IN (?, ?) AND talk_s IS NOT NULL ORDER BY ts DESC LIMIT 1",
-                    (_started(call.call_id) - TALK_LOOKBACK_S, self.server, call.call_id,
-                     Kind.COMPLETE, Kind.TRANSFER))
+            rows = await self._read(
+                "SELECT talk_s FROM events WHERE tsec >= ? AND server = ? AND call_id = ?"
+                " AND kind IN (?, ?) AND talk_s IS NOT NULL ORDER BY ts DESC LIMIT 1",
+                (_started(call.call_id) - LOOKBACK_S, self.server, call.call_id,
+                 Kind.COMPLETE, Kind.TRANSFER))
             if rows:
                 return float(rows[0][0])
             if time.monotonic() >= deadline:
-                log.warning("call %s: no talk time in the store after %g s, surveyed anyway "
-                            "(min_talk_s needs `callkpi listen` writing to this store)",
-                            call.call_id, TALK_LOOKUP_S)
+                self.limited.log(
+                    logging.WARNING, "no-talk-time",
+                    "call %s: no talk time in the store after %g s, surveyed anyway "
+                    "(min_talk_s needs `callkpi listen` writing to this store)",
+                    call.call_id, TALK_LOOKUP_S)
                 return None
             await asyncio.sleep(TALK_LOOKUP_STEP_S)
+
+    async def _read(self, sql: str, params: tuple) -> list[tuple]:
+        """A skip rule's lookup; [] (not known) when the store fails or is slow."""
+        try:
+            async with asyncio.timeout(STORE_READ_S):
+                return await self.store.fetch_all(sql, params)
+        except TimeoutError:
+            why = f"no answer within {STORE_READ_S:g} s"
+        except Exception as exc:  # never a reason to keep the caller or end the session
+            why = f"{type(exc).__name__}: {exc}"
+        self.limited.log(logging.WARNING, "skip-lookup",
+                         "a survey skip rule could not read the store (%s): the call is "
+                         "surveyed", why)
+        return []
 
 
 # ------------------------------------------------------------------ asking
@@ -251,24 +300,21 @@ class Outcome:
 class Survey:
     """Runs the configured questions over one session, storing each answer at once."""
 
-    def __init__(self, config: SurveyConfig, questions: list[Question], store: Store,
-                 server: str, gate: asyncio.Lock) -> None:
+    def __init__(self, config: SurveyConfig, questions: list[Question], writer: AnswerWriter,
+                 server: str) -> None:
         self.config = config
         self.questions = questions
-        self.store = store
+        self.writer = writer
         self.server = server
-        self.gate = gate
-        self.answers = 0  # survey-answer events stored
-        self._unwritten: list[tuple[CallEvent, list[CallLink], asyncio.Future]] = []
 
     async def run(self, session: AgiSession, call: SurveyCall) -> None:
-        """Ask every question until the caller hangs up, storing each answer as it comes."""
+        """Ask every question until the caller hangs up, recording each answer as it comes."""
         session_id = uuid.uuid4().hex[:16]
         await self._prepare(session, call)
         for number, question in enumerate(self.questions):
             outcome = await self._ask(session, question)
             event = self._event(call, question, outcome, session_id)
-            await self._store(event, call, first=number == 0)
+            self._record(event, call, first=number == 0)
             if outcome.reason == HANGUP:
                 return  # the survey is incomplete; unasked questions store nothing
         await self._play(session, self.config.thank_you)
@@ -338,35 +384,11 @@ class Survey:
                           agent=call.agent, discr=question.id, value=outcome.value,
                           reason=outcome.reason, caller_number=call.caller_number, extra=extra)
 
-    async def _store(self, event: CallEvent, call: SurveyCall, *, first: bool) -> None:
+    def _record(self, event: CallEvent, call: SurveyCall, *, first: bool) -> None:
+        """Into the spool at once; the writer takes it to the store behind the caller."""
         links = [CallLink(self.server, call.call_id, call.linkedid, event.ts)] \
             if first and call.linkedid else []
-        try:
-            await self._commit(event, links)
-        except Exception:  # a store problem must not cut the caller's survey short
-            log.exception("could not store survey answer %s", event)
-        else:
-            self.answers += 1
-
-    async def _commit(self, event: CallEvent, links: list[CallLink]) -> None:
-        """Group commit: whoever gets the store next writes every answer waiting by then in one
-        transaction, so under load a caller waits for one commit, not a queue of them."""
-        done = asyncio.get_running_loop().create_future()
-        self._unwritten.append((event, links, done))
-        async with self.gate:
-            if done.done():  # an earlier writer took it along
-                return done.result()
-            batch, self._unwritten = self._unwritten, []
-            try:
-                await self.store.write(Batch(events=[e for e, _, _ in batch],
-                                             links=[link for _, ls, _ in batch for link in ls]))
-            except Exception as exc:
-                for _, _, waiting in batch:
-                    if waiting is not done:
-                        waiting.set_exception(exc)
-                raise
-            for _, _, waiting in batch:
-                waiting.set_result(None)
+        self.writer.record(event, links)
 
 
 async def _check_played(session: AgiSession, reply: Reply, sound: str) -> None:
@@ -386,5 +408,7 @@ def _pressed(reply: Reply) -> str:
 
 
 def _started(uniqueid: str) -> int:
-    """The epoch second a channel was created, from its uniqueid (validated: digits.digits)."""
-    return int(uniqueid.partition(".")[0])
+    """The epoch second a channel was created, from its uniqueid (checked by _UNIQUEID)."""
+    match = _UNIQUEID.fullmatch(uniqueid)
+    assert match is not None, uniqueid
+    return int(match.group(1))
