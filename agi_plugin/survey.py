@@ -11,6 +11,7 @@ Every answer's `extra` says where its call id, queue and agent came from.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import re
@@ -41,8 +42,9 @@ TALK_LOOKUP_STEP_S = 0.25
 # starts with the epoch second its channel was created: the lookups read only the events from
 # then on (less a margin for a PBX clock ahead of this one).
 LOOKBACK_S = 3600
-# How long a skip rule's lookup may keep a caller waiting before the answer counts as unknown.
-STORE_READ_S = 0.5
+# How long a skip rule's lookup may keep a caller waiting before the answer counts as unknown
+# (a caller asked twice after all is still counted once: one survey per call in the reports).
+STORE_READ_S = 0.2
 MAX_DECIDED = 100_000  # calls remembered as decided (surveyed or skipped) by this server
 ANY_KEY = "0123456789*#"
 KEYS = set(ANY_KEY)
@@ -210,6 +212,8 @@ class SkipRules:
         self.limited = limited
         self.rng = rng or random.Random()
         self._decided: OrderedDict[str, None] = OrderedDict()  # calls seen, newest last
+        self._since = time.time()  # calls that began after this were all seen by this server
+        self._surveyed = SurveyedLookup(store, server)
 
     async def reason(self, call: SurveyCall) -> str | None:
         if await self._seen_before(call):
@@ -226,20 +230,22 @@ class SkipRules:
 
     async def _seen_before(self, call: SurveyCall) -> bool:
         """A call this server decided about already (a second AGI() for it in the dialplan, or
-        two sessions at once), or one with answers in the store (from before a restart, or from
-        another server). Remembered from here on, whatever the decision: a call not sampled
-        once does not get a second draw."""
+        two sessions at once), or, for a call that began before this server started, one with
+        answers in the store (from before the restart). Remembered from here on, whatever the
+        decision: a call not sampled once does not get a second draw."""
         if call.call_id in self._decided:
             return True
         self._decided[call.call_id] = None
         if len(self._decided) > MAX_DECIDED:
             self._decided.popitem(last=False)
-        rows = await self._read(
-            "SELECT 1 FROM events WHERE tsec >= ? AND server = ? AND call_id = ? AND kind = ?"
-            " LIMIT 1",
-            (_started(call.call_id) - LOOKBACK_S, self.server, call.call_id,
-             Kind.SURVEY_ANSWER))
-        return bool(rows)
+        if _started(call.call_id) > self._since:
+            return False  # nothing but this server can have surveyed it: no lookup to wait for
+        try:
+            async with asyncio.timeout(STORE_READ_S):
+                return await self._surveyed.ask(call.call_id)
+        except Exception as exc:  # TimeoutError included
+            self._unknown(exc)
+            return False
 
     async def _answered_recently(self, call: SurveyCall) -> bool:
         if not call.caller_number:
@@ -279,14 +285,68 @@ class SkipRules:
         try:
             async with asyncio.timeout(STORE_READ_S):
                 return await self.store.fetch_all(sql, params)
-        except TimeoutError:
-            why = f"no answer within {STORE_READ_S:g} s"
-        except Exception as exc:  # never a reason to keep the caller or end the session
-            why = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # TimeoutError included: never a reason to keep the caller
+            self._unknown(exc)
+            return []
+
+    def _unknown(self, exc: Exception) -> None:
+        why = f"no answer within {STORE_READ_S:g} s" if isinstance(exc, TimeoutError) \
+            else f"{type(exc).__name__}: {exc}"
         self.limited.log(logging.WARNING, "skip-lookup",
                          "a survey skip rule could not read the store (%s): the call is "
                          "surveyed", why)
-        return []
+
+
+class SurveyedLookup:
+    """Which calls have survey answers in the store, asked for many calls in one query: the
+    calls asked about while a query runs go together in the next one. A burst of sessions
+    (after a restart) would otherwise queue one store round trip each before its first prompt."""
+
+    MAX_CALLS = 500  # per query: well within SQLite's bound on parameters
+
+    def __init__(self, store: Store, server: str) -> None:
+        self.store = store
+        self.server = server
+        self._asked: dict[str, list[asyncio.Future[bool]]] = {}
+        self._querying: asyncio.Task[None] | None = None
+
+    async def ask(self, call_id: str) -> bool:
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._asked.setdefault(call_id, []).append(answer)
+        if self._querying is None:
+            self._querying = asyncio.create_task(self._query_while_asked())
+        return await answer
+
+    async def _query_while_asked(self) -> None:
+        try:
+            await asyncio.sleep(0)  # the sessions of this moment ask too
+            while self._asked:
+                batch = dict(itertools.islice(self._asked.items(), self.MAX_CALLS))
+                for call_id in batch:
+                    del self._asked[call_id]
+                await self._query(batch)
+        finally:
+            self._querying = None
+
+    async def _query(self, batch: dict[str, list[asyncio.Future[bool]]]) -> None:
+        marks = ", ".join("?" * len(batch))
+        try:
+            rows = await self.store.fetch_all(
+                f"SELECT DISTINCT call_id FROM events WHERE tsec >= ? AND server = ?"
+                f" AND kind = ? AND call_id IN ({marks})",
+                (min(map(_started, batch)) - LOOKBACK_S, self.server, Kind.SURVEY_ANSWER,
+                 *batch))
+        except Exception as exc:  # each caller decides what an unknown means
+            for waiting in batch.values():
+                for answer in waiting:
+                    if not answer.done():
+                        answer.set_exception(exc)
+            return
+        found = {row[0] for row in rows}
+        for call_id, waiting in batch.items():
+            for answer in waiting:
+                if not answer.done():  # a caller that gave up has cancelled it
+                    answer.set_result(call_id in found)
 
 
 # ------------------------------------------------------------------ asking

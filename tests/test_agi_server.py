@@ -438,3 +438,23 @@ async def test_what_is_not_a_uniqueid_is_not_taken_for_one(serve, store, bad, ca
     await run(call, server)
     assert not any(c.startswith("GET DATA") for c in call.commands)
     assert "no uniqueid" in caplog.text
+
+
+async def test_a_call_newer_than_the_server_is_not_looked_up_in_the_store(serve, store):
+    """Only this server can have surveyed a call that began after it started: the caller
+    does not wait for a store lookup (the memory of calls seen is enough)."""
+    server = await serve()
+    reads = []
+    fetch_all = store.fetch_all
+
+    async def counted(sql, params=()):
+        reads.append(sql)
+        return await fetch_all(sql, params)
+
+    store.fetch_all = counted
+    uid = f"{int(time.time()) + 1}.1"
+    await run(caller(["4", "1"], uid=uid), server)
+    await run(caller(["4", "1"], uid=uid), server)  # a second AGI(): known without a lookup
+    assert reads == [] and server.stats.skipped == 1
+    store.fetch_all = fetch_all
+    assert {r[0] for r in await answers(store)} == {uid}
