@@ -204,6 +204,19 @@ ALTER TABLE events_v3 RENAME TO events;
 CREATE UNIQUE INDEX events_key ON events (tsec, call_id, kind, queue, agent, discr, server);
 CREATE INDEX events_ami_tsec ON events (tsec) WHERE source = 'ami';
 """,
+    4: """
+-- A report e-mail being sent: claimed before the relay is contacted, so two `callkpi email`
+-- runs for the same day and recipients send it once. Dropped when the relay refused the mail
+-- (a retry sends it), replaced by a reports_sent row once the relay took it; one left behind
+-- by a run that died while sending says the mail may or may not have gone.
+CREATE TABLE report_claims (
+    day        TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    owner      TEXT NOT NULL,  -- the sending process: host:pid:boot id:start time
+    claimed_at REAL NOT NULL,
+    PRIMARY KEY (day, recipients)
+);
+""",
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -12,7 +12,8 @@ import click
 from callkpi.cli_common import db_option, get_config, open_configured_store, run
 from callkpi.config import Config
 from reports.kpis import ReportError
-from reports.mailer import MailError, send_report, write_report_eml
+from reports.mailer import (BEING_SENT, SENT_NOW, MailError, Outcome, send_report,
+                            write_report_eml)
 
 
 @click.command()
@@ -25,7 +26,8 @@ from reports.mailer import MailError, send_report, write_report_eml
 @click.option("--to", "recipients", multiple=True, envvar="CALLKPI_EMAIL_TO",
               help="Recipient address; repeat for more (default: $CALLKPI_EMAIL_TO, "
               "space-separated).")
-@click.option("--force", is_flag=True, help="Send even if this day was already sent to them.")
+@click.option("--force", is_flag=True, help="Send even if this day was already sent to them, "
+              "or an earlier run stopped while sending it.")
 @click.option("--dry-run", is_flag=True,
               help="Write callkpi-report-DAY.eml in the current directory instead of sending.")
 @db_option
@@ -57,11 +59,23 @@ async def email_days(config: Config, days: Sequence[dt.date], recipients: Sequen
             if dry_run:
                 path = await write_report_eml(store, config, day, recipients, Path.cwd())
                 click.echo(f"{day}: wrote {path}")
-            elif await send_report(store, config, day, recipients, force=force):
-                click.echo(f"{day}: sent to {', '.join(recipients)}")
             else:
-                click.echo(f"{day}: already sent to {', '.join(recipients)} "
-                           "(--force sends it again)")
+                say(day, recipients, await send_report(store, config, day, recipients,
+                                                      force=force))
+
+
+def say(day: dt.date, recipients: Sequence[str], outcome: Outcome) -> None:
+    to = ", ".join(recipients)
+    if outcome.status == SENT_NOW:
+        click.echo(f"{day}: sent to {to}")
+        for recipient, reply in outcome.refused.items():
+            click.echo(f"{day}: the relay refused {recipient} ({reply}); the others got it",
+                       err=True)
+    elif outcome.status == BEING_SENT:
+        click.echo(f"{day}: being sent to {to} by another run ({outcome.sender}); "
+                   "not sent again")
+    else:
+        click.echo(f"{day}: already sent to {to} (--force sends it again)")
 
 
 def pick_days(config: Config, yesterday: bool, day: dt.datetime | None,
@@ -76,6 +90,7 @@ def pick_days(config: Config, yesterday: bool, day: dt.datetime | None,
         return [day.date()]
     if last is None:
         raise click.UsageError("--from needs --until (the last day)")
+    assert first is not None  # chosen above
     if last < first:
         raise click.UsageError(f"--until {last.date()} is before --from {first.date()}")
     return [first.date() + dt.timedelta(days=n) for n in range((last - first).days + 1)]
