@@ -8,8 +8,10 @@ sessions open on each server, every caller answering the built-in survey with di
 sessions run, `callkpi ingest` of it into the same store and `callkpi report`s of the month one
 after another, until the ingest has ended and a report has finished. The store's write lock is
 busy for seconds at a time, as on a PBX whose backfill or nightly report runs beside calls.
---pace: callers as on a phone: each prompt plays PLAY_S, each answer takes THINK_S (without
-it, replies are instant: a throughput test). --restarted: the calls began before the server
+--pace: callers as on a phone: a caller's prompts play 0.15-0.45 s each and its answers take
+0.5-1.5 s (drawn per caller, seeded), and the callers' first calls spread over a second, as
+calls end at different moments (without it, replies are instant and every session starts at
+once: a throughput test). --restarted: the calls began before the server
 started, as in the minutes after a restart, so each is looked up in the store first.
 
 Round trip: from the client's reply to the server's next command (what a caller waits for on
@@ -30,6 +32,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import random
 import signal
 import socket
 import sqlite3
@@ -56,7 +59,7 @@ name = "bench"
 [survey]
 announce_text = true
 """
-PLAY_S, THINK_S = 0.3, 1.0
+PLAY_S, THINK_S = (0.15, 0.45), (0.5, 1.5)  # --pace: a caller's range, drawn per caller
 MONTH = ("2026-11-01", "2026-11-30")  # the generated queue_log's days are in it
 QUESTIONS = (("q1", "vm-press&digits/1&digits/2&digits/3&digits/4&digits/5"),
              ("q2", "if-correct-press&digits/1"))
@@ -178,14 +181,14 @@ class Load:
 
 
 # ------------------------------------------------------------------ the callers
-def make_call(i: int, pace: bool, began: int) -> FakeCall:
+def make_call(i: int, pace: random.Random | None, began: int) -> FakeCall:
     uid = f"{began}.{i}"
     call = FakeCall(environment(uid, [uid, "support", f"Agent {1000 + i % 50}"],
                                 callerid=f"555{i:07d}"),
                     [str(1 + i % 5), str(1 + i % 2)])
     call.variables["CHANNEL(linkedid)"] = uid
-    if pace:
-        call.play_s, call.think_s = PLAY_S, THINK_S
+    if pace is not None:
+        call.play_s, call.think_s = pace.uniform(*PLAY_S), pace.uniform(*THINK_S)
     return call
 
 
@@ -199,11 +202,14 @@ async def client(port: int, first: int, sessions: int, concurrency: int, pace: b
     numbers = itertools.count(first)
     calls: list[FakeCall] = []
     errors = 0
+    rng = random.Random(first) if pace else None
 
     async def caller() -> None:
         nonlocal errors
+        if rng is not None:
+            await asyncio.sleep(rng.uniform(0, 1))
         while len(calls) < sessions or not stop.exists():
-            call = make_call(next(numbers), pace, began)
+            call = make_call(next(numbers), rng, began)
             calls.append(call)
             try:
                 await call.run("127.0.0.1", port, timeout_s=120)
@@ -288,7 +294,7 @@ def main() -> None:
                         help="a 1M-line ingest and month reports into the store meanwhile")
     parser.add_argument("--lines", type=int, default=1_000_000, help="of the --load ingest")
     parser.add_argument("--pace", action="store_true",
-                        help=f"prompts play {PLAY_S} s, callers answer after {THINK_S} s")
+                        help="callers as on a phone (prompts play, callers think)")
     parser.add_argument("--restarted", action="store_true",
                         help="calls that began before the server started (each is looked up)")
     parser.add_argument("--naive-server", nargs=2, help=argparse.SUPPRESS)

@@ -347,8 +347,11 @@ async def test_a_failing_store_delays_the_answers_and_never_loses_them(serve, st
     store.write = broken
     call = await caller(["3", "1"]).run("127.0.0.1", server.port)
     assert call.commands[-1].startswith("STREAM FILE auth-thankyou")  # the caller never knew
+    async with asyncio.timeout(10):  # the writer has tried
+        while "survey answers wait in the spool" not in caplog.text:
+            await asyncio.sleep(0.01)
+    assert "disk full" in caplog.text
     assert server.writer.pending == 2 and await brief(store) == []
-    assert "survey answers wait in the spool" in caplog.text and "disk full" in caplog.text
     store.write = write  # the store is back: the writer's next try takes them
     await finished(server, timeout_s=60)  # its tries back off (0.5 s, doubling)
     assert await brief(store) == [("q1", "3", "answered"), ("q2", "1", "answered")]
