@@ -1,18 +1,20 @@
-"""Survey server benchmark: `callkpi agi` and, beside it in the same run, a naive FastAGI survey
-(the obvious implementation: each answer INSERTed and committed with sqlite3 before the next
-command), each in its own process on its own port, against one temp store. A load client
-speaking FastAGI as Asterisk 22 does (callkpi/testing/fakeasterisk.py) keeps CONCURRENCY
-sessions open on each server, every caller answering the built-in survey with digits.
+"""Survey server benchmark: `callkpi agi`, then in the same run a naive FastAGI survey (the
+obvious implementation: each answer INSERTed and committed with sqlite3 before the next
+command), each in its own process with a temp store of its own. A load client in a process of
+its own speaks FastAGI as Asterisk 22 does (callkpi/testing/fakeasterisk.py) and keeps
+CONCURRENCY sessions open, every caller answering the built-in survey with digits.
 
---load: first writes a 1,000,000-line queue_log (bench/ingest.py's generator); then, while the
-sessions run, `callkpi ingest` of it into the same store and `callkpi report`s of the month one
-after another, until the ingest has ended and a report has finished. The store's write lock is
-busy for seconds at a time, as on a PBX whose backfill or nightly report runs beside calls.
+--load: first writes a 1,000,000-line queue_log (bench/ingest.py's generator); then, while a
+side's sessions run, `callkpi ingest` of it into that side's store and `callkpi report`s of the
+month one after another, until the ingest has ended and a report has finished (the same load
+for both sides). The store's write lock is busy for seconds at a time, as on a PBX whose
+backfill or nightly report runs beside calls.
 --pace: callers as on a phone: a caller's prompts play 0.15-0.45 s each and its answers take
 0.5-1.5 s (drawn per caller, seeded), and the callers' first calls spread over a second, as
 calls end at different moments (without it, replies are instant and every session starts at
-once: a throughput test). --restarted: the calls began before the server
-started, as in the minutes after a restart, so each is looked up in the store first.
+once: a throughput test).
+--restarted: the calls began before the server started, as in the minutes after a restart, so
+each is looked up in the store first.
 
 Round trip: from the client's reply to the server's next command (what a caller waits for on
 top of Asterisk itself), over every command of every session. A session fails if it errors, is
@@ -89,6 +91,8 @@ async def naive_server(port: int, db: Path) -> None:
     """The same questions, each answer committed by sqlite3 in the event loop before the next
     command: every caller of the server waits while one commit waits for the write lock."""
     conn = sqlite3.connect(db, timeout=60, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")  # the store's own settings
+    conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("CREATE TABLE IF NOT EXISTS naive_answers (call_id TEXT, question TEXT,"
                  " value TEXT)")
 
@@ -234,6 +238,7 @@ class Side:
     first: int  # its callers' first number (uniqueids differ between sides)
     client: subprocess.Popen | None = None
     result: dict = field(default_factory=dict)
+    failed: int = 0
 
     def start_client(self, args: argparse.Namespace, stop: Path, out: Path) -> None:
         self.out = out
@@ -252,20 +257,19 @@ class Side:
         return sorted(self.result["round_trips"])
 
 
-async def drive(sides: list[Side], args: argparse.Namespace, load: Load | None,
-                tmp: Path) -> None:
-    """Both clients at once, each until its side has run --sessions and the load is over."""
-    stop = tmp / "stop"
+async def drive(side: Side, args: argparse.Namespace, load: Load | None, tmp: Path) -> None:
+    """The client until the side has run --sessions and the load (if any) is over."""
+    stop = tmp / f"stop-{side.port}"
     if load is not None:
+        load.start()
         await load.writing()
     else:
         stop.touch()
-    for side in sides:
-        side.start_client(args, stop, tmp / f"{side.port}.json")
+    side.start_client(args, stop, tmp / f"{side.port}.json")
     if load is not None:
         await load.reports_beside()
         stop.touch()
-    await asyncio.gather(*(asyncio.to_thread(side.finish) for side in sides))
+    await asyncio.to_thread(side.finish)
 
 
 def answered(db: Path, sql: str) -> dict[str, int]:
@@ -311,61 +315,60 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        config, db = tmp / "callkpi.toml", tmp / "callkpi.db"
+        config = tmp / "callkpi.toml"
         config.write_text(CONFIG)
-        load = None
+        queue_log = None
         if args.load:
             queue_log = tmp / "queue_log"
             print(f"writing a {args.lines:,}-line queue_log ...", file=sys.stderr)
             ingest_bench.generate(queue_log, args.lines, seed=1)
-            load = Load(db, config, queue_log)
-        run(args, config, db, load, tmp)
+        ours = phase("callkpi agi", args, config, tmp, queue_log)
+        naive = phase("naive", args, config, tmp, queue_log)
+    p99, naive_p99 = p99_ms(ours.round_trips()), p99_ms(naive.round_trips())
+    print(f"agi sessions={len(ours.result['calls'])} failed={ours.failed} p99_ms={p99:.1f} "
+          f"naive_p99_ms={naive_p99:.1f} naive_ratio={p99 / naive_p99 if naive_p99 else 0:.2f} "
+          f"load={int(args.load)}")
 
 
-def run(args: argparse.Namespace, config: Path, db: Path, load: Load | None, tmp: Path) -> None:
-    ports = free_port(), free_port()
-    callkpi = subprocess.Popen([CALLKPI, "--config", str(config), "agi", "--port",
-                                str(ports[0]), "--db", str(db)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    sides = [Side("callkpi agi", ports[0], callkpi, first=0)]
+def phase(name: str, args: argparse.Namespace, config: Path, tmp: Path,
+          queue_log: Path | None) -> Side:
+    """One server in its own store, its client, and the load (the same for both sides, one
+    after the other: the two at once would double what the machine runs)."""
+    db, port = tmp / f"{name.split()[0]}.db", free_port()
+    if name == "naive":
+        server = subprocess.Popen([sys.executable, __file__, "--naive-server", str(port),
+                                   str(db)], stdout=subprocess.PIPE, text=True)
+    else:
+        server = subprocess.Popen([CALLKPI, "--config", str(config), "agi", "--port",
+                                   str(port), "--db", str(db)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+    side = Side(name, port, server, first=0 if name != "naive" else 10_000_000)
+    load = Load(db, config, queue_log) if queue_log is not None else None
     try:
-        asyncio.run(wait_listening(ports[0]))  # it made the store: the naive server uses it
-        naive = subprocess.Popen([sys.executable, __file__, "--naive-server", str(ports[1]),
-                                  str(db)])
-        sides.append(Side("naive", ports[1], naive, first=10_000_000))
-        asyncio.run(wait_listening(ports[1]))
-        if load is not None:
-            load.start()
-        asyncio.run(drive(sides, args, load, tmp))
-        for side in sides:
-            side.server.send_signal(signal.SIGTERM)
-        summary, errors = callkpi.communicate(timeout=90)
-        naive.wait(timeout=30)
+        asyncio.run(wait_listening(port))
+        asyncio.run(drive(side, args, load, tmp))
+        server.send_signal(signal.SIGTERM)
+        summary, _ = server.communicate(timeout=90)
     finally:
-        for side in sides:
-            side.server.kill()
-            if side.client is not None:
-                side.client.kill()
+        server.kill()
+        if side.client is not None:
+            side.client.kill()
         if load is not None and load.ingest is not None:
             load.ingest.kill()
-    stored = answered(db, "SELECT call_id, count(*) FROM events WHERE kind = 'survey-answer'"
-                          " AND reason = 'answered' GROUP BY call_id")
-    naive_stored = answered(db, "SELECT call_id, count(*) FROM naive_answers GROUP BY call_id")
-    failed = sides[0].result["errors"] + sum(
-        1 for uid, closed in sides[0].result["calls"] if not closed or stored.get(uid) != 2)
-    naive_failed = sides[1].result["errors"] + sum(
-        1 for uid, _ in sides[1].result["calls"] if naive_stored.get(uid) != 2)
+    if name == "naive":
+        stored = answered(db, "SELECT call_id, count(*) FROM naive_answers GROUP BY call_id")
+    else:
+        stored = answered(db, "SELECT call_id, count(*) FROM events"
+                              " WHERE kind = 'survey-answer' AND reason = 'answered'"
+                              " GROUP BY call_id")
+        print(f"server: {summary.strip().splitlines()[-1]} (exit {server.returncode})")
+    side.failed = side.result["errors"] + sum(
+        1 for uid, closed in side.result["calls"] if not closed or stored.get(uid) != 2)
     if load is not None:
-        print(f"load: ingest of {args.lines:,} lines in {load.ingest_s:.1f} s, {load.reports} "
-              f"month reports beside it ({', '.join(f'{s:.1f}' for s in load.report_s)} s)")
-    print(f"server: {summary.strip().splitlines()[-1] if summary.strip() else errors[-300:]} "
-          f"(exit {callkpi.returncode})")
-    print(describe(sides[0], failed))
-    print(describe(sides[1], naive_failed))
-    p99, naive_p99 = p99_ms(sides[0].round_trips()), p99_ms(sides[1].round_trips())
-    print(f"agi sessions={len(sides[0].result['calls'])} failed={failed} p99_ms={p99:.1f} "
-          f"naive_p99_ms={naive_p99:.1f} naive_ratio={p99 / naive_p99 if naive_p99 else 0:.2f} "
-          f"load={int(load is not None)}")
+        print(f"load beside {name}: ingest of {args.lines:,} lines in {load.ingest_s:.1f} s, "
+              f"{load.reports} month reports ({', '.join(f'{s:.1f}' for s in load.report_s)} s)")
+    print(describe(side, side.failed))
+    return side
 
 
 if __name__ == "__main__":
