@@ -401,13 +401,15 @@ def _host(address: Any) -> str:
 
 
 def _quiet_loop_errors(limited: RateLimitedLog) -> None:
-    """What asyncio reports itself (accept() failing, a transport error) goes through the
-    rate limit too: its handler writes a traceback every time."""
+    """What asyncio reports itself (a transport error, a failing callback) goes through the
+    rate limit too: its own handler writes a traceback every time. An OSError is one line;
+    anything else, a bug, keeps its traceback."""
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         message = str(context.get("message", "asyncio error"))
         exc = context.get("exception")
         limited.log(logging.ERROR, "loop:" + message, "%s%s", message,
-                    f": {type(exc).__name__}: {exc}" if exc else "")
+                    f": {type(exc).__name__}: {exc}" if exc else "",
+                    exc_info=None if exc is None or isinstance(exc, OSError) else exc)
 
     asyncio.get_running_loop().set_exception_handler(handler)
 
