@@ -203,3 +203,20 @@ async def test_answers_given_before_a_kill_9_are_stored_once_at_the_next_start(t
     assert survey_rows(db) == [("1795491290.1", "q1", "4"), ("1795491290.1", "q2", "2"),
                                ("1795491290.2", "q1", "4"), ("1795491290.2", "q2", "2")]
     assert list((tmp_path / "callkpi.db-agi-spool").glob("*.jsonl")) == []
+
+
+async def test_a_second_server_on_the_same_spool_is_refused_in_one_line(tmp_path):
+    port, db = free_port(), tmp_path / "callkpi.db"
+    first = subprocess.Popen([CALLKPI, "agi", "--port", str(port), "--db", str(db)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        await wait_listening(port)
+        second = subprocess.run([CALLKPI, "agi", "--port", str(free_port()), "--db", str(db)],
+                                capture_output=True, text=True, timeout=30)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    assert second.returncode == 1
+    assert second.stderr.endswith(f"Error: [agi] spool {db}-agi-spool is in use by another "
+                                  "survey server (a second one needs its own [agi] spool)\n")
+    assert "Traceback" not in second.stderr
