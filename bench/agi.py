@@ -148,9 +148,14 @@ class Load:
 
     def start(self) -> None:
         self._started = time.perf_counter()
-        self.ingest = subprocess.Popen(
-            [CALLKPI, "--config", str(self.config), "ingest", str(self.queue_log),
-             "--db", str(self.db)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self._log = self.db.with_suffix(".ingest.log")
+        with self._log.open("w") as log:
+            self.ingest = subprocess.Popen(
+                [CALLKPI, "--config", str(self.config), "ingest", str(self.queue_log),
+                 "--db", str(self.db)], stdout=log, stderr=subprocess.STDOUT)
+
+    def failed(self) -> RuntimeError:
+        return RuntimeError(f"ingest failed: {self._log.read_text()[-2000:]}")
 
     async def writing(self) -> None:
         """Return once the ingest has stored its first events (the load is on)."""
@@ -160,7 +165,7 @@ class Load:
                                 ).fetchone():
                     return
             if self.ingest is not None and self.ingest.poll() is not None:
-                raise RuntimeError(f"ingest failed: {self.ingest.stderr.read()}")
+                raise self.failed()
             await asyncio.sleep(0.05)
 
     async def reports_beside(self) -> None:
@@ -181,7 +186,7 @@ class Load:
         if not self.ingest_s:
             self.ingest_s = time.perf_counter() - self._started
         if self.ingest.returncode != 0:
-            raise RuntimeError(f"ingest failed: {self.ingest.stderr.read()}")
+            raise self.failed()
 
 
 # ------------------------------------------------------------------ the callers

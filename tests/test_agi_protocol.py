@@ -4,6 +4,7 @@ and `AgiSession` over an in-memory stream: EOF, 511, 510/520, a reply that never
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 import pytest
 
@@ -144,7 +145,7 @@ def session_reading(data: bytes) -> tuple[AgiSession, StubWriter]:
     reader.feed_data(data)
     reader.feed_eof()
     writer = StubWriter()
-    return AgiSession(reader, writer), writer
+    return AgiSession(reader, cast(asyncio.StreamWriter, writer)), writer
 
 
 async def test_eof_inside_the_environment_is_a_protocol_error():
