@@ -161,9 +161,12 @@ class Load:
         """Return once the ingest has stored its first events (the load is on)."""
         while True:
             with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as conn:
-                if conn.execute("SELECT 1 FROM events WHERE source = 'queue_log' LIMIT 1"
-                                ).fetchone():
-                    return
+                try:
+                    if conn.execute("SELECT 1 FROM events WHERE source = 'queue_log' LIMIT 1"
+                                    ).fetchone():
+                        return
+                except sqlite3.OperationalError:  # the naive store: no events table yet
+                    pass
             if self.ingest is not None and self.ingest.poll() is not None:
                 raise self.failed()
             await asyncio.sleep(0.05)
