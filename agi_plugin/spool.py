@@ -6,14 +6,19 @@ spool holds into the store behind the callers. So a store busy with an ingest or
 write lock held for seconds) delays the answers' arrival in the store, never a caller.
 
 Nothing is lost on the way:
-- a line is one `os.write` on an O_APPEND file: it survives a kill -9 of the process (the
-  kernel holds it), the store's own promise with synchronous=NORMAL; only an OS crash can lose
-  the last ones;
+- a line is one `os.write` on an O_APPEND file, done before the caller's next prompt: it
+  survives a kill -9 of the process (the kernel holds it), the store's own promise with
+  synchronous=NORMAL; only an OS crash can lose the last ones;
 - the writer rolls to a new segment file, writes the closed segments to the store in one
   transaction, and only then deletes them; whatever a crash, a stop or an unreachable store
   leaves behind is written at the next start (an answer written twice is stored once: its
   natural key is the same);
 - a line that cannot be read back (an OS crash cut it) is quarantined, never dropped.
+
+Every file operation of the spool runs on one thread of its own, never on the event loop: on
+a disk busy with an ingest, creating, extending or deleting a file can wait for the
+filesystem's journal for a tenth of a second, and on the loop that wait stalled every caller;
+on the spool's thread it delays only the answer being written.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 from agi_plugin.ratelog import RateLimitedLog
 from callkpi.config import Config, ConfigError
@@ -35,6 +41,7 @@ from callkpi.events import COLUMNS, SOURCE_AGI, CallEvent, CallLink, Quarantined
 from callkpi.store import Batch, Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SUFFIX = ".jsonl"
 LOCK = ".lock"
@@ -115,11 +122,12 @@ class Spool:
                                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         os.write(self._fd, line.encode())
 
-    def roll(self) -> None:
-        """Close the current segment: the next answer starts a new one."""
+    def roll(self) -> list[Path]:
+        """Close the current segment (the next answer starts a new one); the closed ones."""
         if self._fd is not None:
             self._close_segment()
             self._number += 1
+        return self.closed()
 
     def closed(self) -> list[Path]:
         """Segments no longer appended to, oldest first."""
@@ -165,6 +173,7 @@ class AnswerWriter:
 
     def __init__(self, spool: Spool, store: Store, limited: RateLimitedLog) -> None:
         self.spool = spool
+        self._files = ThreadPoolExecutor(1, thread_name_prefix="spool")  # one: in order
         self.store = store
         self.limited = limited
         self.recorded = 0  # answers given to record()
@@ -186,12 +195,13 @@ class AnswerWriter:
         self._wake.set()
         self._task = asyncio.create_task(self._run(), name="survey answer writer")
 
-    def record(self, event: CallEvent, links: Sequence[CallLink]) -> None:
+    async def record(self, event: CallEvent, links: Sequence[CallLink]) -> None:
+        """Into the spool; on return the answer survives a crash of this process."""
         self.recorded += 1
         self.pending += 1
         self._idle.clear()
         try:
-            self.spool.append(event, links)
+            await self._on_files(self.spool.append, event, links)
         except OSError as exc:  # kept in memory: still written, unless the process dies first
             self.limited.log(logging.ERROR, "spool-failed",
                              "cannot write survey answers to the spool %s (%s): keeping them "
@@ -207,6 +217,8 @@ class AnswerWriter:
     async def stop(self, timeout_s: float) -> None:
         """Write what is pending (within timeout_s), then close the spool; what the store did
         not take by then stays in the spool for the next start, and the log says so."""
+        if self._stopping.is_set():
+            return  # stopped already
         self._stopping.set()
         self._wake.set()
         if self._task is not None:
@@ -214,14 +226,19 @@ class AnswerWriter:
             if late:
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
-        self.spool.roll()
-        left = sum(len(read_segment(p).events) for p in self.spool.closed())
+        left = await self._on_files(self._close_spool)  # after any file work in flight
         if left:
             log.warning("%d survey answers are kept in %s: they go to the store at the next "
                         "start", left, self.spool.directory)
         for event, _ in self._unspooled:
             log.error("survey answer lost (neither the spool nor the store took it): %s", event)
+        self._files.shutdown()
+
+    def _close_spool(self) -> int:
+        """Close the spool; the answers it keeps for the next start."""
+        left = sum(len(read_segment(p).events) for p in self.spool.roll())
         self.spool.close()
+        return left
 
     async def _run(self) -> None:
         delay = RETRY_FIRST_S
@@ -256,7 +273,7 @@ class AnswerWriter:
     async def _write_spool(self) -> None:
         """Every closed segment (the current one closed first) and the answers the spool did
         not take, into the store; each group of segments deleted once stored."""
-        self.spool.roll()
+        closed = await self._on_files(self.spool.roll)
         if self._unspooled:
             unspooled, self._unspooled = self._unspooled, []
             try:
@@ -266,8 +283,8 @@ class AnswerWriter:
                 self._unspooled[:0] = unspooled
                 raise
         group: list[Segment] = []
-        for path in self.spool.closed():
-            group.append(read_segment(path))
+        for path in closed:
+            group.append(await self._on_files(read_segment, path))
             if sum(len(s.events) for s in group) >= BATCH_ANSWERS:
                 await self._write_segments(group)
                 group = []
@@ -279,7 +296,7 @@ class AnswerWriter:
                           [link for s in segments for link in s.links],
                           [q for s in segments for q in s.quarantined])
         for segment in segments:
-            segment.path.unlink()
+            await self._on_files(segment.path.unlink)
 
     async def _write(self, events: list[CallEvent], links: list[CallLink],
                      quarantined: list[Quarantined]) -> None:
@@ -296,3 +313,6 @@ class AnswerWriter:
             self._idle.set()
         else:
             self._idle.clear()
+
+    async def _on_files(self, work: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._files, work, *args)

@@ -374,7 +374,7 @@ class Survey:
         for number, question in enumerate(self.questions):
             outcome = await self._ask(session, question)
             event = self._event(call, question, outcome, session_id)
-            self._record(event, call, first=number == 0)
+            await self._record(event, call, first=number == 0)
             if outcome.reason == HANGUP:
                 return  # the survey is incomplete; unasked questions store nothing
         await self._play(session, self.config.thank_you)
@@ -444,11 +444,12 @@ class Survey:
                           agent=call.agent, discr=question.id, value=outcome.value,
                           reason=outcome.reason, caller_number=call.caller_number, extra=extra)
 
-    def _record(self, event: CallEvent, call: SurveyCall, *, first: bool) -> None:
-        """Into the spool at once; the writer takes it to the store behind the caller."""
+    async def _record(self, event: CallEvent, call: SurveyCall, *, first: bool) -> None:
+        """Into the spool before the next prompt; the writer takes it to the store behind the
+        caller."""
         links = [CallLink(self.server, call.call_id, call.linkedid, event.ts)] \
             if first and call.linkedid else []
-        self.writer.record(event, links)
+        await self.writer.record(event, links)
 
 
 async def _check_played(session: AgiSession, reply: Reply, sound: str) -> None:

@@ -17,7 +17,8 @@ once: a throughput test).
 each is looked up in the store first.
 
 Round trip: from the client's reply to the server's next command (what a caller waits for on
-top of Asterisk itself), over every command of every session. A session fails if it errors, is
+top of Asterisk itself), over every command of every session; with --load, over those that
+ended while the load ran. A session fails if it errors, is
 not closed by the server after the thank-you, or its two answers are not in the store at the
 end (after the server's SIGTERM).
 
@@ -233,7 +234,8 @@ async def client(port: int, first: int, sessions: int, concurrency: int, pace: b
     await asyncio.gather(*(caller() for _ in range(concurrency)))
     return {"seconds": time.perf_counter() - started, "errors": errors,
             "calls": [(c.env["agi_uniqueid"], c.closed_by_server) for c in calls],
-            "round_trips": [rt for c in calls for rt in c.round_trips]}
+            "round_trips": [(at, rt) for c in calls for at, rt in zip(c.arrived_at,
+                                                                    c.round_trips)]}
 
 
 @dataclass
@@ -247,6 +249,7 @@ class Side:
     client: subprocess.Popen | None = None
     result: dict = field(default_factory=dict)
     failed: int = 0
+    window: tuple[float, float] = (0.0, float("inf"))  # the load's, in time.time()
 
     def start_client(self, args: argparse.Namespace, stop: Path, out: Path) -> None:
         self.out = out
@@ -262,7 +265,9 @@ class Side:
         self.result = json.loads(self.out.read_text())
 
     def round_trips(self) -> list[float]:
-        return sorted(self.result["round_trips"])
+        """Every round trip, or with a load only those that ended while it ran."""
+        start, end = self.window
+        return sorted(rt for at, rt in self.result["round_trips"] if start <= at <= end)
 
 
 async def drive(side: Side, args: argparse.Namespace, load: Load | None, tmp: Path) -> None:
@@ -275,7 +280,9 @@ async def drive(side: Side, args: argparse.Namespace, load: Load | None, tmp: Pa
         stop.touch()
     side.start_client(args, stop, tmp / f"{side.port}.json")
     if load is not None:
+        started = time.time()
         await load.reports_beside()
+        side.window = (started, time.time())
         stop.touch()
     await asyncio.to_thread(side.finish)
 
@@ -292,8 +299,10 @@ def p99_ms(values: list[float]) -> float:
 def describe(side: Side, failed: int) -> str:
     rts, sessions = side.round_trips(), len(side.result["calls"])
     seconds = side.result["seconds"]
-    return (f"{side.name}: {sessions} sessions ({failed} failed), {len(rts)} commands in "
-            f"{seconds:.1f} s: {(sessions - failed) / seconds:.0f} surveys/s, round trip p50 "
+    during = f" ({len(rts)} while the load ran)" if side.window[1] != float("inf") else ""
+    return (f"{side.name}: {sessions} sessions ({failed} failed), "
+            f"{len(side.result['round_trips'])} commands{during} in {seconds:.1f} s: "
+            f"{(sessions - failed) / seconds:.0f} surveys/s, round trip p50 "
             f"{statistics.median(rts) * 1000:.1f} ms, p99 {p99_ms(rts):.1f} ms, max "
             f"{rts[-1] * 1000:.1f} ms")
 

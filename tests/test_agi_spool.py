@@ -78,8 +78,8 @@ async def test_the_writer_stores_what_an_earlier_run_left_once(store, tmp_path):
     writer = AnswerWriter(Spool(tmp_path / "spool"), store, RateLimitedLog(log))
     writer.start()
     assert writer.pending == 3
-    writer.record(answer(3), [])  # the same answer again (a replay): stored once
-    writer.record(answer(4), [])
+    await writer.record(answer(3), [])  # the same answer again (a replay): stored once
+    await writer.record(answer(4), [])
     await asyncio.wait_for(writer.stored_all(), 10)
     assert await stored(store) == [(f"1795491290.{n}", "4") for n in (1, 2, 3, 4)]
     assert writer.stored == 4 and writer.pending == 0
@@ -117,8 +117,8 @@ async def test_a_stop_while_the_store_refuses_keeps_the_answers_for_the_next_sta
 
     store.write = refused
     writer.start()
-    writer.record(answer(1), [])
-    writer.record(answer(2), [])
+    await writer.record(answer(1), [])
+    await writer.record(answer(2), [])
     await writer.stop(1)
     assert "2 survey answers are kept in" in caplog.text
     store.write = write
@@ -137,7 +137,7 @@ async def test_a_spool_that_cannot_be_written_keeps_answers_in_memory(store, tmp
         raise OSError(28, "No space left on device")
 
     writer.spool.append = full  # type: ignore[method-assign]
-    writer.record(answer(1), [])
+    await writer.record(answer(1), [])
     await asyncio.wait_for(writer.stored_all(), 10)
     assert await stored(store) == [("1795491290.1", "4")]
     assert "cannot write survey answers to the spool" in caplog.text

@@ -54,6 +54,7 @@ class FakeCall:
     commands: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)  # SEND TEXT payloads
     round_trips: list[float] = field(default_factory=list)  # our reply -> the next command, s
+    arrived_at: list[float] = field(default_factory=list)  # each command's time.time()
     closed_by_server: bool = False
     hung_up: bool = False
 
@@ -75,6 +76,7 @@ class FakeCall:
         sent_at = time.perf_counter()
         while line := await reader.readline():
             self.round_trips.append(time.perf_counter() - sent_at)
+            self.arrived_at.append(time.time())
             command = line.decode().rstrip("\n")
             self.commands.append(command)
             if self.think_s and command.startswith("GET DATA"):
