@@ -8,7 +8,9 @@ CONCURRENCY sessions open, every caller answering the built-in survey with digit
 side's sessions run, `callkpi ingest` of it into that side's store and `callkpi report`s of the
 month one after another, until the ingest has ended and a report has finished (the same load
 for both sides). The store's write lock is busy for seconds at a time, as on a PBX whose
-backfill or nightly report runs beside calls.
+backfill or nightly report runs beside calls. The load runs --load-nice (5) nice levels below
+the server, as the shipped units place them (callkpi-agi.service at -5, a backfill by hand at
+0, the nightly report at 10); --load-nice 0 gives it the server's priority.
 --pace: callers as on a phone: a caller's prompts play 0.15-0.45 s each and its answers take
 0.5-1.5 s (drawn per caller, seeded), and the callers' first calls spread over a second, as
 calls end at different moments (without it, replies are instant and every session starts at
@@ -23,9 +25,9 @@ not closed by the server after the thank-you, or its two answers are not in the 
 end (after the server's SIGTERM).
 
     .venv/bin/python bench/agi.py [--sessions 200] [--concurrency 200] [--load] [--pace]
-                                  [--restarted]
+                                  [--load-nice 5] [--restarted]
 
-Last line: `agi sessions=N failed=F p99_ms=P naive_p99_ms=Q naive_ratio=R load=0|1`
+Last line: `agi sessions=N failed=F p99_ms=P naive_p99_ms=Q naive_ratio=R load=0|1 load_nice=K`
 (targets: 0 failures, p99 < 50 ms, with the load too).
 """
 
@@ -139,6 +141,7 @@ class Load:
     db: Path
     config: Path
     queue_log: Path
+    nice: int  # nice levels below the server under test
     reports: int = 0
     ingest: subprocess.Popen | None = None
     ingest_s: float = 0.0
@@ -152,8 +155,12 @@ class Load:
         self._log = self.db.with_suffix(".ingest.log")
         with self._log.open("w") as log:
             self.ingest = subprocess.Popen(
-                [CALLKPI, "--config", str(self.config), "ingest", str(self.queue_log),
-                 "--db", str(self.db)], stdout=log, stderr=subprocess.STDOUT)
+                [*self.niced(), CALLKPI, "--config", str(self.config), "ingest",
+                 str(self.queue_log), "--db", str(self.db)], stdout=log,
+                stderr=subprocess.STDOUT)
+
+    def niced(self) -> list[str]:
+        return ["nice", "-n", str(self.nice)] if self.nice else []
 
     def failed(self) -> RuntimeError:
         return RuntimeError(f"ingest failed: {self._log.read_text()[-2000:]}")
@@ -177,7 +184,7 @@ class Load:
         while self.busy():
             started = time.perf_counter()
             report = await asyncio.create_subprocess_exec(
-                CALLKPI, "--config", str(self.config), "report", "--from", MONTH[0], "--to",
+                *self.niced(), CALLKPI, "--config", str(self.config), "report", "--from", MONTH[0], "--to",
                 MONTH[1], "--format", "json", "--db", str(self.db),
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             _, err = await report.communicate()
@@ -314,6 +321,8 @@ def main() -> None:
     parser.add_argument("--load", action="store_true",
                         help="a 1M-line ingest and month reports into the store meanwhile")
     parser.add_argument("--lines", type=int, default=1_000_000, help="of the --load ingest")
+    parser.add_argument("--load-nice", type=int, default=5,
+                        help="the load's nice levels below the server (the shipped units: 5)")
     parser.add_argument("--pace", action="store_true",
                         help="callers as on a phone (prompts play, callers think)")
     parser.add_argument("--restarted", action="store_true",
@@ -344,7 +353,7 @@ def main() -> None:
     p99, naive_p99 = p99_ms(ours.round_trips()), p99_ms(naive.round_trips())
     print(f"agi sessions={len(ours.result['calls'])} failed={ours.failed} p99_ms={p99:.1f} "
           f"naive_p99_ms={naive_p99:.1f} naive_ratio={p99 / naive_p99 if naive_p99 else 0:.2f} "
-          f"load={int(args.load)}")
+          f"load={int(args.load)} load_nice={args.load_nice if args.load else 0}")
 
 
 def phase(name: str, args: argparse.Namespace, config: Path, tmp: Path,
@@ -360,7 +369,7 @@ def phase(name: str, args: argparse.Namespace, config: Path, tmp: Path,
                                    str(port), "--db", str(db)], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
     side = Side(name, port, server, first=0 if name != "naive" else 10_000_000)
-    load = Load(db, config, queue_log) if queue_log is not None else None
+    load = Load(db, config, queue_log, args.load_nice) if queue_log is not None else None
     try:
         asyncio.run(wait_listening(port))
         asyncio.run(drive(side, args, load, tmp))

@@ -16,6 +16,10 @@ def test_unit_stops_with_sigterm_after_the_surveys_grace():
     assert service["Restart"] == "on-failure"
 
 
+def test_unit_runs_ahead_of_batch_work():
+    assert int(read_unit(UNIT)["Service"]["Nice"]) < 0  # callers wait on its replies
+
+
 def test_unit_has_room_for_every_connection():
     service = read_unit(UNIT)["Service"]
     assert int(service["LimitNOFILE"]) >= AgiConfig().max_connections + RESERVED_FDS
