@@ -8,9 +8,12 @@ CONCURRENCY sessions open, every caller answering the built-in survey with digit
 side's sessions run, `callkpi ingest` of it into that side's store and `callkpi report`s of the
 month one after another, until the ingest has ended and a report has finished (the same load
 for both sides). The store's write lock is busy for seconds at a time, as on a PBX whose
-backfill or nightly report runs beside calls. The load runs --load-nice (5) nice levels below
-the server, as the shipped units place them (callkpi-agi.service at -5, a backfill by hand at
-0, the nightly report at 10); --load-nice 0 gives it the server's priority.
+backfill or nightly report runs beside calls.
+
+Priority: the servers run 5 nice levels ahead of the load, as the shipped unit runs the survey
+server (callkpi-agi.service: Nice=-5; a backfill by hand runs at 0, the nightly report at 10):
+at nice -5 when the bench may (root), else with the load at nice 5. --same-priority runs
+everything at nice 0.
 --pace: callers as on a phone: a caller's prompts play 0.15-0.45 s each and its answers take
 0.5-1.5 s (drawn per caller, seeded), and the callers' first calls spread over a second, as
 calls end at different moments (without it, replies are instant and every session starts at
@@ -25,9 +28,9 @@ not closed by the server after the thank-you, or its two answers are not in the 
 end (after the server's SIGTERM).
 
     .venv/bin/python bench/agi.py [--sessions 200] [--concurrency 200] [--load] [--pace]
-                                  [--load-nice 5] [--restarted]
+                                  [--same-priority] [--restarted]
 
-Last line: `agi sessions=N failed=F p99_ms=P naive_p99_ms=Q naive_ratio=R load=0|1 load_nice=K`
+Last line: `agi sessions=N failed=F p99_ms=P naive_p99_ms=Q naive_ratio=R load=0|1 priority=5|0`
 (targets: 0 failures, p99 < 50 ms, with the load too).
 """
 
@@ -37,6 +40,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import random
 import signal
 import socket
@@ -65,7 +69,8 @@ name = "bench"
 announce_text = true
 """
 PLAY_S, THINK_S = (0.15, 0.45), (0.5, 1.5)  # --pace: a caller's range, drawn per caller
-MONTH = ("2026-11-01", "2026-11-30")  # the generated queue_log's days are in it
+MONTH = ("2026-11-01", "2026-11-30")
+PRIORITY = 5  # nice levels the survey server runs ahead of a backfill (callkpi-agi.service)  # the generated queue_log's days are in it
 QUESTIONS = (("q1", "vm-press&digits/1&digits/2&digits/3&digits/4&digits/5"),
              ("q2", "if-correct-press&digits/1"))
 
@@ -141,7 +146,7 @@ class Load:
     db: Path
     config: Path
     queue_log: Path
-    nice: int  # nice levels below the server under test
+    niced: list[str]  # the command prefix that runs it (nice -n 5, or nothing)
     reports: int = 0
     ingest: subprocess.Popen | None = None
     ingest_s: float = 0.0
@@ -155,12 +160,9 @@ class Load:
         self._log = self.db.with_suffix(".ingest.log")
         with self._log.open("w") as log:
             self.ingest = subprocess.Popen(
-                [*self.niced(), CALLKPI, "--config", str(self.config), "ingest",
+                [*self.niced, CALLKPI, "--config", str(self.config), "ingest",
                  str(self.queue_log), "--db", str(self.db)], stdout=log,
                 stderr=subprocess.STDOUT)
-
-    def niced(self) -> list[str]:
-        return ["nice", "-n", str(self.nice)] if self.nice else []
 
     def failed(self) -> RuntimeError:
         return RuntimeError(f"ingest failed: {self._log.read_text()[-2000:]}")
@@ -184,7 +186,7 @@ class Load:
         while self.busy():
             started = time.perf_counter()
             report = await asyncio.create_subprocess_exec(
-                *self.niced(), CALLKPI, "--config", str(self.config), "report", "--from", MONTH[0], "--to",
+                *self.niced, CALLKPI, "--config", str(self.config), "report", "--from", MONTH[0], "--to",
                 MONTH[1], "--format", "json", "--db", str(self.db),
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             _, err = await report.communicate()
@@ -321,8 +323,8 @@ def main() -> None:
     parser.add_argument("--load", action="store_true",
                         help="a 1M-line ingest and month reports into the store meanwhile")
     parser.add_argument("--lines", type=int, default=1_000_000, help="of the --load ingest")
-    parser.add_argument("--load-nice", type=int, default=5,
-                        help="the load's nice levels below the server (the shipped units: 5)")
+    parser.add_argument("--same-priority", action="store_true",
+                        help="the servers at the load's priority (not 5 nice levels ahead)")
     parser.add_argument("--pace", action="store_true",
                         help="callers as on a phone (prompts play, callers think)")
     parser.add_argument("--restarted", action="store_true",
@@ -353,7 +355,16 @@ def main() -> None:
     p99, naive_p99 = p99_ms(ours.round_trips()), p99_ms(naive.round_trips())
     print(f"agi sessions={len(ours.result['calls'])} failed={ours.failed} p99_ms={p99:.1f} "
           f"naive_p99_ms={naive_p99:.1f} naive_ratio={p99 / naive_p99 if naive_p99 else 0:.2f} "
-          f"load={int(args.load)} load_nice={args.load_nice if args.load else 0}")
+          f"load={int(args.load)} priority={0 if args.same_priority else PRIORITY}")
+
+
+def priorities(same: bool) -> tuple[list[str], list[str]]:
+    """The command prefixes of the servers and of the load: PRIORITY nice levels apart."""
+    if same:
+        return [], []
+    if os.geteuid() == 0:
+        return ["nice", "-n", str(-PRIORITY)], []
+    return [], ["nice", "-n", str(PRIORITY)]
 
 
 def phase(name: str, args: argparse.Namespace, config: Path, tmp: Path,
@@ -361,15 +372,16 @@ def phase(name: str, args: argparse.Namespace, config: Path, tmp: Path,
     """One server in its own store, its client, and the load (the same for both sides, one
     after the other: the two at once would double what the machine runs)."""
     db, port = tmp / f"{name.split()[0]}.db", free_port()
+    ahead, behind = priorities(args.same_priority)
     if name == "naive":
-        server = subprocess.Popen([sys.executable, __file__, "--naive-server", str(port),
-                                   str(db)], stdout=subprocess.PIPE, text=True)
+        server = subprocess.Popen([*ahead, sys.executable, __file__, "--naive-server",
+                                   str(port), str(db)], stdout=subprocess.PIPE, text=True)
     else:
-        server = subprocess.Popen([CALLKPI, "--config", str(config), "agi", "--port",
+        server = subprocess.Popen([*ahead, CALLKPI, "--config", str(config), "agi", "--port",
                                    str(port), "--db", str(db)], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
     side = Side(name, port, server, first=0 if name != "naive" else 10_000_000)
-    load = Load(db, config, queue_log, args.load_nice) if queue_log is not None else None
+    load = Load(db, config, queue_log, behind) if queue_log is not None else None
     try:
         asyncio.run(wait_listening(port))
         asyncio.run(drive(side, args, load, tmp))
