@@ -282,6 +282,7 @@ class AnswerWriter:
             except BaseException:
                 self._unspooled[:0] = unspooled
                 raise
+            self._written(len(unspooled))
         group: list[Segment] = []
         for path in closed:
             group.append(await self._on_files(read_segment, path))
@@ -297,16 +298,19 @@ class AnswerWriter:
                           [q for s in segments for q in s.quarantined])
         for segment in segments:
             await self._on_files(segment.path.unlink)
+        self._written(sum(len(s.events) for s in segments))  # once: a retry rewrites them
 
     async def _write(self, events: list[CallEvent], links: list[CallLink],
                      quarantined: list[Quarantined]) -> None:
         result = await self.store.write(Batch(events=events, links=links,
                                               quarantined=quarantined))
         self.stored += result.stored
-        self.pending -= len(events)
-        self._update_idle()
         if quarantined:
             log.warning("%d unreadable lines of the spool quarantined", len(quarantined))
+
+    def _written(self, answers: int) -> None:
+        self.pending -= answers
+        self._update_idle()
 
     def _update_idle(self) -> None:
         if self.pending == 0:
