@@ -12,8 +12,9 @@ backfill or nightly report runs beside calls.
 
 Priority: the servers run 5 nice levels ahead of the load, as the shipped unit runs the survey
 server (callkpi-agi.service: Nice=-5; a backfill by hand runs at 0, the nightly report at 10):
-at nice -5 when the bench may (root), else with the load at nice 5. --same-priority runs
-everything at nice 0.
+at nice -5 when the bench may (root), else with the load at nice 5. The client (Asterisk's
+stand-in) runs at the server's priority: the figure is what the server adds, not the client's
+own wait for a CPU. --same-priority runs everything at nice 0.
 --pace: callers as on a phone: a caller's prompts play 0.15-0.45 s each and its answers take
 0.5-1.5 s (drawn per caller, seeded), and the callers' first calls spread over a second, as
 calls end at different moments (without it, replies are instant and every session starts at
@@ -255,6 +256,7 @@ class Side:
     port: int
     server: subprocess.Popen
     first: int  # its callers' first number (uniqueids differ between sides)
+    ahead: list[str]  # the command prefix of the server's priority
     client: subprocess.Popen | None = None
     result: dict = field(default_factory=dict)
     failed: int = 0
@@ -263,7 +265,7 @@ class Side:
     def start_client(self, args: argparse.Namespace, stop: Path, out: Path) -> None:
         self.out = out
         self.client = subprocess.Popen(
-            [sys.executable, __file__, "--client", str(self.port), str(self.first),
+            [*self.ahead, sys.executable, __file__, "--client", str(self.port), str(self.first),
              str(args.sessions), str(args.concurrency), str(int(args.pace)),
              str(int(args.restarted)), str(stop), str(out)])
 
@@ -380,7 +382,7 @@ def phase(name: str, args: argparse.Namespace, config: Path, tmp: Path,
         server = subprocess.Popen([*ahead, CALLKPI, "--config", str(config), "agi", "--port",
                                    str(port), "--db", str(db)], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
-    side = Side(name, port, server, first=0 if name != "naive" else 10_000_000)
+    side = Side(name, port, server, first=0 if name != "naive" else 10_000_000, ahead=ahead)
     load = Load(db, config, queue_log, behind) if queue_log is not None else None
     try:
         asyncio.run(wait_listening(port))
