@@ -77,9 +77,9 @@ async def test_idle_connections_make_room_for_real_callers(server, caplog):
     calls = await asyncio.wait_for(
         asyncio.gather(*(caller(n).run("127.0.0.1", agi.port) for n in range(5))), 10)
     assert all(c.commands[-1].startswith("STREAM FILE auth-thankyou") for c in calls)
-    assert agi.stats.over_limit == 30 + 5  # the oldest idle ones, closed to make room
-    assert all([await closed_by_server(s) for s in sockets[:35]])
-    assert len(agi._open) == 15  # the 15 newest idle ones are left
+    left = len(agi._open)  # idle ones: 15, or more if a caller left before another came
+    assert 15 <= left <= 20 and agi.stats.over_limit == 50 - left
+    assert all([await closed_by_server(s) for s in sockets[:50 - left]])  # the oldest
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "to make room" in warnings[0].getMessage()
     for _, writer in sockets:
