@@ -113,14 +113,14 @@ class Spool:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
 
-    def append(self, event: CallEvent, links: Sequence[CallLink]) -> None:
-        """One answer, durable against a crash of this process when this returns."""
-        line = json.dumps({"event": list(event), "links": [list(link) for link in links]},
-                          separators=(",", ":")) + "\n"
+    def append(self, lines: bytes) -> None:
+        """Answers (encode()d), durable against a crash of this process when this returns:
+        one write, so a crash never keeps half of them."""
         if self._fd is None:
             self._fd = os.open(self._path(self._number),
                                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        os.write(self._fd, line.encode())
+        while lines:
+            lines = lines[os.write(self._fd, lines):]
 
     def roll(self) -> list[Path]:
         """Close the current segment (the next answer starts a new one); the closed ones."""
@@ -142,6 +142,12 @@ class Spool:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def encode(event: CallEvent, links: Sequence[CallLink]) -> bytes:
+    """One answer as a spool line."""
+    return json.dumps({"event": list(event), "links": [list(link) for link in links]},
+                      separators=(",", ":")).encode() + b"\n"
 
 
 def read_segment(path: Path) -> Segment:
@@ -184,6 +190,10 @@ class AnswerWriter:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # answers waiting for the spool's thread: those that come while it writes go together
+        # in its next write (200 callers answering at once queued 200 hops to it)
+        self._to_append: list[tuple[CallEvent, Sequence[CallLink], asyncio.Future[None]]] = []
+        self._appending: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self.spool.open()
@@ -200,15 +210,30 @@ class AnswerWriter:
         self.recorded += 1
         self.pending += 1
         self._idle.clear()
+        appended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._to_append.append((event, links, appended))
+        if self._appending is None:
+            self._appending = asyncio.create_task(self._append_waiting())
+        await asyncio.shield(appended)  # a caller gone meanwhile does not unwrite it
+
+    async def _append_waiting(self) -> None:
         try:
-            await self._on_files(self.spool.append, event, links)
-        except OSError as exc:  # kept in memory: still written, unless the process dies first
-            self.limited.log(logging.ERROR, "spool-failed",
-                             "cannot write survey answers to the spool %s (%s): keeping them "
-                             "in memory until the store takes them", self.spool.directory,
-                             exc.strerror)
-            self._unspooled.append((event, links))
-        self._wake.set()
+            while self._to_append:
+                batch, self._to_append = self._to_append, []
+                try:
+                    await self._on_files(self.spool.append,
+                                         b"".join(encode(e, links) for e, links, _ in batch))
+                except OSError as exc:  # kept in memory: written unless the process dies first
+                    self.limited.log(logging.ERROR, "spool-failed",
+                                     "cannot write survey answers to the spool %s (%s): "
+                                     "keeping them in memory until the store takes them",
+                                     self.spool.directory, exc.strerror)
+                    self._unspooled.extend((e, links) for e, links, _ in batch)
+                for *_, appended in batch:
+                    appended.set_result(None)
+                self._wake.set()
+        finally:
+            self._appending = None
 
     async def stored_all(self) -> None:
         """Return once every answer recorded so far is in the store."""
@@ -219,6 +244,8 @@ class AnswerWriter:
         not take by then stays in the spool for the next start, and the log says so."""
         if self._stopping.is_set():
             return  # stopped already
+        if self._appending is not None:  # a cut-short session's last answer
+            await self._appending
         self._stopping.set()
         self._wake.set()
         if self._task is not None:

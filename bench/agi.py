@@ -221,6 +221,8 @@ async def client(port: int, first: int, sessions: int, concurrency: int, pace: b
     at a time, back to back, until `sessions` have run and the file `stop` exists. The calls
     began now (after the server started), or with `restarted` a minute ago: as in the minutes
     after a restart, each is then looked up in the store before its survey."""
+    if not restarted:  # calls that began after the server started, not in its second
+        await asyncio.sleep(1 - time.time() % 1)
     began = int(time.time()) - (60 if restarted else 0)
     numbers = itertools.count(first)
     calls: list[FakeCall] = []

@@ -11,7 +11,7 @@ import stat
 import pytest
 
 from agi_plugin.ratelog import RateLimitedLog
-from agi_plugin.spool import AnswerWriter, Spool, SpoolInUse, read_segment, spool_dir
+from agi_plugin.spool import AnswerWriter, Spool, SpoolInUse, encode, read_segment, spool_dir
 from callkpi.config import Config, ConfigError
 from callkpi.events import SOURCE_AGI, CallLink, Kind, make_event
 
@@ -46,8 +46,8 @@ def test_answers_are_on_disk_at_once_and_private(tmp_path):
     spool = Spool(tmp_path / "spool")
     spool.open()
     links = [CallLink("pbx1", "1795491290.1", "1795491290.0", 1795491301.0)]
-    spool.append(answer(1), links)
-    spool.append(answer(2), [])
+    spool.append(encode(answer(1), links))
+    spool.append(encode(answer(2), []))
     # what a kill -9 now leaves: read by another reader, without closing anything
     [segment] = (tmp_path / "spool").glob("*.jsonl")
     got = read_segment(segment)
@@ -72,8 +72,7 @@ def test_one_server_per_spool(tmp_path):
 async def test_the_writer_stores_what_an_earlier_run_left_once(store, tmp_path):
     spool = Spool(tmp_path / "spool")
     spool.open()
-    for n in (1, 2, 3):
-        spool.append(answer(n), [])
+    spool.append(b"".join(encode(answer(n), []) for n in (1, 2, 3)))
     spool.close()  # a crash: nothing was written to the store
     writer = AnswerWriter(Spool(tmp_path / "spool"), store, RateLimitedLog(log))
     writer.start()
@@ -90,8 +89,7 @@ async def test_the_writer_stores_what_an_earlier_run_left_once(store, tmp_path):
 async def test_a_line_cut_short_is_quarantined_and_the_rest_stored(store, tmp_path):
     spool = Spool(tmp_path / "spool")
     spool.open()
-    spool.append(answer(1), [])
-    spool.append(answer(2), [])
+    spool.append(encode(answer(1), []) + encode(answer(2), []))
     spool.close()
     [segment] = (tmp_path / "spool").glob("*.jsonl")
     whole = segment.read_bytes()
@@ -133,7 +131,7 @@ async def test_a_spool_that_cannot_be_written_keeps_answers_in_memory(store, tmp
     writer = AnswerWriter(Spool(tmp_path / "spool"), store, RateLimitedLog(log))
     writer.start()
 
-    def full(event, links):
+    def full(lines):
         raise OSError(28, "No space left on device")
 
     writer.spool.append = full  # type: ignore[method-assign]
