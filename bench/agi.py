@@ -358,7 +358,7 @@ def main() -> None:
         naive = phase("naive", args, config, tmp, queue_log)
     p99, naive_p99 = p99_ms(ours.round_trips()), p99_ms(naive.round_trips())
     print(f"agi sessions={len(ours.result['calls'])} failed={ours.failed} p99_ms={p99:.1f} "
-          f"naive_p99_ms={naive_p99:.1f} naive_ratio={p99 / naive_p99 if naive_p99 else 0:.2f} "
+          f"naive_p99_ms={naive_p99:.1f} naive_ratio={p99 / naive_p99 if naive_p99 else 0:.3g} "
           f"load={int(args.load)} priority={0 if args.same_priority else PRIORITY}")
 
 
