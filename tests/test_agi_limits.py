@@ -140,6 +140,9 @@ async def test_the_command_at_1024_open_files_against_1100_idle_connections(tmp_
     """The drill: systemd's default limit, 1,100 idle connections each holding 15 KB of an
     environment, then real callers. No traceback, a few lines, callers served at once, and the
     memory those connections hold stays small (1,000 of them once took 1.5 GB)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048:  # this test's own 1,100 sockets need the room the server lacks
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
     port, db = free_port(), tmp_path / "callkpi.db"
     server = subprocess.Popen([CALLKPI, "agi", "--port", str(port), "--db", str(db)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
