@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 MAX_ENV_LINES = 200  # Asterisk sends ~25 plus the arguments; more is not Asterisk
+# Asterisk's environment is ~1 KiB plus the arguments: this bounds what a session holds before
+# it is known to be Asterisk (lines alone, 200 of the 8 KiB the stream allows, made 1.6 MB)
+MAX_ENV_BYTES = 16_384
 HANGUP_NOTICE = "HANGUP"
 
 _REPLY = re.compile(r"(\d{3})([ -])(.*)")
@@ -62,6 +65,9 @@ def parse_env(lines: list[str]) -> dict[str, str]:
     """
     if len(lines) > MAX_ENV_LINES:
         raise AgiProtocolError(f"environment of {len(lines)} lines (at most {MAX_ENV_LINES})")
+    size = env_size(lines)
+    if size > MAX_ENV_BYTES:
+        raise AgiProtocolError(f"environment of {size} bytes (at most {MAX_ENV_BYTES})")
     env: dict[str, str] = {}
     for number, line in enumerate(lines, 1):
         key, sep, value = line.partition(":")
@@ -72,6 +78,11 @@ def parse_env(lines: list[str]) -> dict[str, str]:
     if "agi_request" not in env:
         raise AgiProtocolError("environment without agi_request")
     return env
+
+
+def env_size(lines: list[str]) -> int:
+    """The environment's size as sent: each line and its line end."""
+    return sum(len(line) + 1 for line in lines)
 
 
 def script_name(env: dict[str, str]) -> str:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 from agi_plugin.protocol import (
+    MAX_ENV_BYTES,
     MAX_ENV_LINES,
     AgiHangup,
     AgiProtocolError,
@@ -38,11 +39,13 @@ class AgiSession:
     async def read_env(self, timeout_s: float = ENV_TIMEOUT_S) -> dict[str, str]:
         """Read the environment block; AgiProtocolError if it is late, cut short or not AGI."""
         lines: list[str] = []
+        size = 0
         try:
             async with asyncio.timeout(timeout_s):
                 while line := await self._readline():
                     lines.append(line)
-                    if len(lines) > MAX_ENV_LINES:  # parse_env says so
+                    size += len(line) + 1
+                    if len(lines) > MAX_ENV_LINES or size > MAX_ENV_BYTES:  # parse_env says so
                         break
         except TimeoutError:
             raise AgiProtocolError(f"no complete AGI environment within {timeout_s:g} s "

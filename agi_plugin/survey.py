@@ -1,5 +1,6 @@
 """The post-call survey: the configured questions, who the call was, whether to ask at all, and
-the questions asked over one `AgiSession`, each answer stored the moment it is given.
+the questions asked over one `AgiSession`, each answer recorded the moment it is given (to the
+spool, which the writer empties into the store behind the callers: agi_plugin/spool.py).
 
 The call is identified from the three AGI arguments of the documented dialplan line
 `AGI(agi://127.0.0.1:4573/csat,${UNIQUEID},<queue>,${MEMBERNAME})`, checked against the
@@ -10,19 +11,23 @@ Every answer's `extra` says where its call id, queue and agent came from.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import re
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from agi_plugin.protocol import AgiHangup, AgiProtocolError, Reply, arguments, quote
+from agi_plugin.ratelog import RateLimitedLog
 from agi_plugin.session import AgiSession
+from agi_plugin.spool import AnswerWriter
 from callkpi.config import ConfigError, SurveyConfig
 from callkpi.events import SOURCE_AGI, CallEvent, CallLink, Kind, make_event
-from callkpi.store import Batch, Store
+from callkpi.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +38,23 @@ PROMPT_ALLOWANCE_S = 120.0  # how long a prompt may play before GET DATA starts 
 # before Queue() returns and the listener commits within ~0.1 s; the caller hears silence meanwhile.
 TALK_LOOKUP_S = 1.0
 TALK_LOOKUP_STEP_S = 0.25
-# The complete event comes after the call began, and a uniqueid starts with the epoch second
-# its channel was created: the lookup reads only the events from then on (less a margin).
-TALK_LOOKBACK_S = 3600
+# A call's complete event and its survey answers come after the call began, and a uniqueid
+# starts with the epoch second its channel was created: the lookups read only the events from
+# then on (less a margin for a PBX clock ahead of this one).
+LOOKBACK_S = 3600
+# How long a skip rule's lookup may keep a caller waiting before the answer counts as unknown
+# (a caller asked twice after all is still counted once: one survey per call in the reports).
+STORE_READ_S = 0.2
+MAX_DECIDED = 100_000  # calls remembered as decided (surveyed or skipped) by this server
 ANY_KEY = "0123456789*#"
 KEYS = set(ANY_KEY)
 _QUESTION_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
-_UNIQUEID = re.compile(r"\d{1,20}\.\d{1,10}")
+# A channel's uniqueid as Asterisk makes it (main/channel_internal_api.c): "<epoch>.<n>", or
+# "<systemname>-<epoch>.<n>" when asterisk.conf sets systemname (or autosystemname); n is a C
+# int that wraps to negative after 2^31 channels without a restart. ASCII digits only (`\d`
+# and int() also take other scripts' digits); the system name is printable ASCII without
+# space or '|' (queue_log's separator). Group 1 is the epoch second the channel was created.
+_UNIQUEID = re.compile(r"(?:[\x21-\x7b\x7d\x7e]{1,80}-)?([0-9]{1,10})\.-?[0-9]{1,10}")
 _LANGUAGE = re.compile(r"[A-Za-z0-9_-]{0,32}")  # "" keeps the channel's
 _PROMPT = re.compile(r"[A-Za-z0-9_./&-]{1,255}")
 MAX_NAME = 128  # queue and member names: Asterisk's own limit is 80 / 128
@@ -196,17 +211,24 @@ def _printable(text: str) -> bool:
 
 # ------------------------------------------------------------------ whether to ask
 class SkipRules:
-    """Sampling, too-short calls, callers surveyed recently. `reason(call)` -> why not, or None."""
+    """A call surveyed already, sampling, callers surveyed recently, too-short calls.
+    `reason(call)` -> why not, or None. A store that does not answer a lookup within
+    STORE_READ_S counts as "not known": the caller is asked rather than kept waiting."""
 
-    def __init__(self, config: SurveyConfig, store: Store, server: str, gate: asyncio.Lock,
-                 rng: random.Random | None = None) -> None:
+    def __init__(self, config: SurveyConfig, store: Store, server: str,
+                 limited: RateLimitedLog, rng: random.Random | None = None) -> None:
         self.config = config
         self.store = store
         self.server = server
-        self.gate = gate  # one store connection: one statement at a time
+        self.limited = limited
         self.rng = rng or random.Random()
+        self._decided: OrderedDict[str, None] = OrderedDict()  # calls seen, newest last
+        self._since = time.time()  # calls that began after this were all seen by this server
+        self._surveyed = SurveyedLookup(store, server)
 
     async def reason(self, call: SurveyCall) -> str | None:
+        if await self._seen_before(call):
+            return "already surveyed (one survey per call)"
         if self.config.sample_rate < 1.0 and self.rng.random() >= self.config.sample_rate:
             return "not sampled"
         if self.config.skip_recent_days > 0 and await self._answered_recently(call):
@@ -217,16 +239,34 @@ class SkipRules:
                 return f"talked {talk_s:g} s, less than {self.config.min_talk_s:g} s"
         return None
 
+    async def _seen_before(self, call: SurveyCall) -> bool:
+        """A call this server decided about already (a second AGI() for it in the dialplan, or
+        two sessions at once), or, for a call that began before this server started, one with
+        answers in the store (from before the restart). Remembered from here on, whatever the
+        decision: a call not sampled once does not get a second draw."""
+        if call.call_id in self._decided:
+            return True
+        self._decided[call.call_id] = None
+        if len(self._decided) > MAX_DECIDED:
+            self._decided.popitem(last=False)
+        if _started(call.call_id) > self._since:
+            return False  # nothing but this server can have surveyed it: no lookup to wait for
+        try:
+            async with asyncio.timeout(STORE_READ_S):
+                return await self._surveyed.ask(call.call_id)
+        except Exception as exc:  # TimeoutError included
+            self._unknown(exc)
+            return False
+
     async def _answered_recently(self, call: SurveyCall) -> bool:
         if not call.caller_number:
             return False  # anonymous callers cannot be recognised
         since = int(time.time() - self.config.skip_recent_days * 86400)
-        async with self.gate:
-            rows = await self.store.fetch_all(
-                "SELECT 1 FROM events WHERE kind = ? AND tsec >= ? AND server = ?"
-                " AND caller_number = ? AND reason = ? AND call_id <> ? LIMIT 1",
-                (Kind.SURVEY_ANSWER, since, self.server, call.caller_number, ANSWERED,
-                 call.call_id))
+        rows = await self._read(
+            "SELECT 1 FROM events WHERE kind = ? AND tsec >= ? AND server = ?"
+            " AND caller_number = ? AND reason = ? AND call_id <> ? LIMIT 1",
+            (Kind.SURVEY_ANSWER, since, self.server, call.caller_number, ANSWERED,
+             call.call_id))
         return bool(rows)
 
     async def _talk_s(self, call: SurveyCall) -> float | None:
@@ -235,20 +275,89 @@ class SkipRules:
         if it has not arrived within TALK_LOOKUP_S."""
         deadline = time.monotonic() + TALK_LOOKUP_S
         while True:
-            async with self.gate:
-                rows = await self.store.fetch_all(
-                    "SELECT talk_s FROM events WHERE tsec >= ? AND server = ? AND call_id = ?"
-                    " AND kind IN (?, ?) AND talk_s IS NOT NULL ORDER BY ts DESC LIMIT 1",
-                    (_started(call.call_id) - TALK_LOOKBACK_S, self.server, call.call_id,
-                     Kind.COMPLETE, Kind.TRANSFER))
+            rows = await self._read(
+                "SELECT talk_s FROM events WHERE tsec >= ? AND server = ? AND call_id = ?"
+                " AND kind IN (?, ?) AND talk_s IS NOT NULL ORDER BY ts DESC LIMIT 1",
+                (_started(call.call_id) - LOOKBACK_S, self.server, call.call_id,
+                 Kind.COMPLETE, Kind.TRANSFER))
             if rows:
                 return float(rows[0][0])
             if time.monotonic() >= deadline:
-                log.warning("call %s: no talk time in the store after %g s, surveyed anyway "
-                            "(min_talk_s needs `callkpi listen` writing to this store)",
-                            call.call_id, TALK_LOOKUP_S)
+                self.limited.log(
+                    logging.WARNING, "no-talk-time",
+                    "call %s: no talk time in the store after %g s, surveyed anyway "
+                    "(min_talk_s needs `callkpi listen` writing to this store)",
+                    call.call_id, TALK_LOOKUP_S)
                 return None
             await asyncio.sleep(TALK_LOOKUP_STEP_S)
+
+    async def _read(self, sql: str, params: tuple) -> list[tuple]:
+        """A skip rule's lookup; [] (not known) when the store fails or is slow."""
+        try:
+            async with asyncio.timeout(STORE_READ_S):
+                return await self.store.fetch_all(sql, params)
+        except Exception as exc:  # TimeoutError included: never a reason to keep the caller
+            self._unknown(exc)
+            return []
+
+    def _unknown(self, exc: Exception) -> None:
+        why = f"no answer within {STORE_READ_S:g} s" if isinstance(exc, TimeoutError) \
+            else f"{type(exc).__name__}: {exc}"
+        self.limited.log(logging.WARNING, "skip-lookup",
+                         "a survey skip rule could not read the store (%s): the call is "
+                         "surveyed", why)
+
+
+class SurveyedLookup:
+    """Which calls have survey answers in the store, asked for many calls in one query: the
+    calls asked about while a query runs go together in the next one. A burst of sessions
+    (after a restart) would otherwise queue one store round trip each before its first prompt."""
+
+    MAX_CALLS = 500  # per query: well within SQLite's bound on parameters
+
+    def __init__(self, store: Store, server: str) -> None:
+        self.store = store
+        self.server = server
+        self._asked: dict[str, list[asyncio.Future[bool]]] = {}
+        self._querying: asyncio.Task[None] | None = None
+
+    async def ask(self, call_id: str) -> bool:
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._asked.setdefault(call_id, []).append(answer)
+        if self._querying is None:
+            self._querying = asyncio.create_task(self._query_while_asked())
+        return await answer
+
+    async def _query_while_asked(self) -> None:
+        try:
+            await asyncio.sleep(0)  # the sessions of this moment ask too
+            while self._asked:
+                batch = dict(itertools.islice(self._asked.items(), self.MAX_CALLS))
+                for call_id in batch:
+                    del self._asked[call_id]
+                await self._query(batch)
+        finally:
+            self._querying = None
+
+    async def _query(self, batch: dict[str, list[asyncio.Future[bool]]]) -> None:
+        marks = ", ".join("?" * len(batch))
+        try:
+            rows = await self.store.fetch_all(
+                f"SELECT DISTINCT call_id FROM events WHERE tsec >= ? AND server = ?"
+                f" AND kind = ? AND call_id IN ({marks})",
+                (min(map(_started, batch)) - LOOKBACK_S, self.server, Kind.SURVEY_ANSWER,
+                 *batch))
+        except Exception as exc:  # each caller decides what an unknown means
+            for waiting in batch.values():
+                for answer in waiting:
+                    if not answer.done():
+                        answer.set_exception(exc)
+            return
+        found = {row[0] for row in rows}
+        for call_id, waiting in batch.items():
+            for answer in waiting:
+                if not answer.done():  # a caller that gave up has cancelled it
+                    answer.set_result(call_id in found)
 
 
 # ------------------------------------------------------------------ asking
@@ -262,24 +371,21 @@ class Outcome:
 class Survey:
     """Runs the configured questions over one session, storing each answer at once."""
 
-    def __init__(self, config: SurveyConfig, questions: list[Question], store: Store,
-                 server: str, gate: asyncio.Lock) -> None:
+    def __init__(self, config: SurveyConfig, questions: list[Question], writer: AnswerWriter,
+                 server: str) -> None:
         self.config = config
         self.questions = questions
-        self.store = store
+        self.writer = writer
         self.server = server
-        self.gate = gate
-        self.answers = 0  # survey-answer events stored
-        self._unwritten: list[tuple[CallEvent, list[CallLink], asyncio.Future]] = []
 
     async def run(self, session: AgiSession, call: SurveyCall) -> None:
-        """Ask every question until the caller hangs up, storing each answer as it comes."""
+        """Ask every question until the caller hangs up, recording each answer as it comes."""
         session_id = uuid.uuid4().hex[:16]
         await self._prepare(session, call)
         for number, question in enumerate(self.questions):
             outcome = await self._ask(session, question)
             event = self._event(call, question, outcome, session_id)
-            await self._store(event, call, first=number == 0)
+            await self._record(event, call, first=number == 0)
             if outcome.reason == HANGUP:
                 return  # the survey is incomplete; unasked questions store nothing
         await self._play(session, self.config.thank_you)
@@ -349,35 +455,12 @@ class Survey:
                           agent=call.agent, discr=question.id, value=outcome.value,
                           reason=outcome.reason, caller_number=call.caller_number, extra=extra)
 
-    async def _store(self, event: CallEvent, call: SurveyCall, *, first: bool) -> None:
+    async def _record(self, event: CallEvent, call: SurveyCall, *, first: bool) -> None:
+        """Into the spool before the next prompt; the writer takes it to the store behind the
+        caller."""
         links = [CallLink(self.server, call.call_id, call.linkedid, event.ts)] \
             if first and call.linkedid else []
-        try:
-            await self._commit(event, links)
-        except Exception:  # a store problem must not cut the caller's survey short
-            log.exception("could not store survey answer %s", event)
-        else:
-            self.answers += 1
-
-    async def _commit(self, event: CallEvent, links: list[CallLink]) -> None:
-        """Group commit: whoever gets the store next writes every answer waiting by then in one
-        transaction, so under load a caller waits for one commit, not a queue of them."""
-        done = asyncio.get_running_loop().create_future()
-        self._unwritten.append((event, links, done))
-        async with self.gate:
-            if done.done():  # an earlier writer took it along
-                return done.result()
-            batch, self._unwritten = self._unwritten, []
-            try:
-                await self.store.write(Batch(events=[e for e, _, _ in batch],
-                                             links=[link for _, ls, _ in batch for link in ls]))
-            except Exception as exc:
-                for _, _, waiting in batch:
-                    if waiting is not done:
-                        waiting.set_exception(exc)
-                raise
-            for _, _, waiting in batch:
-                waiting.set_result(None)
+        await self.writer.record(event, links)
 
 
 async def _check_played(session: AgiSession, reply: Reply, sound: str) -> None:
@@ -397,5 +480,7 @@ def _pressed(reply: Reply) -> str:
 
 
 def _started(uniqueid: str) -> int:
-    """The epoch second a channel was created, from its uniqueid (validated: digits.digits)."""
-    return int(uniqueid.partition(".")[0])
+    """The epoch second a channel was created, from its uniqueid (checked by _UNIQUEID)."""
+    match = _UNIQUEID.fullmatch(uniqueid)
+    assert match is not None, uniqueid
+    return int(match.group(1))

@@ -99,6 +99,9 @@ class AgiConfig:
     port: Port = 4573
     # FastAGI has no authentication: a non-loopback bind needs the sources it may accept.
     allow: list[str] = field(default_factory=list)
+    max_connections: int = 1000  # open at once, in total
+    max_per_peer: int = 500  # open at once from one address
+    spool: str = ""  # answers on their way to the store; "": <db>-agi-spool beside the store
 
 
 @dataclass

@@ -252,6 +252,33 @@ CREATE INDEX ivr_paths_tsec ON ivr_paths (tsec);
 -- the rules changed: the facts are derived again from the events at the next refresh
 DELETE FROM facts_state;
 """,
+    5: """
+-- The roster as employment periods: an agent who left and was hired again has two rows, the
+-- first with its leaving date (the agents table kept one hire and one leaving per name).
+CREATE TABLE agent_employment (
+    name     TEXT NOT NULL,
+    hired_on TEXT NOT NULL,
+    left_on  TEXT,
+    PRIMARY KEY (name, hired_on)
+);
+-- A row hired after it left is a re-hire that overwrote the hire date: employed since then
+-- (the earlier period's hire date is gone; its leaving date cannot stand on its own).
+INSERT INTO agent_employment (name, hired_on, left_on)
+SELECT name, hired_on, CASE WHEN left_on < hired_on THEN NULL ELSE left_on END FROM agents;
+DROP TABLE agents;
+
+-- A report e-mail being sent: claimed before the relay is contacted, so two `callkpi email`
+-- runs for the same day and recipients send it once. Dropped when the relay refused the mail
+-- (a retry sends it), replaced by a reports_sent row once the relay took it; one left behind
+-- by a run that died while sending says the mail may or may not have gone.
+CREATE TABLE report_claims (
+    day        TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    owner      TEXT NOT NULL,  -- the sending process: host:pid:boot id:start time
+    claimed_at REAL NOT NULL,
+    PRIMARY KEY (day, recipients)
+);
+""",
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -125,30 +125,34 @@ def agents() -> None:
 @agents.command("add")
 @click.argument("name")
 @click.option("--hired", type=DATE, required=True, help="Hire date (YYYY-MM-DD).")
+@click.option("--correct", is_flag=True, help="Correct the hire date of NAME's latest "
+              "employment instead of hiring.")
 @db_option
 @click.pass_context
-def agents_add(ctx: click.Context, name: str, hired: dt.date) -> None:
-    """Add NAME (the name Asterisk logs) to the roster."""
-    _roster(ctx, roster.add_agent, name, hired, create=True)
-    click.echo(f"added {name} (hired {hired})")
+def agents_add(ctx: click.Context, name: str, hired: dt.date, correct: bool) -> None:
+    """Hire NAME (the name Asterisk logs): a first hire, or again after leaving."""
+    click.echo(_roster(ctx, roster.correct_hire if correct else roster.add_agent, name, hired,
+                       create=True))
 
 
 @agents.command("leave")
 @click.argument("name")
 @click.option("--on", "left_on", type=DATE, required=True, help="Last day (YYYY-MM-DD).")
+@click.option("--correct", is_flag=True, help="Correct the leaving date of NAME's latest "
+              "employment.")
 @db_option
 @click.pass_context
-def agents_leave(ctx: click.Context, name: str, left_on: dt.date) -> None:
-    """Record that NAME left on a day."""
-    _roster(ctx, roster.leave_agent, name, left_on)
-    click.echo(f"{name} left on {left_on}")
+def agents_leave(ctx: click.Context, name: str, left_on: dt.date, correct: bool) -> None:
+    """Record that NAME left on a day (their last working day)."""
+    click.echo(_roster(ctx, roster.correct_leave if correct else roster.leave_agent, name,
+                       left_on))
 
 
 @agents.command("list")
 @db_option
 @click.pass_context
 def agents_list(ctx: click.Context) -> None:
-    """Show the roster."""
+    """Show the roster: one line per employment period."""
     for agent in _roster(ctx, roster.list_agents):
         left = agent.left_on.isoformat() if agent.left_on else "-"
         click.echo(f"{agent.name}\thired {agent.hired_on}\tleft {left}")
@@ -159,7 +163,8 @@ def agents_list(ctx: click.Context) -> None:
 @db_option
 @click.pass_context
 def agents_import(ctx: click.Context, path: str) -> None:
-    """Import name,hired_on,left_on rows from a CSV file (all or nothing)."""
+    """Import name,hired_on,left_on rows (one per employment) from a CSV file (all or
+    nothing)."""
     count = _roster(ctx, roster.import_csv, path, create=True)
     click.echo(f"imported {count} agents")
 

@@ -20,7 +20,7 @@ from callkpi.cli_common import (
 )
 from callkpi.config import Config, ConfigError
 from reports.kpis import report_timezone
-from reports.mailer import send_report, write_report_eml
+from reports.mailer import BEING_SENT, SENT_NOW, Outcome, send_report, write_report_eml
 from reports.options import language_options
 
 
@@ -54,7 +54,8 @@ class DayOrAddress(click.ParamType):
 # the spellings of 0.1, kept for one release: --from DAY --to DAY, and --to DAY
 @click.option("--date", "day", type=DATE, hidden=True)
 @click.option("--until", "until", type=DATE, hidden=True)
-@click.option("--force", is_flag=True, help="Send even if this day was already sent to them.")
+@click.option("--force", is_flag=True, help="Send even if this day was already sent to them, "
+              "or an earlier run stopped while sending it.")
 @click.option("--dry-run", is_flag=True,
               help="Write callkpi-report-DAY.eml in the current directory instead of sending.")
 @language_options
@@ -124,11 +125,23 @@ async def email_days(config: Config, days: Sequence[dt.date], recipients: Sequen
             if dry_run:
                 path = await write_report_eml(store, config, day, recipients, Path.cwd())
                 click.echo(f"{day}: wrote {path}")
-            elif await send_report(store, config, day, recipients, force=force):
-                click.echo(f"{day}: sent to {', '.join(recipients)}")
             else:
-                click.echo(f"{day}: already sent to {', '.join(recipients)} "
-                           "(--force sends it again)")
+                say(day, recipients, await send_report(store, config, day, recipients,
+                                                      force=force))
+
+
+def say(day: dt.date, recipients: Sequence[str], outcome: Outcome) -> None:
+    to = ", ".join(recipients)
+    if outcome.status == SENT_NOW:
+        click.echo(f"{day}: sent to {to}")
+        for recipient, reply in outcome.refused.items():
+            click.echo(f"{day}: the relay refused {recipient} ({reply}); the others got it",
+                       err=True)
+    elif outcome.status == BEING_SENT:
+        click.echo(f"{day}: being sent to {to} by another run ({outcome.sender}); "
+                   "not sent again")
+    else:
+        click.echo(f"{day}: already sent to {to} (--force sends it again)")
 
 
 def pick_days(config: Config, yesterday: bool, start: dt.date | None, end: dt.date | None

@@ -113,11 +113,10 @@ async def test_sigterm_lets_the_running_survey_finish_and_exits_0(tmp_path):
         call = FakeCall(environment("1795491290.4", ["1795491290.4", "support", "Agent 1001"]),
                         ["5", "1"], think_s=1.0)
         running = asyncio.create_task(call.run("127.0.0.1", port))
-        await asyncio.sleep(0.5)  # the caller is thinking about q1
+        await asked(call, "GET DATA")  # the caller is thinking about q1
         server.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.3)
-        with pytest.raises(OSError):  # no new sessions once stopping
-            await asyncio.open_connection("127.0.0.1", port)
+        await refused(port)  # no new sessions once stopping
+        assert not running.done()
         await running
         out, err = server.communicate(timeout=10)
     finally:
@@ -140,3 +139,84 @@ async def wait_listening(port: int) -> None:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.05)
+
+
+async def asked(call: FakeCall, command: str) -> None:
+    """Wait until the server has sent the caller `command`."""
+    async with asyncio.timeout(10):
+        while not any(c.startswith(command) for c in call.commands):
+            await asyncio.sleep(0.01)
+
+
+async def refused(port: int) -> None:
+    """Wait until nothing listens on port any more."""
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                return
+            writer.close()
+            await asyncio.sleep(0.01)
+
+
+def survey_rows(db: Path) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT call_id, discr, value FROM events"
+                            " WHERE kind = 'survey-answer' ORDER BY call_id, discr").fetchall()
+
+
+async def test_answers_given_before_a_kill_9_are_stored_once_at_the_next_start(tmp_path):
+    """The store's write lock is held (a big ingest), so the answers wait in the spool when the
+    server is killed; the next server stores them, once."""
+    port, db = free_port(), tmp_path / "callkpi.db"
+    command = [CALLKPI, "agi", "--port", str(port), "--db", str(db)]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    blocker = None
+    try:
+        await wait_listening(port)
+        blocker = sqlite3.connect(db, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        calls = [FakeCall(environment(uid, [uid, "support", "Agent 1001"]), ["4", "2"])
+                 for uid in ("1795491290.1", "1795491290.2")]
+        await asyncio.gather(*(c.run("127.0.0.1", port) for c in calls))
+        assert all(c.commands[-1].startswith("STREAM FILE auth-thankyou") for c in calls)
+        server.kill()  # SIGKILL: no shutdown, no last write
+        server.wait(timeout=10)
+    finally:
+        server.kill()
+        if blocker is not None:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+    assert survey_rows(db) == []
+    again = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        await wait_listening(port)
+        async with asyncio.timeout(30):
+            while len(survey_rows(db)) < 4:
+                await asyncio.sleep(0.05)
+        again.send_signal(signal.SIGTERM)
+        out, err = again.communicate(timeout=30)
+    finally:
+        again.kill()
+    assert "4 survey answers left in" in err, err
+    assert survey_rows(db) == [("1795491290.1", "q1", "4"), ("1795491290.1", "q2", "2"),
+                               ("1795491290.2", "q1", "4"), ("1795491290.2", "q2", "2")]
+    assert list((tmp_path / "callkpi.db-agi-spool").glob("*.jsonl")) == []
+
+
+async def test_a_second_server_on_the_same_spool_is_refused_in_one_line(tmp_path):
+    port, db = free_port(), tmp_path / "callkpi.db"
+    first = subprocess.Popen([CALLKPI, "agi", "--port", str(port), "--db", str(db)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        await wait_listening(port)
+        second = subprocess.run([CALLKPI, "agi", "--port", str(free_port()), "--db", str(db)],
+                                capture_output=True, text=True, timeout=30)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    assert second.returncode == 1
+    assert second.stderr.endswith(f"Error: [agi] spool {db}-agi-spool is in use by another "
+                                  "survey server (a second one needs its own [agi] spool)\n")
+    assert "Traceback" not in second.stderr

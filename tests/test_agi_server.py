@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
+import sqlite3
 import time
 
 import pytest
@@ -40,7 +42,9 @@ async def serve(store):
     servers = []
 
     async def start(config: Config | None = None, **kwargs) -> AgiServer:
-        server = await AgiServer(config or make_config(), store, **kwargs).start()
+        config = config or make_config()
+        config.store.db = store.path  # the spool goes beside it
+        server = await AgiServer(config, store, **kwargs).start()
         servers.append(server)
         return server
 
@@ -57,12 +61,17 @@ def caller(presses, uid=UID, args=None, variables=None, **env) -> FakeCall:
 
 async def run(call: FakeCall, server: AgiServer, timeout_s: float = 30) -> FakeCall:
     """Play the call and wait until the server has finished with it (a caller that hangs up
-    is gone before the server stores the hang-up)."""
+    is gone before the server records the hang-up) and its answers are in the store."""
     await call.run("127.0.0.1", server.port, timeout_s)
-    async with asyncio.timeout(5):
+    await finished(server)
+    return call
+
+
+async def finished(server: AgiServer, timeout_s: float = 10) -> None:
+    async with asyncio.timeout(timeout_s):
         while server.running:
             await asyncio.sleep(0.01)
-    return call
+        await server.stored_all()
 
 
 async def answers(store) -> list[tuple]:
@@ -199,6 +208,7 @@ async def test_silent_and_vanishing_clients_time_out_without_blocking_others(ser
     gone = await asyncio.open_connection("127.0.0.1", server.port)
     gone[1].close()  # EOF before any header
     await caller(["5", "1"]).run("127.0.0.1", server.port, timeout_s=2)
+    await asyncio.wait_for(server.stored_all(), 10)
     assert await brief(store) == [("q1", "5", "answered"), ("q2", "1", "answered")]
     for reader, writer in (silent, half):
         assert await asyncio.wait_for(reader.read(), 3) == b""
@@ -215,6 +225,7 @@ async def test_hundred_concurrent_sessions_do_not_block_each_other(serve, store)
     calls = [caller([str(1 + i % 5), str(1 + i % 2)], uid=f"17954{i:05d}.{i}") for i in range(100)]
     await asyncio.wait_for(asyncio.gather(*(c.run("127.0.0.1", server.port) for c in calls)), 20)
     assert server.running == 1  # the stuck one waits for its reply, alone
+    await asyncio.wait_for(server.stored_all(), 5)
     rows = await answers(store)
     assert len(rows) == 200 and {r[5] for r in rows} == {"answered"}
     by_call = {(r[0], r[3]): r[4] for r in rows}
@@ -224,7 +235,7 @@ async def test_hundred_concurrent_sessions_do_not_block_each_other(serve, store)
     stuck.close()
 
 
-async def test_allow_list_refuses_other_sources(serve, store, caplog):
+async def test_allow_list_refuses_other_sources(serve, store, caplog, tmp_path):
     config = make_config()
     config.agi.allow = ["10.0.0.0/8"]
     server = await serve(config)
@@ -234,6 +245,7 @@ async def test_allow_list_refuses_other_sources(serve, store, caplog):
     assert await brief(store) == []
     config = make_config()
     config.agi.allow = ["10.0.0.0/8", "127.0.0.1"]
+    config.agi.spool = str(tmp_path / "second-spool")  # one spool per running server
     allowed = await serve(config)
     await run(caller(["4", "1"]), allowed)
     assert len(await brief(store)) == 2
@@ -334,7 +346,9 @@ async def test_stop_lets_running_surveys_finish(serve, store):
     server = await serve()
     call = caller(["none", "3", "1"])
     running = asyncio.create_task(call.run("127.0.0.1", server.port))
-    await asyncio.sleep(0.2)
+    async with asyncio.timeout(10):  # the survey is under way: its first question asked
+        while not any(c.startswith("GET DATA") for c in call.commands):
+            await asyncio.sleep(0.01)
     await server.stop(grace_s=5)
     await running
     assert await brief(store) == [("q1", "3", "answered"), ("q2", "1", "answered")]
@@ -342,14 +356,127 @@ async def test_stop_lets_running_surveys_finish(serve, store):
         await asyncio.open_connection("127.0.0.1", server.port)
 
 
-async def test_store_failure_is_logged_and_the_survey_goes_on(serve, store, caplog):
+async def test_a_failing_store_delays_the_answers_and_never_loses_them(serve, store, caplog):
     server = await serve()
+    write = store.write
 
     async def broken(batch):
         raise OSError("disk full")
 
     store.write = broken
+    call = await caller(["3", "1"]).run("127.0.0.1", server.port)
+    assert call.commands[-1].startswith("STREAM FILE auth-thankyou")  # the caller never knew
+    async with asyncio.timeout(10):  # the writer has tried
+        while "survey answers wait in the spool" not in caplog.text:
+            await asyncio.sleep(0.01)
+    assert "disk full" in caplog.text
+    assert server.writer.pending == 2 and await brief(store) == []
+    store.write = write  # the store is back: the writer's next try takes them
+    await finished(server, timeout_s=60)  # its tries back off (0.5 s, doubling)
+    assert await brief(store) == [("q1", "3", "answered"), ("q2", "1", "answered")]
+    assert server.writer.stored == 2
+
+
+async def test_callers_never_wait_for_the_stores_write_lock(serve, store):
+    """An ingest or a report holding the write lock for seconds delays the answers' arrival in
+    the store, never the caller: the survey ends while the lock is still held."""
+    server = await serve()
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # what a big ingest batch does
+    try:
+        call = await caller(["4", "2"]).run("127.0.0.1", server.port)
+        assert call.commands[-1].startswith("STREAM FILE auth-thankyou")
+        assert server.writer.pending == 2 and await brief(store) == []
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    await finished(server, timeout_s=60)
+    assert await brief(store) == [("q1", "4", "answered"), ("q2", "2", "answered")]
+
+
+async def test_a_call_is_surveyed_once(serve, store, caplog):
+    caplog.set_level(logging.INFO)
+    server = await serve()
+    first = await run(caller(["4", "1"]), server)
+    again = await run(caller(["2", "2"]), server)  # a second AGI() for the same call
+    assert any(c.startswith("GET DATA") for c in first.commands)
+    assert not any(c.startswith("GET DATA") for c in again.commands)
+    assert "already surveyed (one survey per call)" in caplog.text
+    both = [caller(["5", "1"], uid="1795491290.20"), caller(["1", "2"], uid="1795491290.20")]
+    await asyncio.gather(*(c.run("127.0.0.1", server.port) for c in both))
+    await finished(server)
+    assert sum(any(c.startswith("GET DATA") for c in call.commands) for call in both) == 1
+    assert len([r for r in await answers(store) if r[0] == "1795491290.20"]) == 2
+    assert server.stats.skipped == 2
+
+
+async def test_a_call_with_answers_in_the_store_is_not_surveyed_again(serve, store):
+    """Answers from before a restart (or from another server) are in the store, not in this
+    server's memory."""
+    await store.write(Batch(events=[make_event(
+        server="pbx1", kind=Kind.SURVEY_ANSWER, ts=1795491300.0, source=SOURCE_AGI,
+        call_id=UID, discr="q1", value="5", reason="answered")]))
+    server = await serve()
     call = await run(caller(["3", "1"]), server)
-    assert call.commands[-1].startswith("STREAM FILE auth-thankyou")
-    assert caplog.text.count("could not store survey answer") == 2
-    assert server.stats.answers == 0
+    assert not any(c.startswith("GET DATA") for c in call.commands)
+    assert server.stats.skipped == 1
+
+
+async def test_an_environment_over_16_kib_is_dropped(serve, store, caplog):
+    server = await serve()
+    call = caller(["4", "1"])
+    for i in range(1, 11):
+        call.env[f"agi_arg_{i + 3}"] = "x" * 2000  # 20 KB of arguments
+    await run(call, server)
+    assert call.commands == [] and server.stats.dropped == 1
+    assert "bytes (at most 16384)" in caplog.text
+
+
+@pytest.mark.parametrize("uid", ["pbx1-1795491290.7", "pbx-east-1-1795491290.7",
+                                 "1795491290.-2147483648"])
+async def test_uniqueids_as_asterisk_writes_them(serve, store, uid):
+    """systemname in asterisk.conf prefixes every uniqueid; the counter can wrap negative."""
+    server = await serve()
+    await run(caller(["4", "1"], uid=uid), server)
+    rows = await answers(store)
+    assert {r[0] for r in rows} == {uid} and rows[0][8]["call_id_from"] == "arg"
+
+
+@pytest.mark.parametrize("bad", ["12345678901234567890.1", "١٧٩٥٤٩١٢٩٠.٧", "1795491290.7 x",
+                                 "pbx|1-1795491290.7"])
+async def test_what_is_not_a_uniqueid_is_not_taken_for_one(serve, store, bad, caplog):
+    """A 20-digit or non-ASCII "uniqueid" in the argument gives way to the channel's own;
+    with min_talk_s the talk-time lookup then reads a valid second (it raised before)."""
+    server = await serve(make_config(min_talk_s=5))
+    await store.write(Batch(events=[make_event(
+        server="pbx1", kind=Kind.COMPLETE, ts=1795491300.0, source="ami", call_id=UID,
+        queue="support", agent="Agent 1001", talk_s=60.0, reason="agent")]))
+    await run(caller(["4", "1"], args=[bad, "support", "Agent 1001"]), server)
+    rows = await answers(store)
+    assert {r[0] for r in rows} == {UID} and rows[0][8]["call_id_from"] == "channel"
+    assert "Traceback" not in caplog.text and server.stats.errors == 0
+    call = caller(["4", "1"], uid="1795491290.9", args=[bad, "support", "Agent 1001"])
+    call.env["agi_uniqueid"] = bad
+    await run(call, server)
+    assert not any(c.startswith("GET DATA") for c in call.commands)
+    assert "no uniqueid" in caplog.text
+
+
+async def test_a_call_newer_than_the_server_is_not_looked_up_in_the_store(serve, store):
+    """Only this server can have surveyed a call that began after it started: the caller
+    does not wait for a store lookup (the memory of calls seen is enough)."""
+    server = await serve()
+    reads = []
+    fetch_all = store.fetch_all
+
+    async def counted(sql, params=()):
+        reads.append(sql)
+        return await fetch_all(sql, params)
+
+    store.fetch_all = counted
+    uid = f"{int(time.time()) + 1}.1"
+    await run(caller(["4", "1"], uid=uid), server)
+    await run(caller(["4", "1"], uid=uid), server)  # a second AGI(): known without a lookup
+    assert reads == [] and server.stats.skipped == 1
+    store.fetch_all = fetch_all
+    assert {r[0] for r in await answers(store)} == {uid}

@@ -30,8 +30,8 @@ from ports import free_port
 from queue_log_parser.ingest import ingest_paths
 from report_fixture import empty_report, make_report
 from reports.email_command import local_today
-from reports.mailer import (MailError, build_message, recipients_key, send_message,
-                            send_report)
+from reports.mailer import (ALREADY_SENT, SENT_NOW, MailError, build_message,
+                            recipients_key, send_message, send_report)
 
 RECORDINGS = Path(__file__).parent.parent / "examples" / "recordings"
 
@@ -279,12 +279,17 @@ async def test_a_day_is_sent_once_per_recipients_unless_forced(store, smtp_serve
     port, inbox = smtp_server()
     config = config_for(tmp_path, port)
     day = dt.date(2026, 11, 24)
-    assert await send_report(store, config, day, ["a@example.com", "b@example.com"])
-    assert not await send_report(store, config, day, ["B@example.com", "a@example.com"])
+
+    async def send(recipients, **kwargs):
+        return (await send_report(store, config, day, recipients, **kwargs)).status
+
+    assert await send(["a@example.com", "b@example.com"]) == SENT_NOW
+    assert await send(["B@example.com", "a@example.com"]) == ALREADY_SENT
     assert len(inbox.mails) == 1
-    assert await send_report(store, config, day, ["a@example.com"])  # someone else
-    assert await send_report(store, config, day, ["a@example.com"], force=True)
+    assert await send(["a@example.com"]) == SENT_NOW  # someone else
+    assert await send(["a@example.com"], force=True) == SENT_NOW
     assert len(inbox.mails) == 3
+    assert await store.fetch_all("SELECT * FROM report_claims") == []
     rows = await store.fetch_all("SELECT day, recipients FROM reports_sent ORDER BY 2")
     assert rows == [("2026-11-24", "a@example.com"), ("2026-11-24", "a@example.com,b@example.com")]
 
@@ -294,6 +299,7 @@ async def test_a_failed_send_is_not_recorded(store, tmp_path):
     with pytest.raises(MailError):
         await send_report(store, config, dt.date(2026, 11, 24), ["a@example.com"])
     assert await store.fetch_all("SELECT * FROM reports_sent") == []
+    assert await store.fetch_all("SELECT * FROM report_claims") == []  # a retry sends it
 
 
 def test_recipients_key():
@@ -305,7 +311,7 @@ async def test_the_mail_of_a_day_recorded_from_real_asterisk(store, smtp_server,
     port, inbox = smtp_server()
     config = config_for(tmp_path, port)
     await ingest_paths(store, [str(SAMPLE)], server="pbx1", batch_lines=1000)
-    assert await send_report(store, config, SAMPLE_DAY, ["boss@example.com"])
+    assert (await send_report(store, config, SAMPLE_DAY, ["boss@example.com"])).status == SENT_NOW
     got = inbox.mails[0]["message"]
     plain = got.get_body(("plain",)).get_content()
     offered = sum(1 for line in SAMPLE.read_text().splitlines() if "|ENTERQUEUE|" in line)

@@ -20,6 +20,7 @@ def test_the_service_sends_yesterday_to_the_recipients_of_its_environment_file()
     assert "PASSWORD" not in service.get("Environment", "")
     assert service["Restart"] == "on-failure"
     assert service["RestartPreventExitStatus"] == "2"  # click's usage error
+    assert int(service["Nice"]) > 0  # batch work, behind the survey server and Asterisk
 
 
 def test_the_timer_fires_every_morning_and_catches_up_after_downtime():

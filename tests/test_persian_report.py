@@ -132,7 +132,8 @@ def test_the_persian_html_report(loaded, tmp_path):
 
 def test_the_nightly_mail_in_persian(loaded, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    output = invoke(loaded, "email", "--date", "1405-09-03", "--locale", "fa",
+    output = invoke(loaded, "email", "--from", "1405-09-03", "--to", "1405-09-03",
+                    "--locale", "fa",
                     "--recipient", "manager@example.com", "--dry-run")
     assert "2026-11-24: wrote" in output
     raw = (tmp_path / "callkpi-report-2026-11-24.eml").read_bytes()

@@ -50,9 +50,11 @@ class FakeCall:
     variables: dict[str, str] = field(default_factory=dict)  # for GET VARIABLE
     trying: bool = False  # send `100 result=0 Trying...` before each GET DATA reply
     think_s: float = 0.0  # the caller takes this long to answer each GET DATA
+    play_s: float = 0.0  # each STREAM FILE takes this long (its prompt playing)
     commands: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)  # SEND TEXT payloads
     round_trips: list[float] = field(default_factory=list)  # our reply -> the next command, s
+    arrived_at: list[float] = field(default_factory=list)  # each command's time.time()
     closed_by_server: bool = False
     hung_up: bool = False
 
@@ -74,10 +76,13 @@ class FakeCall:
         sent_at = time.perf_counter()
         while line := await reader.readline():
             self.round_trips.append(time.perf_counter() - sent_at)
+            self.arrived_at.append(time.time())
             command = line.decode().rstrip("\n")
             self.commands.append(command)
             if self.think_s and command.startswith("GET DATA"):
                 await asyncio.sleep(self.think_s)
+            if self.play_s and command.startswith("STREAM FILE"):
+                await asyncio.sleep(self.play_s)
             reply = self._reply(command, presses)
             if reply == "eof":
                 return

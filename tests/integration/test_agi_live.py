@@ -65,6 +65,7 @@ def survey_run(asterisk, tmp_path_factory) -> SurveyRun:
     config.survey.announce_text = True  # the simulated callers wait for SURVEY:<id>
     config.survey.invalid_prompt = "beeperr"
     db = tmp_path_factory.mktemp("agi") / "callkpi.db"
+    config.store.db = str(db)  # the spool goes beside it
 
     async def run() -> SurveyRun:
         store = await open_store(db)
@@ -170,7 +171,8 @@ async def test_where_asterisk_finds_prompts_for_the_survey_language(asterisk, tm
         {"id": qid, "prompt": f"custom/callkpi-test-{qid}", "timeout_s": 1, "retries": 0}
         for qid in ("fr", "any", "en", "nowhere")]
     ami = AmiClient(asterisk.ami_host, asterisk.ami_port, asterisk.ami_user, asterisk.ami_secret)
-    store = await open_store(tmp_path / "callkpi.db")
+    config.store.db = str(tmp_path / "callkpi.db")
+    store = await open_store(config.store.db)
     server = await AgiServer(config, store).start()
     try:
         await ami.connect()
@@ -180,6 +182,7 @@ async def test_where_asterisk_finds_prompts_for_the_survey_language(asterisk, tm
         async with asyncio.timeout(15):
             while not server.stats.connections or server.running:
                 await asyncio.sleep(0.1)
+            await server.stored_all()
         rows = await store.fetch_all("SELECT discr, reason, extra FROM events ORDER BY ts")
     finally:
         await ami.close()
