@@ -424,11 +424,11 @@ def _agent_warnings(warnings: dict[str, list[str]], lang: Lang,
     interfaces = warnings.get("agents_like_interfaces") or []
     if interfaces:
         lines.append(lang.ngettext(
-            "%(num)s agent is named by its phone line (%(example)s), so one person can show "
-            "as two rows: give it its name in %(setting)s in %(file)s, or run %(listen)s, "
-            "which learns the names from Asterisk.",
-            "%(num)s agents are named by their phone line (%(example)s), so one person can "
-            "show as two rows: give them their names in %(setting)s in %(file)s, or run "
+            "%(num)s agent is named by its member interface (%(example)s), so one person can "
+            "show as two rows: give it its name in %(setting)s in %(file)s, or run "
+            "%(listen)s, which learns the names from Asterisk.",
+            "%(num)s agents are named by their member interface (%(example)s), so one person "
+            "can show as two rows: give them their names in %(setting)s in %(file)s, or run "
             "%(listen)s, which learns the names from Asterisk.", len(interfaces),
             example=name(interfaces[0]), **helpers))
     return lines

@@ -401,15 +401,15 @@ def test_an_agent_whose_staffed_time_the_log_cannot_tell_shows_unknown_never_zer
 def test_agents_named_like_interfaces_get_one_line_telling_the_admin_what_to_do():
     page = render_html(unknown_agents_report())
     text = words(page)
-    assert ("1 agent is named by its phone line ( PJSIP/1005 ), so one person can show as two "
-            "rows: give it its name in [agents] names in callkpi.toml , or run callkpi listen "
+    assert ("1 agent is named by its member interface ( PJSIP/1005 ), so one person can show "
+            "as two rows: give it its name in [agents] names in callkpi.toml , or run callkpi listen "
             ", which learns the names from Asterisk.") in text
     assert page.count('class="warn"') == 2
     for name in ("PJSIP/1005", "[agents] names", "callkpi.toml", "callkpi listen"):
         assert re.search(rf"<bdi[^>]*>{re.escape(name)}</bdi>", page)
     plain = render_text(unknown_agents_report())
-    assert ("\n1 agent is named by its phone line (\u2068PJSIP/1005\u2069), so one person can "
-            "show as two rows: give it its name in \u2068[agents] names\u2069 in "
+    assert ("\n1 agent is named by its member interface (\u2068PJSIP/1005\u2069), so one "
+            "person can show as two rows: give it its name in \u2068[agents] names\u2069 in "
             "\u2068callkpi.toml\u2069, or run \u2068callkpi listen\u2069, which learns the names "
             "from Asterisk.\n") in plain
     assert "Staffed time, occupancy and calls per hour unknown for 2 agents" in plain
