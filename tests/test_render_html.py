@@ -9,6 +9,8 @@ from html.parser import HTMLParser
 import pytest
 
 from report_fixture import AGENTS, QUEUES, agent, empty_report, kpis, make_report
+from reports.kpis import build_report
+from test_kpi_rules import DAY, H, T, answer, answered, cfg, member, store_lines
 from reports import render_html as r
 from reports.render_html import (duration, fmt, lower_is_better, pct, render_email_parts,
                                  render_html, render_text)
@@ -435,3 +437,36 @@ def test_survey_answers_without_their_call_and_second_surveys_are_said_apart():
     only_repeats["survey"]["repeat_surveys"] = 2
     assert "2 answers came from a second survey" in render_html(only_repeats)
     assert "Survey:" not in render_text(empty_report())
+
+
+# ------------------------------------------ through a real store: what the KPI layer reports
+async def test_the_kpi_layer_s_unknowns_reach_the_page_and_the_mail(store):
+    """Queue_log lines as Asterisk writes them, a survey answer as the AGI writes it, the
+    real store and KPI layer: a settled day's FCR beside today's pending contacts, a static
+    member whose staffed time the log cannot tell, an agent named by its interface, an answer
+    whose call the store has not seen."""
+    old = T - 4 * 24 * H  # 20 Nov: its window is over by the 24th
+    lines = [member(old - 60), *answered(old, "o1", "5550001"),
+             *answered(old + 60, "o2", "5550002"), *answered(old + 2 * H, "o3", "5550002"),
+             *answered(T, "n1", "5550003"),
+             *answered(T + 60, "s1", "5550004", agent="Agent 1005"),  # static: no ADDMEMBER
+             member(T - 600, agent="PJSIP/1009")]  # its member name never learned
+    orphan = answer("u9", T + 70, "q1", "csat", "1", "s3")
+    await store_lines(store, lines, orphan)
+    report = await build_report(store, cfg(), DAY, DAY, interval="hour")
+    assert report["warnings"] == {"staffed_unknown": ["Agent 1005"],
+                                  "agents_like_interfaces": ["PJSIP/1009"]}
+    page = words(render_html(report))
+    assert ("FCR 50.0 % for 20 Nov 2026 (settled) target ≥ 75.0 % survey: — 2 first contacts "
+            "of this period pending, known on 28 Nov 2026") in page
+    assert "Agent 1005 1 5 s unknown — —" in page
+    assert "unknown for 1 agent: the log never showed the agent log in" in page
+    assert "1 agent is named by its member interface ( PJSIP/1009 )" in page
+    assert "1 answer is not matched to a queue call yet" in page
+    plain = render_text(report)
+    assert ("FCR for 20 Nov 2026 (settled): 50.0 % (target ≥ 75.0 %, missed); survey: —; "
+            "2 first contacts of this period pending, known on 28 Nov 2026") in plain
+    report["period"]["calendar"] = "jalali"
+    persian = words(render_html(report, locale="fa"))
+    assert "۵۰٫۰٪ برای ۲۹ آبان ۱۴۰۵ (قطعی)" in persian
+    assert "۲ نخستین تماس این دوره در انتظار، نتیجه در ۷ آذر ۱۴۰۵" in persian
