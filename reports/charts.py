@@ -173,7 +173,9 @@ def staffing_chart(intervals: Sequence[dict[str, Any]], period: dict[str, Any],
 def staffing_figure(intervals: Sequence[dict[str, Any]], period: dict[str, Any],
                     lang: Lang) -> Figure | None:
     """Agents needed for the service-level target (Erlang C) against the agents staffed
-    (logged in and not paused, on average), per interval; short intervals shaded."""
+    (logged in and not paused, on average), per interval; short intervals shaded. Staffing
+    the log cannot tell (no login seen) is unknown: no bar, never short, said so in the
+    legend."""
     if not any(r.get("agents_needed") or r.get("agents_staffed") for r in intervals):
         return None
     x = list(range(len(intervals)))
@@ -181,10 +183,13 @@ def staffing_figure(intervals: Sequence[dict[str, Any]], period: dict[str, Any],
     had = [_nan(r.get("agents_staffed")) for r in intervals]
     fig, ax = _figure(lang, 2.6)
     for i, (n, h) in enumerate(zip(needed, had)):
-        if not math.isnan(n) and (math.isnan(h) or h < n):
+        if h < n:  # (False when either is unknown)
             ax.axvspan(i - 0.5, i + 0.5, color=SHORT, linewidth=0, zorder=0)
-    ax.bar(x, [0 if math.isnan(h) else h for h in had], width=0.7, color=OFFERED,
-           label=_t(lang, "agents staffed"))
+    if all(math.isnan(h) for h in had):
+        ax.plot([], [], " ", label=_t(lang, "agents staffed: unknown"))
+    else:
+        ax.bar(x, [0 if math.isnan(h) else h for h in had], width=0.7, color=OFFERED,
+               label=_t(lang, "agents staffed"))
     ax.step(x, needed, where="mid", color=NEEDED, linewidth=1.8,
             label=_t(lang, "agents needed"))
     ax.plot([], [], color=SHORT, linewidth=6, label=_t(lang, "short-staffed"))

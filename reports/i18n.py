@@ -22,6 +22,7 @@ from babel.dates import format_date
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
+from markupsafe import Markup, escape
 
 from callkpi.errors import UserError
 from reports.calendar import JALALI, calendar_for, jalali
@@ -76,15 +77,16 @@ class Lang:
         self._percent = (NBSP + "%") if code == "en" else \
             self._babel.number_symbols[numbering]["percentSign"]
         self._numbering = numbering
+        self.comma = self.gettext(", ")  # between the items of a list
 
     # ---------------------------------------------------------------- text
     def gettext(self, message: str, **values: Any) -> str:
         text = self.translations.gettext(message)
-        return text % values if values else text
+        return _fill(text, values) if values else text
 
     def ngettext(self, singular: str, plural: str, n: int, **values: Any) -> str:
         text = self.translations.ngettext(singular, plural, n)
-        return text % {"num": self.count(n), **values}
+        return _fill(text, {"num": self.count(n), **values})
 
     def digits(self, text: str) -> str:
         """The ASCII digits of a text as this language writes them."""
@@ -170,13 +172,28 @@ class Lang:
             return f"{_jalali_names(self.code, 'months')[jalali(day).month - 1]} {self.year(day)}"
         return self.digits(format_date(day, "LLLL y", locale=self._babel))
 
+    def date(self, day: dt.date) -> str:
+        """"24 Nov 2026"; Jalali: "۳ آذر ۱۴۰۵"."""
+        return f"{self.day_month(day, short=not self.rtl)} {self.year(day)}"
+
     def day_range(self, first: dt.date, last: dt.date) -> str:
         """"16 Nov 2026 – 22 Nov 2026"."""
-        return " – ".join(f"{self.day_month(d, short=not self.rtl)} {self.year(d)}"
-                          for d in (first, last))
+        return " – ".join(self.date(d) for d in (first, last))
+
+    def days(self, first: dt.date, last: dt.date) -> str:
+        """One day as "24 Nov 2026", several as a range."""
+        return self.date(first) if first == last else self.day_range(first, last)
 
     def time(self, moment: dt.datetime) -> str:
         return self.digits(f"{moment:%H:%M}")
+
+
+def _fill(text: str, values: dict[str, Any]) -> str:
+    """A translation's placeholders filled in. When a value is markup (a name isolated for
+    an HTML page), the sentence becomes markup: its text and every plain value escaped."""
+    if any(isinstance(value, Markup) for value in values.values()):
+        return escape(text) % values
+    return text % values
 
 
 def _jalali_names(code: str, which: str) -> list[str]:

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
+from zoneinfo import ZoneInfo
 
 import css_inline
 import jinja2
@@ -53,15 +54,20 @@ DETAILS = (
     ("ivr_hangup_pct", N_("IVR hang-ups")),
     ("attrition_pct", N_("Agent attrition")),
 )
-# the calls' outcomes; the last two are shown only where the report has them
+# the calls' outcomes (transferred and talking at a restart are answered calls too)
 OUTCOMES = (
     ("offered", N_("offered")), ("answered", N_("answered")), ("abandoned", N_("abandoned")),
     ("short_abandoned", N_("short abandons")), ("timeout", N_("timed out")),
     ("exit_key", N_("left by key")), ("exit_empty", N_("no agents")),
-    ("transferred", N_("transferred")), ("ended_by_restart", N_("ended by a PBX restart")),
-    ("open", N_("still open")),
+    ("withdrawn", N_("withdrawn")), ("transferred", N_("transferred")),
+    ("ended_by_restart", N_("talking when the PBX restarted")),
+    ("closed", N_("waiting when the PBX restarted")), ("open", N_("still waiting")),
 )
-OPTIONAL_OUTCOMES = {"ended_by_restart", "open"}  # shown only when some calls were
+# rare outcomes, shown only when some calls had them
+OPTIONAL_OUTCOMES = {"withdrawn", "ended_by_restart", "closed", "open"}
+# outcomes that keep a call out of the rates' denominators or its talk out of the averages:
+# the page says so when there are some
+UNRATED_OUTCOMES = ("ended_by_restart", "closed", "open")
 QUESTION_KINDS = {"csat": N_("satisfaction"), "resolution": N_("resolved?")}
 # One line for a manager whose KPI missed its target: what the figure means and the usual
 # levers (industry practice; the FCR benchmark is the one SQM Group publishes).
@@ -142,10 +148,13 @@ class Tile:
     value: str
     target: str | None  # "≥ 80 %"
     met: bool | None  # None: no target or no value
-    previous: str
+    previous: str | None  # None: the figure is not the period's own, so not compared
     change: str | None  # "+2.1 pt"
     improved: bool | None  # None: no change or nothing to compare
     advice: str | None  # when the target is missed
+    covers: str | None = None  # the days of a figure that is not the period's own
+    pending: bool = False  # no figure yet: the value says so in words
+    notes: tuple[str, ...] = ()  # more lines under the target
 
 
 def render_html(report: dict[str, Any], *, title: str | None = None,
@@ -178,25 +187,47 @@ def render_text(report: dict[str, Any], *, title: str | None = None,
     context = _context(report, title, targets, {}, lang)
     lines = [clean(context["title"]), _text_period(report["period"], lang), ""]
     for tile in context["tiles"]:
-        line = f"{tile.label}: {tile.value}"
-        if tile.met is not None:
-            line += " " + (_("(target %(target)s, met)", target=tile.target) if tile.met
-                           else _("(target %(target)s, missed)", target=tile.target))
-        if tile.change:
-            line += _("; %(before)s: %(value)s, %(change)s", before=context["previous_label"],
-                      value=tile.previous, change=tile.change)
-        lines.append(line)
-        if tile.advice:
-            lines.append("  " + tile.advice)
-    lines += ["", _("Calls: %(outcomes)s", outcomes=", ".join(
+        lines += _text_tile(tile, context["previous_label"], lang)
+    lines += ["", _("Calls: %(outcomes)s", outcomes=lang.comma.join(
         f"{value} {label}" for label, value in context["outcomes"]))]
+    if context["restart_note"]:
+        lines.append("  " + context["restart_note"])
     for name, row in sorted(report["queues"].items()):
         lines.append(_("Queue %(name)s: %(offered)s offered, SL %(sl)s, ASA %(asa)s, "
                        "abandoned %(abandoned)s", name=isolate_text(name),
                        offered=lang.count(row["offered"]), sl=lang.pct(row["service_level_pct"]),
                        asa=lang.duration(row["asa_s"]),
                        abandoned=lang.pct(row["abandon_rate_pct"])))
+    lines += _text_survey(report["survey"], lang)
+    warnings = _agent_warnings(report["warnings"], lang, isolate_text)
+    if warnings:
+        lines += ["", *warnings]
     return "\n".join(lines).replace(NBSP, " ") + "\n"  # plain text: plain spaces
+
+
+def _text_tile(tile: Tile, previous_label: str, lang: Lang) -> list[str]:
+    """A headline tile as a line of the plain-text summary (and its advice, indented)."""
+    _ = lang.gettext
+    label = f"{tile.label} {tile.covers}" if tile.covers else tile.label
+    line = f"{label}: {tile.value}"
+    if tile.met is not None:
+        line += " " + (_("(target %(target)s, met)", target=tile.target) if tile.met
+                       else _("(target %(target)s, missed)", target=tile.target))
+    if tile.change:
+        line += _("; %(before)s: %(value)s, %(change)s", before=previous_label,
+                  value=tile.previous, change=tile.change)
+    line += "".join(_("; %(note)s", note=note) for note in tile.notes)
+    return [line, "  " + tile.advice] if tile.advice else [line]
+
+
+def _text_survey(survey: dict[str, Any], lang: Lang) -> list[str]:
+    """The survey in a line, with the answers it does not count; nothing without answers."""
+    if not survey["surveys"] and not survey.get("repeat_surveys"):
+        return []
+    line = lang.gettext("Survey: %(surveys)s surveys, %(incomplete)s incomplete",
+                        surveys=lang.count(survey["surveys"]),
+                        incomplete=lang.count(survey["incomplete"]))
+    return [line, *("  " + note for note in _survey_notes(survey, lang))]
 
 
 def subject_line(report: dict[str, Any], *, title: str | None = None,
@@ -254,6 +285,7 @@ def _context(report: dict[str, Any], title: str | None, targets: dict[str, float
              if period.get("interval") != "hour" or r["offered"]]
     staffing = [r for r in report.get("staffing", [])
                 if r.get("offered") or r.get("agents_staffed")]
+    warnings = report["warnings"]
     return {
         "lang": lang,
         "t": lang,
@@ -263,15 +295,24 @@ def _context(report: dict[str, Any], title: str | None, targets: dict[str, float
         "days": days,
         "previous_label": _("day before") if days == 1 else lang.ngettext(
             "previous %(num)s day", "previous %(num)s days", days),
-        "tiles": [_tile(key, _(label), totals.get(key), previous.get(key), targets.get(key),
+        "tiles": [_fcr_tile(report, targets.get(key), lang) if key == "fcr_pct" else
+                  _tile(key, _(label), totals.get(key), previous.get(key), targets.get(key),
                         lang) for key, label in HEADLINE],
         "outcomes": [(_(label), lang.count(totals.get(key))) for key, label in OUTCOMES
                      if key not in OPTIONAL_OUTCOMES or totals.get(key)],
+        "restart_note": _(
+            "Calls talking when the PBX restarted count as answered, their talk time unknown; "
+            "callers waiting then, and callers still waiting, are left out of the service "
+            "level and the abandon rate.") if any(totals.get(k) for k in UNRATED_OUTCOMES)
+        else None,
         "details": [(_(label), lang.fmt(key, totals.get(key)), lang.fmt(key, previous.get(key)))
                     for key, label in DETAILS if key in totals],
         "queues": sorted(report["queues"].items()),
         "agents": agents,
         "survey": report["survey"],
+        "survey_notes": _survey_notes(report["survey"], lang),
+        "agent_warnings": _agent_warnings(warnings, lang, isolate),
+        "staffing_unknown": any(r.get("agents_staffed") is None for r in staffing),
         "totals": totals,
         "settings": report["settings"],
         "images": images,
@@ -293,17 +334,113 @@ def _tile(key: str, label: str, value: float | None, previous: float | None,
     # compared as shown, so an unchanged "81.2 %" is never coloured better or worse
     delta = None if value is None or previous is None else round(
         value - previous, 1 if key.endswith("_pct") else 0)
-    shown = lang.fmt(key, target)
-    shown_target = None if target is None else (
-        lang.gettext("≤ %(value)s", value=shown) if lower
-        else lang.gettext("≥ %(value)s", value=shown))
     return Tile(
-        key=key, label=label, value=lang.fmt(key, value), target=shown_target,
-        met=met, previous=lang.fmt(key, previous),
+        key=key, label=label, value=lang.fmt(key, value),
+        target=_shown_target(key, target, lang), met=met, previous=lang.fmt(key, previous),
         change=None if delta is None else lang.signed(key, delta),
         improved=None if not delta else (delta < 0) == lower,
         advice=lang.gettext(ADVICE[key]) if met is False and key in ADVICE else None,
     )
+
+
+def _fcr_tile(report: dict[str, Any], target: float | None, lang: Lang) -> Tile:
+    """FCR is known only once every first contact's repeat window is over (docs/kpis.md,
+    rule 18), and a figure with contacts still pending would read low: the tile shows the
+    period's figure when none is pending, else the latest settled days' figure labelled
+    with their dates, else "pending" and the day it will be known; the survey's beside."""
+    _ = lang.gettext
+    totals, label = report["totals"], _("FCR")
+    value, pending = totals.get("fcr_pct"), totals.get("fcr_pending") or 0
+    survey = _("survey: %(value)s", value=lang.pct(totals.get("fcr_survey_pct")))
+    if value is not None or not pending:
+        tile = _tile("fcr_pct", label, value, report["previous_totals"].get("fcr_pct"),
+                     target, lang)
+        return replace(tile, notes=(survey,))
+    known = _fcr_known(report["period"], report["settings"], lang)
+    settled = report.get("fcr_settled") or {}
+    if settled.get("fcr_pct") is None:
+        return replace(_tile("fcr_pct", label, None, None, target, lang), value=_("pending"),
+                       pending=True, previous=None, notes=(lang.ngettext(
+                           "%(num)s first contact, known on %(day)s",
+                           "%(num)s first contacts, known on %(day)s", pending, day=known),
+                           survey))
+    first, last = (dt.date.fromisoformat(settled[k]) for k in ("from", "to"))
+    tile = _tile("fcr_pct", label, settled["fcr_pct"], None, target, lang)
+    return replace(tile, previous=None, covers=_("for %(days)s (settled)", days=lang.days(
+        first, last)), notes=(survey, lang.ngettext(
+            "%(num)s first contact of this period pending, known on %(day)s",
+            "%(num)s first contacts of this period pending, known on %(day)s", pending,
+            day=known)))
+
+
+def _fcr_known(period: dict[str, Any], settings: dict[str, Any], lang: Lang) -> str:
+    """When the period's last first contact leaves its repeat window: the period's end plus
+    the window, in the report's zone ("28 Nov 2026"; with the time when not at midnight)."""
+    moment = dt.datetime.fromisoformat(period["end"]) + dt.timedelta(
+        hours=settings["repeat_window_h"])
+    try:
+        moment = moment.astimezone(ZoneInfo(period["timezone"]))
+    except (ValueError, KeyError, OSError):  # an unknown zone: the period's own offset
+        pass
+    shown = lang.date(moment.date())
+    return shown if moment.time() == dt.time() else f"{shown} {lang.time(moment)}"
+
+
+def _survey_notes(survey: dict[str, Any], lang: Lang) -> list[str]:
+    """The survey answers CSAT and FCR leave out (docs/kpis.md, rule 16)."""
+    notes = []
+    if survey.get("orphans"):
+        notes.append(lang.ngettext(
+            "%(num)s answer is not matched to a queue call yet: counted here, not in CSAT "
+            "or FCR.", "%(num)s answers are not matched to a queue call yet: counted here, "
+            "not in CSAT or FCR.", survey["orphans"]))
+    if survey.get("repeat_surveys"):
+        notes.append(lang.ngettext(
+            "%(num)s answer came from a second survey of the same call: not counted.",
+            "%(num)s answers came from a second survey of the same call: not counted.",
+            survey["repeat_surveys"]))
+    return notes
+
+
+def _agent_warnings(warnings: dict[str, list[str]], lang: Lang,
+                    name: Callable[[str], str]) -> list[str]:
+    """One line for each thing about the agents the log cannot tell (docs/kpis.md, rules
+    14 and 17). `name` isolates a name, a command or a setting: `isolate` for the page
+    (the line is then markup), `isolate_text` for plain text."""
+    lines = []
+    helpers = {"listen": name("callkpi listen"), "setting": name("[agents] names"),
+               "file": name("callkpi.toml")}
+    unknown = warnings.get("staffed_unknown") or []
+    if unknown:
+        lines.append(lang.ngettext(
+            "Staffed time, occupancy and calls per hour unknown for %(num)s agent: the log "
+            "never showed the agent log in during this period (a static member, or one "
+            "logged in before the oldest log callkpi read). %(listen)s learns it from "
+            "Asterisk.",
+            "Staffed time, occupancy and calls per hour unknown for %(num)s agents: the log "
+            "never showed them log in during this period (static members, or logged in "
+            "before the oldest log callkpi read). %(listen)s learns it from Asterisk.",
+            len(unknown), **helpers))
+    interfaces = warnings.get("agents_like_interfaces") or []
+    if interfaces:
+        lines.append(lang.ngettext(
+            "%(num)s agent is named by its member interface (%(example)s), so one person can "
+            "show as two rows: give it its name in %(setting)s in %(file)s, or run "
+            "%(listen)s, which learns the names from Asterisk.",
+            "%(num)s agents are named by their member interface (%(example)s), so one person "
+            "can show as two rows: give them their names in %(setting)s in %(file)s, or run "
+            "%(listen)s, which learns the names from Asterisk.", len(interfaces),
+            example=name(interfaces[0]), **helpers))
+    return lines
+
+
+def _shown_target(key: str, target: float | None, lang: Lang) -> str | None:
+    """"≥ 80.0 %", "≤ 20 s"; None without a target."""
+    if target is None:
+        return None
+    shown = lang.fmt(key, target)
+    return (lang.gettext("≤ %(value)s", value=shown) if lower_is_better(key)
+            else lang.gettext("≥ %(value)s", value=shown))
 
 
 def lower_is_better(key: str) -> bool:

@@ -43,7 +43,7 @@ TOTALS = kpis(
     exit_empty=1, transferred=12, closed=0, abandon_rate_pct=8.1, asa_s=24.6, awt_s=27.9,
     max_wait_s=312.0, service_level_pct=76.5, avg_acw_s=21.0, aht_s=287.4, avg_talk_s=248.2,
     avg_hold_s=18.2, hold_rate_pct=14.3, csat_pct=88.2, csat_avg=4.31,
-    survey_response_rate_pct=36.7, fcr_pct=71.4, fcr_pending=52, fcr_survey_pct=79.0,
+    survey_response_rate_pct=36.7, fcr_pct=None, fcr_pending=52, fcr_survey_pct=79.0,
     repeat_call_rate_pct=9.8, conversion_rate_pct=12.4, ivr_calls=540, ivr_contained_pct=18.5,
     ivr_to_queue_pct=76.3, ivr_hangup_pct=5.2, attrition_pct=0.0,
 )

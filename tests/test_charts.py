@@ -142,6 +142,23 @@ def test_no_staffing_chart_without_staffing_numbers():
     assert render_charts(make_report())["staffing"] is None
 
 
+def test_staffing_the_log_cannot_tell_is_never_drawn_as_zero_or_short():
+    def short_spans(figure) -> int:
+        return sum(1 for p in figure.axes[0].patches
+                   if isinstance(p, Rectangle) and p.get_width() == 1.0)
+
+    report = week_report()
+    known = staffing_figure(report["intervals"], report["period"], EN)
+    assert short_spans(known) == 5  # 9 + day % 3 needed against 8.5 + day % 2 staffed
+    for row in report["intervals"]:
+        row["agents_staffed"] = None  # no login seen in the whole period
+    unknown = staffing_figure(report["intervals"], report["period"], EN)
+    assert short_spans(unknown) == 0
+    assert not [p for p in unknown.axes[0].patches if p.get_width() < 1.0]  # no bar at all
+    assert [t.get_text() for t in unknown.legends[0].get_texts()] == [
+        "agents staffed: unknown", "agents needed", "short-staffed"]
+
+
 def chart_texts(figure) -> list[str]:
     texts = [figure.axes[0].get_ylabel()]
     for ax in figure.axes:

@@ -108,23 +108,52 @@ def visible_text(page: str, hidden: set[str]) -> str:
 
 
 def persian_report() -> dict:
+    """Every part of the page: restarts, waiting and withdrawn calls, agents the log cannot
+    tell about, survey answers not counted, staffing unknown, FCR of settled days."""
     report = make_report(
-        agents={"Alice Smith": agent(answered=3, aht_s=280.0)},
-        queues={"support": kpis(offered=4, service_level_pct=75.0)})
+        agents={"Alice Smith": agent(answered=3, aht_s=280.0), "PJSIP/1005": agent(answered=2)},
+        queues={"support": kpis(offered=4, service_level_pct=75.0)},
+        warnings={"staffed_unknown": ["PJSIP/1005"], "agents_like_interfaces": ["PJSIP/1005"]})
     report["period"]["calendar"] = "jalali"
-    report["totals"] = report["totals"] | {"ended_by_restart": 2, "open": 1}
+    report["totals"] = report["totals"] | {"ended_by_restart": 2, "open": 1, "closed": 1,
+                                           "withdrawn": 1}
+    report["staffing"].append({"start": "2026-11-24T11:00:00+01:00", "queue": "support",
+                               "offered": 3, "aht_s": 200.0, "agents_needed": 2,
+                               "agents_staffed": None})
     return report
 
 
-def test_the_persian_report_has_no_english_word_left():
+def without_isolated(plain: str) -> str:
+    """Plain text without what it isolates (names, commands, settings)."""
+    return re.sub("\u2068.*?\u2069", " ", plain)
+
+
+@pytest.mark.parametrize("fcr_settled", ["settled", None], ids=["settled", "pending"])
+def test_the_persian_report_has_no_english_word_left(fcr_settled):
     report = persian_report()
+    if fcr_settled is None:
+        report["fcr_settled"] = None
     page = render_html(report, locale="fa")
     text = visible_text(page, {"Europe/Berlin"})
-    # Latin letters left: the CSV option named for the admin, nothing else
     assert re.findall(r"[A-Za-z][A-Za-z_-]*", text) == [], text
     assert not re.search(r"[0-9]", text), "Latin digits in the Persian page"
     plain = render_text(report, locale="fa")
-    assert not re.search(r"[A-Za-z0-9]", plain.replace("support", "")), plain
+    assert not re.search(r"[A-Za-z0-9]", without_isolated(plain)), plain
+
+
+def test_the_persian_fcr_tile_and_warnings_read_in_persian_with_jalali_dates():
+    report = persian_report()
+    page = visible_text(render_html(report, locale="fa"), set())
+    page = " ".join(page.split())
+    # settled on 21 Nov (30 Aban), this day's contacts known on 28 Nov (7 Azar)
+    assert "برای ۳۰ آبان ۱۴۰۵ (قطعی)" in page
+    assert "۵۲ نخستین تماس این دوره در انتظار، نتیجه در ۷ آذر ۱۴۰۵" in page
+    assert "نظرسنجی: ۷۹٫۰٪" in page
+    assert page.count("نامعلوم") >= 3  # the agent row, the staffing row, and why
+    report["fcr_settled"] = None
+    plain = render_text(report, locale="fa")
+    assert "حل در اولین تماس: در انتظار؛ ۵۲ نخستین تماس، نتیجه در ۷ آذر ۱۴۰۵؛ نظرسنجی: ۷۹٫۰٪" \
+        in plain
 
 
 def test_persian_numbers_durations_and_dates():
@@ -165,7 +194,8 @@ BIDI_ATTACKS = ["\u202eevil\u202c", "\u2067abc\u2069", "x\u200fy", "\u202dAgent\
 @pytest.mark.parametrize("name", BIDI_ATTACKS)
 @pytest.mark.parametrize("locale", ["en", "fa"])
 def test_bidi_controls_in_a_name_never_reach_the_page_or_the_mail(name, locale):
-    report = make_report(queues={name: kpis(offered=1)}, agents={name: agent(answered=1)})
+    report = make_report(queues={name: kpis(offered=1)}, agents={name: agent(answered=1)},
+                         warnings={"staffed_unknown": [name], "agents_like_interfaces": [name]})
     report["period"]["queue"] = name
     controls = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
     for page in (render_html(report, locale=locale, title=name),
@@ -173,7 +203,8 @@ def test_bidi_controls_in_a_name_never_reach_the_page_or_the_mail(name, locale):
         assert not controls.search(page)
         cleaned = controls.sub("", name)
         isolated = re.findall(rf'<bdi[^>]*>{re.escape(html.escape(cleaned))}</bdi>', page)
-        assert len(isolated) >= 4  # the title, the period's queue, the queue, the agent
+        assert len(isolated) >= 5  # the title, the period's queue, the queue, the agent,
+        # the warning that names it
     text = render_text(report, locale=locale, title=name)
     assert not re.search("[\u202a-\u202e\u200e\u200f\u061c]", text)
     assert f"\u2068{controls.sub('', name)}\u2069" in text  # isolated in plain text too
