@@ -36,8 +36,12 @@ class LineBatch:
 
     @cached_property
     def lines(self) -> list[str]:
-        """The lines, decoded, without newlines."""
-        text = self.data.decode("utf-8", "backslashreplace").split("\n")
+        """The lines, decoded, without their line ends (CRLF too: a log copied from another
+        system would leave a \\r in the last field, a phantom queue or pause reason)."""
+        data = self.data
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        text = data.decode("utf-8", "backslashreplace").split("\n")
         text.pop()  # data ends with a newline: the last piece is empty
         return text
 

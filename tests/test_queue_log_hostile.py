@@ -15,7 +15,7 @@ from queue_log_parser.ingest import Follower, IngestStats, LogSink, ingest_paths
 from queue_log_parser.parser import LineParser
 
 SAMPLE = Path(__file__).parent.parent / "examples" / "queue_log.sample"
-GOOD = SAMPLE.read_bytes().splitlines(keepends=True)[:12]
+GOOD = SAMPLE.read_bytes().splitlines(keepends=True)[:20]  # IVR exits, calls, ACW pauses
 
 
 @dataclass
@@ -123,3 +123,18 @@ def test_no_parsed_line_holds_a_number_sqlite_cannot(line):
     from queue_log_parser.parser import BadLine
     with pytest.raises(BadLine):
         LineParser("pbx").parse(line.decode().rstrip("\n"))
+
+
+# ---------------------------------------------------------------- CRLF
+async def test_crlf_line_ends_leave_no_carriage_return_in_any_field(tmp_path):
+    crlf = [line.replace(b"\n", b"\r\n") for line in GOOD]
+    mixed = [*crlf[:6], *GOOD[6:], b"\r\n"]  # a log appended to from two systems
+    await check_ingest_and_tail(tmp_path, Hostile(mixed, GOOD))
+    store = await open_store(tmp_path / "tail.db")
+    try:
+        rows = await store.fetch_all("SELECT kind, queue, reason, discr, value FROM events")
+    finally:
+        await store.close()
+    assert not any("\r" in str(value) for row in rows for value in row)
+    assert ("ivr-exit", "support", "", "main", "to-queue") in rows  # no queue "support\r"
+    assert ("pause", "support", "ACW", "ACW", "") in rows  # the ACW pause is still ACW
