@@ -150,11 +150,16 @@ class LogSink:
 
     def quarantine(self, batch: LineBatch, origin: str,
                    bad: list[tuple[int, str]]) -> list[Quarantined]:
-        if not bad:
+        if not (bad or batch.junk):
             return []
-        offsets, now = batch.offsets(), time.time()
-        return [Quarantined(SOURCE_QUEUE_LOG, origin, offsets[i], batch.first_line_no + i,
-                            reason, batch.lines[i], now) for i, reason in bad]
+        now = time.time()
+        junk = [Quarantined(SOURCE_QUEUE_LOG, origin, j.position, j.line_no, j.reason,
+                            j.raw.decode("utf-8", "backslashreplace"), now) for j in batch.junk]
+        if not bad:
+            return junk
+        offsets = batch.offsets()
+        return junk + [Quarantined(SOURCE_QUEUE_LOG, origin, offsets[i], batch.first_line_no + i,
+                                   reason, batch.lines[i], now) for i, reason in bad]
 
     def quarantine_fragment(self, origin: str, reader: LineReader, why: str) -> Batch | None:
         """An incomplete last line that will never be completed (its file was rotated away
