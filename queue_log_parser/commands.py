@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -27,6 +28,7 @@ def ingest(ctx: click.Context, paths: tuple[str, ...], full: bool) -> None:
     """Store the events of queue_log files (plain or rotated .gz), resuming where the last
     run stopped; events already stored are skipped."""
     config = get_config(ctx)
+    _log_to_stderr()
     for path in paths:
         if not os.path.exists(path):
             raise click.ClickException(f"{path}: no such file")
@@ -62,6 +64,7 @@ def tail(ctx: click.Context, path: str | None) -> None:
     """Follow a queue_log (default: config [queue_log] path) through log rotations, storing
     events as Asterisk writes them, until SIGTERM or Ctrl-C."""
     config = get_config(ctx)
+    _log_to_stderr()
     path = path or config.queue_log.path
     if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         raise click.ClickException(f"{path}: no such directory")
@@ -69,6 +72,12 @@ def tail(ctx: click.Context, path: str | None) -> None:
         click.echo(f"waiting for {path} to appear", err=True)
     stats = run(follow(config, path))
     click.echo(stats.summary())
+
+
+def _log_to_stderr() -> None:
+    """What the reading says about the files (a link resolved, a FIFO refused) goes to
+    stderr, as `listen` and `agi` log."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
 async def follow(config: Config, path: str) -> IngestStats:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from queue_log_parser.tailer import (
     HEAD_BYTES,
     LineBatch,
     LineReader,
+    NotALog,
     disk_position,
     file_id,
     head_matches,
@@ -32,14 +34,28 @@ from queue_log_parser.tailer import (
     read_head_of,
 )
 
+log = logging.getLogger(__name__)
+
 # A backfill with at least this much left to read gets a partner process (partner.py): below
 # it, the partner's start-up (~0.2 s) would cost more than it saves.
 PARTNER_FROM_BYTES = 8 << 20
 
 
 class LogFileError(Exception):
-    """A file cannot be read (unreadable, a corrupt or cut-short .gz); the message names it.
-    What was read before the error is stored."""
+    """A file cannot be read (unreadable, not a regular file, a corrupt or cut-short .gz);
+    the message names it. What was read before the error is stored."""
+
+
+def resolve_named(path: str) -> str:
+    """The file a path named by the admin stands for. Symbolic links in it are resolved once,
+    here, and said so; every later open refuses a link (tailer.open_log), so a link swapped
+    in for the log afterwards (to /etc/shadow, say) is never followed."""
+    named = os.path.abspath(path)
+    target = os.path.realpath(named)
+    if target != named:
+        log.info("%s is a symbolic link to %s: reading that file (resolved once, now; a link "
+                 "put in its place later is not followed)", named, target)
+    return target
 
 
 @dataclass
@@ -208,6 +224,8 @@ async def _ingest_file(sink: LogSink, path: str, batch_lines: int, full: bool,
                        progress: Callable[[int], None] | None, partner_from_bytes: int) -> None:
     try:
         await _read_file(sink, path, batch_lines, full, progress, partner_from_bytes)
+    except NotALog as exc:
+        raise LogFileError(f"{path}: {exc}") from None
     except OSError as exc:
         raise LogFileError(f"{path}: {exc.strerror or exc}") from None
 
@@ -215,7 +233,7 @@ async def _ingest_file(sink: LogSink, path: str, batch_lines: int, full: bool,
 async def _read_file(sink: LogSink, path: str, batch_lines: int, full: bool,
                      progress: Callable[[int], None] | None, partner_from_bytes: int) -> None:
     stream = os.path.abspath(path)
-    with open_log(path) as f:
+    with open_log(resolve_named(path)) as f:
         fid = file_id(os.fstat(f.fileno()))
         first = read_head(f)
         checkpoint = None if full else await sink.store.checkpoint(stream)
@@ -242,31 +260,40 @@ async def _read_file(sink: LogSink, path: str, batch_lines: int, full: bool,
 
 # ---------------------------------------------------------------- follow
 class Follower:
-    """Follows one path across restarts, logrotate by rename and by copytruncate."""
+    """Follows one path across restarts, logrotate by rename and by copytruncate.
+
+    The path is resolved once (`resolve_named`) and its directory opened once: every later
+    look at the log and its rotations goes through that directory, without following links,
+    so what is read is the file the admin named or a regular file put in its place, never
+    what a link swapped in points to, and never a FIFO or device (each refused with a
+    warning, once, while waiting for a regular file to come back)."""
 
     def __init__(self, sink: LogSink, path: str, batch_lines: int) -> None:
         self.sink = sink
         self.path = path
         self.stream = os.path.abspath(path)
+        self.directory, self.name = os.path.split(resolve_named(path))
         self.batch_lines = batch_lines
+        self.dir_fd: int | None = None
         self.reader: LineReader | None = None
         self.fid = ""
         self.origin = self.stream  # the file being read: the path, or a rotation of it
+        self.refused = ""  # identity of the entry last refused (warned about once)
 
     async def start(self) -> None:
         """Resume from the checkpoint: in the same file, or first in the rotated file the
         checkpoint names (moved aside while we were not running)."""
+        self.dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         checkpoint = await self.sink.store.checkpoint(self.stream)
-        if not os.path.exists(self.path):
+        if self._lstat() is None:
             return
-        self._open(self.path)
-        if checkpoint is None:
+        self._open(self.name)
+        if checkpoint is None or self.reader is None:
             return
-        assert self.reader is not None
         if checkpoint.file_id == self.fid and head_matches(self.reader.first, checkpoint.head):
-            self._open(self.path, checkpoint.offset, checkpoint.line_no)
+            self._open(self.name, checkpoint.offset, checkpoint.line_no)
             return
-        rotated = find_rotated(self.path, checkpoint)
+        rotated = self._find_rotated(checkpoint)
         if rotated:
             await self._drain(rotated, checkpoint.offset, checkpoint.line_no)
 
@@ -275,29 +302,27 @@ class Follower:
         checked before it is read: a truncated file that grew past our offset again must
         not be read from the middle of a line."""
         if self.reader is None:
-            if not os.path.exists(self.path):
+            if self._lstat() is None:
                 return
-            self._open(self.path)
-        assert self.reader is not None
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            st = None
+            self._open(self.name)
+            if self.reader is None:
+                return
+        st = self._lstat()
         if st is None or file_id(st) != self.fid:
             await self._consume()  # renamed: drain the old file to its end (our fd)
             await self._close("incomplete last line of a rotated file")
             if st is not None:
-                self._open(self.path)
+                self._open(self.name)
         elif st.st_size < self.reader.offset or not self._same_head():
             # copytruncate: the lines logged between our last read and the copy are in
             # the copy; read them there when we can find it.
             checkpoint = Checkpoint(self.stream, self.fid, self.reader.head,
                                     self.reader.offset, self.reader.line_no, 0.0)
             await self._close("incomplete last line of a truncated file")
-            rotated = find_rotated(self.path, checkpoint)
+            rotated = self._find_rotated(checkpoint)
             if rotated:
                 await self._drain(rotated, checkpoint.offset, checkpoint.line_no)
-            self._open(self.path)
+            self._open(self.name)
         if self.reader is not None:
             await self._consume()
 
@@ -305,14 +330,40 @@ class Follower:
         if self.reader is not None:
             self.reader.f.close()
             self.reader = None
+        if self.dir_fd is not None:
+            os.close(self.dir_fd)
+            self.dir_fd = None
 
-    def _open(self, path: str, offset: int = 0, line_no: int = 0) -> None:
+    def _lstat(self) -> os.stat_result | None:
+        """The log's directory entry itself (a link is a link), or None when there is none."""
+        try:
+            return os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def _open(self, name: str, offset: int = 0, line_no: int = 0) -> None:
+        """Read `name` (the log, or a rotation of it) from `offset`; refused, nothing is."""
         if self.reader is not None:
             self.reader.f.close()
-        f = open_log(path)
+            self.reader = None
+        try:
+            f = open_log(name, self.dir_fd)
+        except NotALog as exc:
+            self._refuse(name, str(exc))
+            return
         self.fid = file_id(os.fstat(f.fileno()))
-        self.origin = os.path.abspath(path)
+        self.origin = self.stream if name == self.name else os.path.join(self.directory, name)
         self.reader = LineReader(f, offset, line_no, read_head(f))
+
+    def _refuse(self, name: str, why: str) -> None:
+        try:
+            entry = file_id(os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False))
+        except OSError:
+            entry = ""
+        if entry != self.refused:
+            self.refused = entry
+            log.warning("%s: %s; waiting for a regular file there",
+                        os.path.join(self.directory, name), why)
 
     async def _consume(self) -> None:
         assert self.reader is not None
@@ -327,38 +378,40 @@ class Follower:
         self.reader.f.close()
         self.reader = None
 
-    async def _drain(self, path: str, offset: int, line_no: int) -> None:
-        self._open(path, offset, line_no)
-        await self._consume()
-        await self._close("incomplete last line of a rotated file")
+    async def _drain(self, name: str, offset: int, line_no: int) -> None:
+        self._open(name, offset, line_no)
+        if self.reader is not None:
+            await self._consume()
+            await self._close("incomplete last line of a rotated file")
 
     def _same_head(self) -> bool:
         assert self.reader is not None
         n = min(self.reader.offset, HEAD_BYTES, len(self.reader.first))
         try:
-            return read_head_of(self.path)[:n] == self.reader.first[:n]
-        except OSError:
+            return read_head_of(self.name, self.dir_fd)[:n] == self.reader.first[:n]
+        except (OSError, NotALog):
             return False
 
-
-def find_rotated(path: str, checkpoint: Checkpoint) -> str | None:
-    """The file beside `path` that holds the checkpoint's lines: the same inode (renamed
-    by logrotate) or, for copytruncate, a plain copy with the same head and at least as
-    long. Compressed rotations are not searched (run `callkpi ingest` on them)."""
-    directory, name = os.path.split(os.path.abspath(path))
-    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-        if not entry.name.startswith(name) or entry.name == name or not entry.is_file():
-            continue
-        st = entry.stat()
-        if file_id(st) != checkpoint.file_id and st.st_size < checkpoint.offset:
-            continue
-        try:
-            if not is_gzip(entry.path) and head_matches(read_head_of(entry.path),
-                                                        checkpoint.head):
-                return entry.path
-        except OSError:
-            continue
-    return None
+    def _find_rotated(self, checkpoint: Checkpoint) -> str | None:
+        """The file beside the log that holds the checkpoint's lines: the same inode
+        (renamed by logrotate) or, for copytruncate, a plain copy with the same head and at
+        least as long. Links are not looked through. Compressed rotations are not searched
+        (run `callkpi ingest` on them)."""
+        assert self.dir_fd is not None
+        for entry in sorted(os.scandir(self.dir_fd), key=lambda e: e.name):
+            if (not entry.name.startswith(self.name) or entry.name == self.name
+                    or not entry.is_file(follow_symlinks=False)):
+                continue
+            st = entry.stat(follow_symlinks=False)
+            if file_id(st) != checkpoint.file_id and st.st_size < checkpoint.offset:
+                continue
+            try:
+                with open_log(entry.name, self.dir_fd) as f:
+                    if not is_gzip(f) and head_matches(f.read(HEAD_BYTES), checkpoint.head):
+                        return entry.name
+            except (OSError, NotALog):
+                continue
+        return None
 
 
 async def tail_path(store: Store, path: str, *, server: str, batch_lines: int,

@@ -12,9 +12,11 @@ in their place (`LineReader`), never held in memory whole.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
+import stat
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import accumulate
@@ -91,16 +93,63 @@ def head_matches(first: bytes, head: str) -> bool:
     return len(first) >= n and hashlib.sha1(first[:n]).hexdigest() == digest
 
 
-def is_gzip(path: str) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == GZIP_MAGIC
+class NotALog(Exception):
+    """The path names something that is not read as a log: a symbolic link swapped in after
+    the path was resolved, a FIFO, a device, a directory. The message says which."""
 
 
-def open_log(path: str) -> BinaryIO:
-    """The file as bytes: gzip-compressed rotations are decompressed on the fly."""
-    if is_gzip(path):
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb", buffering=0)
+# O_NOFOLLOW: a link swapped in for the file after its path was resolved is refused, not
+# followed (to /etc/shadow, say); O_NONBLOCK: opening a FIFO returns at once instead of
+# waiting for a writer (beyond SIGTERM); O_NOCTTY: a terminal device never becomes ours.
+OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def open_log(path: str, dir_fd: int | None = None) -> BinaryIO:
+    """A regular file as bytes, never through a symbolic link, never blocking; gzip-compressed
+    rotations are decompressed on the fly. `path` is relative to `dir_fd` when given."""
+    try:
+        fd = os.open(path, OPEN_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotALog("a symbolic link, not followed") from None
+        raise
+    f = os.fdopen(fd, "rb", buffering=0)
+    try:
+        kind = _kind(os.fstat(fd).st_mode)
+        if kind:
+            raise NotALog(f"{kind}, not a regular file: not read")
+        if f.read(2) == GZIP_MAGIC:
+            f.seek(0)
+            return _GzipFile(f)  # type: ignore[return-value]
+        f.seek(0)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+class _GzipFile(gzip.GzipFile):
+    """A GzipFile that closes the file it reads (GzipFile leaves a given fileobj open)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__(fileobj=raw, mode="rb")
+        self.owned = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.owned.close()
+
+
+def _kind(mode: int) -> str:
+    """What a non-regular file is, in words; "" for a regular file."""
+    if stat.S_ISREG(mode):
+        return ""
+    kinds = [(stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link")]
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def read_head(f: BinaryIO) -> bytes:
@@ -295,10 +344,14 @@ def _short_lines(block: bytes, end: int) -> bool:
     return all(block.find(b"\n", i, i + step) >= 0 for i in range(0, end - step, step))
 
 
-def read_head_of(path: str) -> bytes:
+def read_head_of(path: str, dir_fd: int | None = None) -> bytes:
     """The first bytes of a file, without disturbing any reader of it."""
-    with open_log(path) as f:
+    with open_log(path, dir_fd) as f:
         return f.read(HEAD_BYTES)
+
+
+def is_gzip(f: BinaryIO) -> bool:
+    return isinstance(f, gzip.GzipFile)
 
 
 def disk_position(f: BinaryIO) -> int:

@@ -4,7 +4,13 @@ are stored exactly once, whether the file is read once, twice, or again from the
 
 from __future__ import annotations
 
+import logging
+import os
+import selectors
+import signal
 import sqlite3
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -239,3 +245,138 @@ def test_memory_stays_flat_on_a_512_mb_hole_and_a_64_mb_line(tmp_path):
     assert reasons == [(0, f"{512 << 20} NUL bytes skipped (a hole in the file, as a crash leaves)"),
                        (7, "line longer than 16384 bytes: its first 1024 kept, the rest skipped")]
     assert events == len(GOOD)
+
+
+# ---------------------------------------------------------------- links and special files
+SECRET = b"root:$6$salt$hash:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"
+CALLKPI = Path(sys.executable).parent / "callkpi"
+ENV = {**os.environ, "CALLKPI_CONFIG": os.devnull, "CALLKPI_QUEUE_LOG_POLL_S": "0.05",
+       "CALLKPI_SERVER_NAME": "pbx"}
+
+
+async def everything_stored(db: Path) -> str:
+    """All text the store holds from the log: events and quarantine."""
+    store = await open_store(db)
+    try:
+        rows = await store.fetch_all("SELECT * FROM events")
+        rows += await store.fetch_all("SELECT * FROM quarantine")
+    finally:
+        await store.close()
+    return repr(rows)
+
+
+async def test_tail_never_follows_a_link_swapped_in_for_the_log(tmp_path, caplog):
+    secret = tmp_path / "shadow"
+    secret.write_bytes(SECRET)
+    log, db = tmp_path / "logs" / "queue_log", tmp_path / "t.db"
+    log.parent.mkdir()
+    log.write_bytes(b"".join(GOOD[:5]))
+    store = await open_store(db)
+    follower = Follower(LogSink(store, "pbx", IngestStats()), str(log), batch_lines=4)
+    try:
+        await follower.start()
+        await follower.poll()
+        os.rename(log, log.parent / "queue_log.0")  # rotated, Asterisk still writing to it
+        with (log.parent / "queue_log.0").open("ab") as f:
+            f.write(b"".join(GOOD[5:8]))
+        log.symlink_to(secret)  # ... and a link to a secret put in its place
+        for _ in range(3):
+            await follower.poll()
+        log.unlink()
+        log.write_bytes(b"".join(GOOD[8:]))  # a regular file again: read
+        await follower.poll()
+    finally:
+        await follower.close()
+        await store.close()
+    assert "root" not in await everything_stored(db) and "daemon" not in await everything_stored(db)
+    await assert_stored_once(db, log, Hostile(GOOD, GOOD))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"{log}: a symbolic link, not followed; waiting for a regular file there"]
+
+
+async def test_tail_never_takes_a_link_beside_the_log_for_its_rotated_copy(tmp_path):
+    log, db = tmp_path / "queue_log", tmp_path / "t.db"
+    log.write_bytes(b"".join(GOOD[:5]))
+    store = await open_store(db)
+    follower = Follower(LogSink(store, "pbx", IngestStats()), str(log), batch_lines=4)
+    try:
+        await follower.start()
+        await follower.poll()
+        secret = tmp_path / "elsewhere"  # the log's head (it can be read) and then a secret
+        secret.write_bytes(b"".join(GOOD[:5]) + SECRET)
+        (tmp_path / "queue_log.1").symlink_to(secret)
+        with log.open("r+b") as f:  # "copytruncate"
+            f.truncate(0)
+        log.write_bytes(b"".join(GOOD[5:]))
+        await follower.poll()
+    finally:
+        await follower.close()
+        await store.close()
+    assert "root" not in await everything_stored(db)
+    await assert_stored_once(db, log, Hostile(GOOD, GOOD))
+
+
+async def test_a_link_named_by_the_admin_is_resolved_once_at_start_and_said(tmp_path, caplog):
+    first, second = tmp_path / "a" / "queue_log", tmp_path / "b" / "queue_log"
+    for path, lines in ((first, GOOD[:4]), (second, GOOD[10:])):
+        path.parent.mkdir()
+        path.write_bytes(b"".join(lines))
+    link, db = tmp_path / "queue_log", tmp_path / "t.db"
+    link.symlink_to(first)
+    caplog.set_level(logging.INFO)
+    store = await open_store(db)
+    follower = Follower(LogSink(store, "pbx", IngestStats()), str(link), batch_lines=4)
+    try:
+        await follower.start()
+        await follower.poll()
+        link.unlink()
+        link.symlink_to(second)  # the link is changed while tail runs: not followed
+        with first.open("ab") as f:
+            f.write(b"".join(GOOD[4:10]))
+        await follower.poll()
+        checkpoint = await store.checkpoint(str(link))
+    finally:
+        await follower.close()
+        await store.close()
+    await assert_stored_once(db, link, Hostile(GOOD[:10], GOOD[:10]))
+    assert checkpoint is not None  # the checkpoint is the path as the admin named it
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{link} is a symbolic link to {first}: reading that file (resolved once, now; "
+        "a link put in its place later is not followed)"]
+    result = await ingest_it(tmp_path / "i.db", link)  # a new run resolves it anew
+    assert result.stored == len(GOOD) - 10
+
+
+def line_within(stream, seconds: float) -> str:
+    """The next line of a child's output; "" if none comes in time (a bound, not a wait: a
+    hung child must fail the test, not hang it)."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        return stream.readline() if selector.select(seconds) else ""
+
+
+def test_a_fifo_at_the_path_blocks_neither_ingest_nor_tail(tmp_path):
+    fifo, db = tmp_path / "queue_log", tmp_path / "t.db"
+    os.mkfifo(fifo)
+    ingest = subprocess.run([str(CALLKPI), "ingest", "--db", str(db), str(fifo)], env=ENV,
+                            capture_output=True, text=True, timeout=60)
+    assert (ingest.returncode, ingest.stderr) == (
+        1, f"Error: {fifo}: a FIFO, not a regular file: not read\n")
+    tail = subprocess.Popen([str(CALLKPI), "tail", "--db", str(db), str(fifo)], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        warning = line_within(tail.stderr, 60)  # it got past the open, says why it reads nothing
+        assert warning.endswith(f"{fifo}: a FIFO, not a regular file: not read; waiting for a "
+                                "regular file there\n"), warning
+    finally:
+        tail.send_signal(signal.SIGTERM)
+        out, err = tail.communicate(timeout=60)
+    assert (tail.returncode, out) == (0, "lines read 0, events stored 0, duplicates skipped 0, "
+                                         "quarantined 0\n"), err
+
+
+def test_a_device_is_not_read(tmp_path):
+    result = subprocess.run([str(CALLKPI), "ingest", "--db", str(tmp_path / "t.db"), "/dev/zero"],
+                            env=ENV, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (
+        1, "Error: /dev/zero: a character device, not a regular file: not read\n")

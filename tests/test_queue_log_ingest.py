@@ -157,6 +157,7 @@ def junk_pieces(junk: bytes) -> tuple[int, int, int]:
         holes = re.findall(rb"\0+", line)
         *cut, last = re.split(rb"\0+", line)
         cut = [c for c in cut if c]
+        last = last.removesuffix(b"\r")  # a CRLF line end is a line end
         lines += len(cut) + 1
         pieces += len(holes) + len(cut) + bool(last)
         always += len(holes) + len(cut)
