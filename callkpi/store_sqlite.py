@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import stat
 from pathlib import Path
 from typing import Any, AsyncIterator, NamedTuple, Sequence
 
@@ -125,6 +126,8 @@ class SqliteStore:
         if not readonly:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
+            if not readonly:
+                _keep_private(path)
             conn = await aiosqlite.connect(path, isolation_level=None)
         except (sqlite3.DatabaseError, OSError) as exc:
             raise StoreError(f"cannot open database {path}: {exc}") from None
@@ -365,6 +368,23 @@ def _statements(script: str) -> list[str]:
     if buf.strip():
         statements.append(buf.strip())
     return statements
+
+
+def _keep_private(path: str) -> None:
+    """The store holds caller numbers, names and quarantined log text: a new one is created
+    0640 (less if the umask says so) before SQLite opens it, and SQLite gives its -wal and
+    -shm the database file's mode; a store an older callkpi made world-readable loses the
+    world's access (its -wal and -shm too) when it is next opened for writing."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640))
+        return
+    except FileExistsError:
+        pass
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(FileNotFoundError, PermissionError):  # not ours to change
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+            if mode & 0o007:
+                os.chmod(name, mode & ~0o007)
 
 
 def _size_on_disk(path: str) -> int:
