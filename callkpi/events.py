@@ -8,7 +8,9 @@ Natural key: ``(server, call_id, kind, queue, agent, tsec, discr)``. Ingesting t
 twice stores it once, and the same queue event seen by AMI and by queue_log has the same key
 (both carry the second Asterisk stamped it with). ``discr`` is a kind-specific,
 source-independent discriminator: the pause reason of a `pause`, the question of a
-`survey-answer`, the node of an `ivr-exit`; empty for most kinds.
+`survey-answer`, the node of an `ivr-exit`; empty for most kinds. An event that really happens
+twice in one second with the same key (a caller re-entering an empty queue) is told apart by
+its occurrence (`number_occurrences`), which both sources count the same way.
 
 "None" is always the empty string, never NULL (Asterisk writes ``NONE``): NULLs would make
 two copies of the same event distinct under a UNIQUE index.
@@ -17,7 +19,8 @@ two copies of the same event distinct under a UNIQUE index.
 from __future__ import annotations
 
 import json
-from typing import Any, NamedTuple
+from operator import itemgetter
+from typing import Any, NamedTuple, Sequence
 
 
 class Kind:
@@ -136,6 +139,69 @@ def make_event(
         extra=json.dumps(extra, separators=(",", ":"), sort_keys=True) if extra else "",
         **data,
     )
+
+
+# ---------------------------------------------------------------- occurrences
+# Asterisk can write the same line twice in one second and mean it: a caller re-entering an
+# empty queue logs ENTERQUEUE and EXITEMPTY again (recorded on Asterisk 22.10.1:
+# examples/recordings/reenter_empty.*). Both are events, and re-reading the log must still
+# store each once, so the n-th event (n >= 2) with the same natural key within one run of a
+# second is given `discr + OCCURRENCE + n`. A run is a stream's consecutive events stamped with
+# the same second; it ends where the second changes (a clock stepped back starts a new run).
+# The queue_log parser and the AMI mapper both call `number_occurrences` on their events in
+# stream order, so an event and its twin from the other source get the same key.
+OCCURRENCE = "\n"  # never inside a queue_log field (a line ends there), nor an AMI value
+_KEY = itemgetter(slice(0, len(KEY_COLUMNS)))
+
+
+class Occurrences(NamedTuple):
+    """How often each natural key has occurred in a stream's current run of one second."""
+
+    tsec: int
+    counts: dict[tuple[Any, ...], int]
+
+    @classmethod
+    def start(cls) -> "Occurrences":
+        """Before a stream's first event."""
+        return cls(-1, {})
+
+
+def number_occurrences(events: Sequence[CallEvent],
+                       before: Occurrences) -> tuple[list[CallEvent], Occurrences]:
+    """`events` (a stream's next ones, in order) with each repeat of a natural key within a
+    run of one second told apart by its occurrence number in `discr`; and the counts after
+    them. `before` is what it returned for the events before these (`Occurrences.start()`
+    at the start of a stream). Pure: `before` is not changed."""
+    keys = list(map(_KEY, events))
+    distinct = set(keys)
+    if len(distinct) == len(keys) and before.counts.keys().isdisjoint(distinct):
+        return list(events), _last_run(events, keys, before)  # no repeat: the usual case
+    tsec, counts = before.tsec, dict(before.counts)
+    numbered = []
+    for event, key in zip(events, keys):
+        if event.tsec != tsec:
+            tsec, counts = event.tsec, {}
+        n = counts[key] = counts.get(key, 0) + 1
+        numbered.append(event if n == 1 else event._replace(discr=f"{event.discr}{OCCURRENCE}{n}"))
+    return numbered, Occurrences(tsec, counts)
+
+
+def _last_run(events: Sequence[CallEvent], keys: list[tuple[Any, ...]],
+              before: Occurrences) -> Occurrences:
+    """The counts after `events`, none of which repeats a key."""
+    if not events:
+        return Occurrences(before.tsec, dict(before.counts))
+    tsec, i = events[-1].tsec, len(events)
+    while i and events[i - 1].tsec == tsec:
+        i -= 1
+    counts = dict(before.counts) if i == 0 and before.tsec == tsec else {}
+    counts.update(dict.fromkeys(keys[i:], 1))
+    return Occurrences(tsec, counts)
+
+
+def base_discr(discr: str) -> str:
+    """`discr` without its occurrence number: the pause reason, node or question it names."""
+    return discr.partition(OCCURRENCE)[0]
 
 
 class Quarantined(NamedTuple):

@@ -14,9 +14,16 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import BinaryIO, Callable
 
-from callkpi.events import SOURCE_QUEUE_LOG, CallEvent, Checkpoint, Quarantined
+from callkpi.events import (
+    SOURCE_QUEUE_LOG,
+    CallEvent,
+    Checkpoint,
+    Occurrences,
+    Quarantined,
+    number_occurrences,
+)
 from callkpi.store import Batch, PreparedBatch, Store, WriteResult
 from queue_log_parser.parser import BadLine, LineParser
 from queue_log_parser.partner import Partner
@@ -29,6 +36,7 @@ from queue_log_parser.tailer import (
     file_id,
     head_matches,
     is_gzip,
+    lines_before,
     open_log,
     read_head,
     read_head_of,
@@ -81,12 +89,18 @@ class IngestStats:
 
 class LogSink:
     """Parses line batches and writes each with its checkpoint, in file order; with a
-    partner process, every other batch is parsed and written by the partner."""
+    partner process, every other batch is parsed and written by the partner.
+
+    It reads one stream of lines: the files of one log, in time order (a rotated file, then
+    the file after it). Events that repeat a key within a second are numbered across batches
+    and across that file boundary (`occurrences`, callkpi.events.number_occurrences); resuming
+    inside a file, the count starts from what the file holds before the checkpoint."""
 
     def __init__(self, store: Store, server: str, stats: IngestStats) -> None:
         self.store = store
         self.parser = LineParser(server)
         self.stats = stats
+        self.occurrences = Occurrences.start()  # after the last line parsed
         self.partner: Partner | None = None
         self._partners_turn = True
         self._mine: PreparedBatch | None = None  # to be written after the partner's batch
@@ -105,7 +119,8 @@ class LogSink:
             checkpoint = Checkpoint(stream, fid, reader.head, reader.offset, reader.line_no,
                                     time.time())
             if self.partner is None or not self.partner.ready():
-                events, quarantined = self.parse(batch, origin)
+                events, quarantined, self.occurrences = self.parse(batch, origin,
+                                                                   self.occurrences)
                 await self.put(Batch(events, quarantined, checkpoint=checkpoint))
             else:
                 await self._take_turns(origin, batch, checkpoint)
@@ -116,12 +131,14 @@ class LogSink:
     async def _take_turns(self, origin: str, batch: LineBatch, checkpoint: Checkpoint) -> None:
         assert self.partner is not None
         if self._partners_turn:
-            self.partner.hand(origin, batch, checkpoint)  # it parses while we write ours
+            # it parses while we write ours, and says how its lines leave the occurrences
+            self.partner.hand(origin, batch, checkpoint, self.occurrences)
             await self._write_mine()
+            self.occurrences = await self.partner.parsed()
             await self.partner.go()
             await self.store.upkeep()  # while the partner writes
         else:
-            events, quarantined = self.parse(batch, origin)
+            events, quarantined, self.occurrences = self.parse(batch, origin, self.occurrences)
             self._mine = self.store.prepare(Batch(events, quarantined, checkpoint=checkpoint))
         self._partners_turn = not self._partners_turn
 
@@ -149,7 +166,30 @@ class LogSink:
             self.partner = None
             await self._bulk.aclose()
 
-    def parse(self, batch: LineBatch, origin: str) -> tuple[list[CallEvent], list[Quarantined]]:
+    def resume(self, f: BinaryIO, offset: int) -> None:
+        """A file is read from `offset`: inside it, the occurrences go on from the lines it
+        holds before (read back to the start of their second); at its start, from the file
+        read before it (a rotation of the same log)."""
+        if offset > 0:
+            self.occurrences = self.occurrences_before(f, offset)
+
+    def occurrences_before(self, f: BinaryIO, offset: int) -> Occurrences:
+        """The occurrences after the last event of f before `offset`: its second's events."""
+        run: list[CallEvent] = []
+        for line in lines_before(f, offset):
+            try:
+                event = self.parser.parse(line)
+            except Exception:  # quarantined when it was read: no event, as then
+                continue
+            if run and event.tsec != run[0].tsec:
+                break
+            run.append(event)
+        return number_occurrences(run[::-1], Occurrences.start())[1]
+
+    def parse(self, batch: LineBatch, origin: str, before: Occurrences
+              ) -> tuple[list[CallEvent], list[Quarantined], Occurrences]:
+        """The batch's events, numbered on from `before`, its quarantine, and the occurrences
+        after it."""
         events: list[CallEvent] = []
         bad: list[tuple[int, str]] = []
         append, parse = events.append, self.parser.parse
@@ -162,7 +202,8 @@ class LogSink:
                 bad.append((i, exc.args[0]))
             except Exception as exc:  # a parser bug must not stop the ingest
                 bad.append((i, f"parser error: {exc!r}"))
-        return events, self.quarantine(batch, origin, bad)
+        events, after = number_occurrences(events, before)
+        return events, self.quarantine(batch, origin, bad), after
 
     def quarantine(self, batch: LineBatch, origin: str,
                    bad: list[tuple[int, str]]) -> list[Quarantined]:
@@ -206,7 +247,7 @@ async def ingest_paths(store: Store, paths: list[str], *, server: str, batch_lin
     # only rescan the millions of them a backfill allocates (~30 % of the parse time).
     gc.disable()
     try:
-        for path in paths:
+        for path in in_time_order(paths):
             try:
                 await _ingest_file(sink, path, batch_lines, full, progress,
                                    partner_from_bytes)
@@ -218,6 +259,26 @@ async def ingest_paths(store: Store, paths: list[str], *, server: str, batch_lin
         gc.enable()
         await sink.close()
     return stats
+
+
+def in_time_order(paths: list[str]) -> list[str]:
+    """The files by the time of their first line: the files of one log (`queue_log*` expands
+    newest first) are then read as the one stream they are, a rotated file before the file
+    after it. A file whose first line says no time keeps its place after those that do."""
+    def first_time(path: str) -> float:
+        try:
+            with open_log(os.path.realpath(path)) as f:
+                head = f.read(HEAD_BYTES)
+        except (OSError, NotALog):
+            return float("inf")  # its error is told when its turn comes
+        for line in head.split(b"\n")[:-1]:
+            try:
+                return LineParser("").parse(line.decode("utf-8", "replace")).ts
+            except Exception:
+                continue
+        return float("inf")
+
+    return sorted(paths, key=first_time)  # stable: ties keep the order given
 
 
 async def _ingest_file(sink: LogSink, path: str, batch_lines: int, full: bool,
@@ -240,6 +301,7 @@ async def _read_file(sink: LogSink, path: str, batch_lines: int, full: bool,
         offset, line_no = 0, 0
         if checkpoint and checkpoint.file_id == fid and head_matches(first, checkpoint.head):
             offset, line_no = checkpoint.offset, checkpoint.line_no
+        sink.resume(f, offset)
         reader = LineReader(f, offset, line_no, first)
         done = disk_position(f)
         if os.fstat(f.fileno()).st_size - done >= partner_from_bytes:  # .gz: compressed size
@@ -353,6 +415,7 @@ class Follower:
             return
         self.fid = file_id(os.fstat(f.fileno()))
         self.origin = self.stream if name == self.name else os.path.join(self.directory, name)
+        self.sink.resume(f, offset)
         self.reader = LineReader(f, offset, line_no, read_head(f))
 
     def _refuse(self, name: str, why: str) -> None:

@@ -3,6 +3,9 @@
 SQLite takes one writer at a time and a batch takes about as long to parse as to store, so
 one process alone leaves the second core idle for half the ingest. With a partner, the two
 processes take turns at the store and each parses its next batch while the other stores.
+Events that repeat a key within a second are numbered in file order across the two: each
+batch goes with the occurrences before it, and the partner sends those after it back as
+soon as it has parsed it, while this process is still writing.
 The batches still commit in file order: the partner stores a batch only once told that
 every batch before it is stored (`go`), and this process stores its own only once the partner
 has reported the one before it. A checkpoint therefore never passes a batch that is not
@@ -26,7 +29,7 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
-from callkpi.events import Checkpoint
+from callkpi.events import Checkpoint, Occurrences
 from callkpi.store import Batch, WriteResult
 from callkpi.store import open_store
 from queue_log_parser.tailer import LineBatch
@@ -63,15 +66,24 @@ class Partner:
         """Has the partner started (it takes ~0.2 s)? Does not wait: until then, this
         process goes on alone."""
         if not self._ready and self._conn.poll():
-            self._receive()  # its "ready" (or why it could not start)
+            self._receive("ready")  # (or why it could not start)
             self._ready = True
         return self._ready
 
-    def hand(self, origin: str, batch: LineBatch, checkpoint: Checkpoint) -> None:
-        """Give the partner the next batch to parse (it stores it when told `go`). Sent from
-        a thread: the partner reads it only when it has finished what it is doing."""
+    def hand(self, origin: str, batch: LineBatch, checkpoint: Checkpoint,
+             occurrences: Occurrences) -> None:
+        """Give the partner the next batch to parse, numbering its events on from
+        `occurrences` (it stores it when told `go`). Sent from a thread: the partner reads it
+        only when it has finished what it is doing."""
         self._handing = asyncio.ensure_future(
-            asyncio.to_thread(self._send, (origin, batch, checkpoint)))
+            asyncio.to_thread(self._send, (origin, batch, checkpoint, occurrences)))
+
+    async def parsed(self) -> Occurrences:
+        """Wait for the partner to have parsed the batch handed last: the occurrences after
+        it, which the next batch goes on from."""
+        await self._handing
+        occurrences: Occurrences = await asyncio.to_thread(self._receive, "parsed")
+        return occurrences
 
     async def go(self) -> None:
         """Every batch before the one handed last is stored: the partner may store it."""
@@ -82,17 +94,19 @@ class Partner:
     async def stored(self) -> WriteResult:
         """Wait for the partner's report of the oldest batch it was told to store."""
         # the partner answers in its own time: wait off the event loop
-        result = await asyncio.to_thread(self._receive)
+        result = await asyncio.to_thread(self._receive, "stored")
         self.storing -= 1
         return result
 
-    def _receive(self) -> Any:
+    def _receive(self, expected: str) -> Any:
         try:
             status, value = self._conn.recv()
         except (EOFError, OSError):
             raise PartnerError(self._died()) from None
         if status == "failed":
             raise PartnerError(f"ingest partner process: {value}")
+        if status != expected:  # a bug in the turn-taking: never write out of order
+            raise PartnerError(f"ingest partner process said {status!r}, not {expected!r}")
         return value
 
     async def close(self) -> None:
@@ -155,8 +169,9 @@ async def _serve(conn: Connection, db_path: str, server: str) -> None:
         conn.send(("ready", None))
         # Blocking receives are fine here: this process has nothing else to do meanwhile.
         while (message := conn.recv()) is not None:
-            origin, batch, checkpoint = message
-            events, quarantined = sink.parse(batch, origin)
+            origin, batch, checkpoint, occurrences = message
+            events, quarantined, occurrences = sink.parse(batch, origin, occurrences)
+            conn.send(("parsed", occurrences))  # the parent's next batch goes on from these
             prepared = store.prepare(Batch(events, quarantined, checkpoint=checkpoint))
             if conn.recv() is None:  # the parent stopped before this batch's turn
                 return

@@ -30,6 +30,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 # as much memory as the file has bytes before its next newline.
 MAX_LINE = 16 * 1024  # bytes before the newline
 KEEP = 1024  # bytes of an over-long line kept in quarantine
+BACK_READ = 64 * 1024  # reading back from a checkpoint: about a second of a busy log
 NEWLINE = 10
 _ZEROS = memoryview(bytes(READ_SIZE))
 
@@ -342,6 +343,48 @@ def _short_lines(block: bytes, end: int) -> bool:
     be short lines; the slow path then looks line by line."""
     step = MAX_LINE // 2
     return all(block.find(b"\n", i, i + step) >= 0 for i in range(0, end - step, step))
+
+
+def lines_before(f: BinaryIO, offset: int) -> Iterator[str]:
+    """The lines that end at or before `offset` (a line boundary), the last first, as
+    LineReader hands them out: decoded, without their line end, and only what can be a line
+    (the text after a run of NUL bytes; nothing of an over-long line or an empty one). Read
+    back BACK_READ bytes at a time; memory stays flat whatever the lines are."""
+    end, carry, skip = offset, b"", False  # carry: the end of the line being put together
+    while end > 0:
+        start = max(0, end - BACK_READ)
+        f.seek(start)
+        data = f.read(end - start)
+        if end == offset:  # not after a newline: a line a NUL cut short ends here, no line
+            skip = not data.endswith(b"\n")
+        parts = data.split(b"\n")
+        end = start
+        if len(parts) > 1:
+            if not skip and (line := _as_line(parts[-1] + carry)) is not None:
+                yield line
+            for part in reversed(parts[1:-1]):
+                if (line := _as_line(part)) is not None:
+                    yield line
+            carry, skip = b"", False
+        if skip:
+            continue
+        carry = parts[0] + carry
+        if b"\0" in carry or len(carry) > MAX_LINE:  # what is left of it is decided already
+            if (line := _as_line(carry.rpartition(b"\0")[2])) is not None:
+                yield line
+            carry, skip = b"", True
+    if not skip and (line := _as_line(carry)) is not None:
+        yield line
+
+
+def _as_line(raw: bytes) -> str | None:
+    """What the reader makes of one line (its newline cut off): the text after its last NUL,
+    decoded without a CRLF's \\r; None where that is nothing (empty, over-long)."""
+    text = raw.rpartition(b"\0")[2]
+    if len(text) > MAX_LINE:
+        return None
+    text = text.removesuffix(b"\r")
+    return text.decode("utf-8", "backslashreplace") if text else None
 
 
 def read_head_of(path: str, dir_fd: int | None = None) -> bytes:

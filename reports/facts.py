@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from callkpi.config import KpiConfig
-from callkpi.events import Kind
+from callkpi.events import Kind, base_discr
 from callkpi.store import Store
 
 # Queue calls are summed per 15-minute UTC bucket of their entry (column entered_bucket):
@@ -165,7 +165,7 @@ class Deriver:
         elif kind == Kind.SURVEY_ANSWER:
             self.answers.append(ev)
         else:
-            self._agent_event(server, kind, queue, agent, ts, reason or discr)
+            self._agent_event(server, kind, queue, agent, ts, reason or base_discr(discr))
 
     def _connect(self, server: str, call_id: str, agent: str, ts: float,
                  wait_s: float | None) -> None:
