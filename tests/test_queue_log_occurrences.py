@@ -298,3 +298,26 @@ async def test_a_repeated_pause_keeps_its_reason_in_the_facts(tmp_path):
     finally:
         await store.close()
     assert labels == [("",), ("",)]  # two pauses, neither labelled with its occurrence
+
+
+@pytest.mark.parametrize("ami_first", [True, False])
+async def test_a_repeat_the_two_sources_stamp_in_different_seconds_is_stored_once(tmp_path,
+                                                                                  ami_first):
+    # queue_log wrote the two entries at .999 and .001 (two seconds, each a first occurrence);
+    # AMI, a few ms later, stamped both in the second second (a first and a second one)
+    from callkpi.events import SOURCE_AMI, SOURCE_QUEUE_LOG, make_event
+
+    def entry(source: str, ts: float, discr: str = ""):
+        return make_event(server="pbx", kind=Kind.ENTER_QUEUE, ts=ts, source=source,
+                          call_id="1796184544.1", queue="reenter-empty", discr=discr)
+
+    log = [entry(SOURCE_QUEUE_LOG, 1796184544.0), entry(SOURCE_QUEUE_LOG, 1796184545.0)]
+    ami = [entry(SOURCE_AMI, 1796184545.001), entry(SOURCE_AMI, 1796184545.003, f"{OCCURRENCE}2")]
+    store = await open_store(tmp_path / "callkpi.db")
+    try:
+        for batch in ([ami, log] if ami_first else [log, ami]):
+            await store.write(Batch(events=batch))
+        rows = await store.fetch_all("SELECT source, tsec FROM events ORDER BY tsec")
+    finally:
+        await store.close()
+    assert rows == [("queue_log", 1796184544), ("queue_log", 1796184545)]
