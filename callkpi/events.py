@@ -172,13 +172,12 @@ def number_occurrences(events: Sequence[CallEvent],
     run of one second told apart by its occurrence number in `discr`; and the counts after
     them. `before` is what it returned for the events before these (`Occurrences.start()`
     at the start of a stream). Pure: `before` is not changed."""
-    keys = list(map(_KEY, events))
-    distinct = set(keys)
-    if len(distinct) == len(keys) and before.counts.keys().isdisjoint(distinct):
-        return list(events), _last_run(events, keys, before)  # no repeat: the usual case
+    distinct = set(map(_KEY, events))
+    if len(distinct) == len(events) and before.counts.keys().isdisjoint(distinct):
+        return list(events), _last_run(events, before)  # no repeat: the usual case
     tsec, counts = before.tsec, dict(before.counts)
     numbered = []
-    for event, key in zip(events, keys):
+    for event, key in zip(events, map(_KEY, events)):
         if event.tsec != tsec:
             tsec, counts = event.tsec, {}
         n = counts[key] = counts.get(key, 0) + 1
@@ -186,8 +185,7 @@ def number_occurrences(events: Sequence[CallEvent],
     return numbered, Occurrences(tsec, counts)
 
 
-def _last_run(events: Sequence[CallEvent], keys: list[tuple[Any, ...]],
-              before: Occurrences) -> Occurrences:
+def _last_run(events: Sequence[CallEvent], before: Occurrences) -> Occurrences:
     """The counts after `events`, none of which repeats a key."""
     if not events:
         return Occurrences(before.tsec, dict(before.counts))
@@ -195,7 +193,7 @@ def _last_run(events: Sequence[CallEvent], keys: list[tuple[Any, ...]],
     while i and events[i - 1].tsec == tsec:
         i -= 1
     counts = dict(before.counts) if i == 0 and before.tsec == tsec else {}
-    counts.update(dict.fromkeys(keys[i:], 1))
+    counts.update(dict.fromkeys(map(_KEY, events[i:]), 1))
     return Occurrences(tsec, counts)
 
 
