@@ -61,8 +61,8 @@ def resolve_named(path: str) -> str:
     named = os.path.abspath(path)
     target = os.path.realpath(named)
     if target != named:
-        log.info("%s is a symbolic link to %s: reading that file (resolved once, now; a link "
-                 "put in its place later is not followed)", named, target)
+        log.info("%s leads to %s through a symbolic link: reading that file (resolved once, "
+                 "now; a link put in its place later is not followed)", named, target)
     return target
 
 

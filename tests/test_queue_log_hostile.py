@@ -240,9 +240,11 @@ def test_memory_stays_flat_on_a_512_mb_hole_and_a_64_mb_line(tmp_path):
         peak = peak_memory_of(lambda: read(db, log))
         assert peak < 16 << 20, f"{name}: {peak / 1e6:.0f} MB"  # a few reads of 1 MB
     with sqlite3.connect(tmp_path / "tail.db") as conn:
-        reasons = conn.execute("SELECT line_no, reason FROM quarantine ORDER BY position").fetchall()
+        reasons = conn.execute(
+            "SELECT line_no, reason FROM quarantine ORDER BY position").fetchall()
         (events,) = conn.execute("SELECT count(*) FROM events").fetchone()
-    assert reasons == [(0, f"{512 << 20} NUL bytes skipped (a hole in the file, as a crash leaves)"),
+    assert reasons == [(0, f"{512 << 20} NUL bytes skipped (a hole in the file, as a crash "
+                           "leaves)"),
                        (7, "line longer than 16384 bytes: its first 1024 kept, the rest skipped")]
     assert events == len(GOOD)
 
@@ -341,8 +343,8 @@ async def test_a_link_named_by_the_admin_is_resolved_once_at_start_and_said(tmp_
     await assert_stored_once(db, link, Hostile(GOOD[:10], GOOD[:10]))
     assert checkpoint is not None  # the checkpoint is the path as the admin named it
     assert [r.getMessage() for r in caplog.records] == [
-        f"{link} is a symbolic link to {first}: reading that file (resolved once, now; "
-        "a link put in its place later is not followed)"]
+        f"{link} leads to {first} through a symbolic link: reading that file (resolved once, "
+        "now; a link put in its place later is not followed)"]
     result = await ingest_it(tmp_path / "i.db", link)  # a new run resolves it anew
     assert result.stored == len(GOOD) - 10
 

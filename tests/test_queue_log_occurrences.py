@@ -96,7 +96,8 @@ def test_any_cut_of_a_stream_into_parts_numbers_it_the_same(data):
 
 
 # ---------------------------------------------------------------- reading back
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=300).map(lambda b: b.replace(b"\x01", b"\n")),
        back=st.sampled_from([3, 7, 64]))
 def test_lines_read_back_from_any_checkpoint_are_the_lines_read_forward(monkeypatch, data,
