@@ -73,7 +73,8 @@ MAX_POSITION = 2**31 - 1  # a position is a C int ("%d")
 
 
 def _epoch(text: str) -> float:
-    if not _is_decimal(text):
+    # (each check inline, the usual case first: this runs for every line)
+    if not (text.isdigit() and text.isascii() or _is_decimal(text)):
         raise BadLine(f"timestamp {text[:40]!r} is not a number")
     ts = float(text)
     if not 0 <= ts < MAX_SECONDS:
@@ -85,7 +86,7 @@ def _seconds(text: str, what: str) -> float | None:
     """A duration field; empty is "not recorded" (seen in production ABANDON lines)."""
     if not text:
         return None
-    if not _is_decimal(text):
+    if not (text.isdigit() and text.isascii() or _is_decimal(text)):
         raise BadLine(f"{what} {text[:40]!r} is not a number")
     value = float(text)
     if not -MAX_SECONDS < value < MAX_SECONDS:
@@ -97,24 +98,23 @@ def _int(text: str, what: str) -> int | None:
     """A position field; empty is "not recorded"."""
     if not text:
         return None
-    if not _is_int(text.removeprefix("-")):
-        raise BadLine(f"{what} {text[:40]!r} is not a whole number")
-    if not _is_position(text):
+    if _is_position(text):
+        return int(text)
+    if _is_int(text.removeprefix("-")):
         raise BadLine(f"{what} {text[:40]!r} is out of range")
-    return int(text)
+    raise BadLine(f"{what} {text[:40]!r} is not a whole number")
 
 
 def _is_decimal(text: str) -> bool:
-    # the usual case (whole seconds, "%ld") without the regex
-    return text.isascii() and (text.isdigit() or _DECIMAL.fullmatch(text) is not None)
+    return text.isascii() and _DECIMAL.fullmatch(text) is not None
 
 
 def _is_int(text: str) -> bool:
-    return text.isascii() and text.isdigit()
+    return text.isdigit() and text.isascii()
 
 
 def _is_position(text: str) -> bool:
-    return _is_int(text) and len(text) <= 10 and int(text) <= MAX_POSITION
+    return text.isdigit() and text.isascii() and (len(text) < 10 or int(text) <= MAX_POSITION)
 
 
 def _at(data: list[str], i: int) -> str:
