@@ -3,13 +3,13 @@
 SQLite takes one writer at a time and a batch takes about as long to parse as to store, so
 one process alone leaves the second core idle for half the ingest. With a partner, the two
 processes take turns at the store and each parses its next batch while the other stores.
-Events that repeat a key within a second are numbered in file order across the two: each
-batch goes with the occurrences before it, and the partner sends those after it back as
-soon as it has parsed it, while this process is still writing.
 The batches still commit in file order: the partner stores a batch only once told that
 every batch before it is stored (`go`), and this process stores its own only once the partner
 has reported the one before it. A checkpoint therefore never passes a batch that is not
 stored, and a kill -9 of either process leaves what a one-process ingest would have left.
+Events that repeat a key within a second are numbered in file order across the two
+(callkpi.events.number_occurrences): each batch goes with the occurrences before it, and the
+partner sends those after it back as soon as it has parsed it, while this process writes.
 
 On Linux the partner dies with its parent (PR_SET_PDEATHSIG), so an orphan never writes
 after a rerun has started.
