@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import io
 import logging
 import os
 import time
@@ -131,10 +132,9 @@ class LogSink:
     async def _take_turns(self, origin: str, batch: LineBatch, checkpoint: Checkpoint) -> None:
         assert self.partner is not None
         if self._partners_turn:
-            # it parses while we write ours, and says how its lines leave the occurrences
-            self.partner.hand(origin, batch, checkpoint, self.occurrences)
-            await self._write_mine()
-            self.occurrences = await self.partner.parsed()
+            self.partner.hand(origin, batch, checkpoint, self.occurrences)  # it parses it
+            self.occurrences = self.occurrences_after(batch, self.occurrences)  # its last second
+            await self._write_mine()  # while it parses
             await self.partner.go()
             await self.store.upkeep()  # while the partner writes
         else:
@@ -175,6 +175,18 @@ class LogSink:
 
     def occurrences_before(self, f: BinaryIO, offset: int) -> Occurrences:
         """The occurrences after the last event of f before `offset`: its second's events."""
+        run, _ = self._last_second(f, offset)
+        return number_occurrences(run, Occurrences.start())[1]
+
+    def occurrences_after(self, batch: LineBatch, before: Occurrences) -> Occurrences:
+        """The occurrences after `batch`, numbered on from `before`, from the events of its
+        last second alone (the partner parses the rest): the next batch need not wait."""
+        run, whole = self._last_second(io.BytesIO(batch.data), len(batch.data))
+        return number_occurrences(run, before if whole else Occurrences.start())[1]
+
+    def _last_second(self, f: BinaryIO, offset: int) -> tuple[list[CallEvent], bool]:
+        """The events of the last second before `offset` in f, in order, and whether they
+        are all of f's events before it."""
         run: list[CallEvent] = []
         for line in lines_before(f, offset):
             try:
@@ -182,9 +194,9 @@ class LogSink:
             except Exception:  # quarantined when it was read: no event, as then
                 continue
             if run and event.tsec != run[0].tsec:
-                break
+                return run[::-1], False
             run.append(event)
-        return number_occurrences(run[::-1], Occurrences.start())[1]
+        return run[::-1], True
 
     def parse(self, batch: LineBatch, origin: str, before: Occurrences
               ) -> tuple[list[CallEvent], list[Quarantined], Occurrences]:

@@ -8,8 +8,8 @@ every batch before it is stored (`go`), and this process stores its own only onc
 has reported the one before it. A checkpoint therefore never passes a batch that is not
 stored, and a kill -9 of either process leaves what a one-process ingest would have left.
 Events that repeat a key within a second are numbered in file order across the two
-(callkpi.events.number_occurrences): each batch goes with the occurrences before it, and the
-partner sends those after it back as soon as it has parsed it, while this process writes.
+(callkpi.events.number_occurrences): each batch goes with the occurrences before it, and this
+process counts those after it from the batch's last second alone, without waiting.
 
 On Linux the partner dies with its parent (PR_SET_PDEATHSIG), so an orphan never writes
 after a rerun has started.
@@ -77,13 +77,6 @@ class Partner:
         only when it has finished what it is doing."""
         self._handing = asyncio.ensure_future(
             asyncio.to_thread(self._send, (origin, batch, checkpoint, occurrences)))
-
-    async def parsed(self) -> Occurrences:
-        """Wait for the partner to have parsed the batch handed last: the occurrences after
-        it, which the next batch goes on from."""
-        await self._handing
-        occurrences: Occurrences = await asyncio.to_thread(self._receive, "parsed")
-        return occurrences
 
     async def go(self) -> None:
         """Every batch before the one handed last is stored: the partner may store it."""
@@ -170,8 +163,7 @@ async def _serve(conn: Connection, db_path: str, server: str) -> None:
         # Blocking receives are fine here: this process has nothing else to do meanwhile.
         while (message := conn.recv()) is not None:
             origin, batch, checkpoint, occurrences = message
-            events, quarantined, occurrences = sink.parse(batch, origin, occurrences)
-            conn.send(("parsed", occurrences))  # the parent's next batch goes on from these
+            events, quarantined, _ = sink.parse(batch, origin, occurrences)
             prepared = store.prepare(Batch(events, quarantined, checkpoint=checkpoint))
             if conn.recv() is None:  # the parent stopped before this batch's turn
                 return
