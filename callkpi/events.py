@@ -172,8 +172,8 @@ def number_occurrences(events: Sequence[CallEvent],
     run of one second told apart by its occurrence number in `discr`; and the counts after
     them. `before` is what it returned for the events before these (`Occurrences.start()`
     at the start of a stream). Pure: `before` is not changed."""
-    # The usual case, no repeat, told by the keys' hashes: a set of ints is half the work of a
-    # set of tuples on the ingest's hot path, and equal hashes only send it the slow way.
+    # The usual case, no repeat, told by the keys' hashes (a set of ints costs the ingest's hot
+    # path less than a set of tuples; docs/queue_log.md): equal hashes only mean the slow way.
     hashes = set(map(hash, map(_KEY, events)))
     if len(hashes) == len(events) and hashes.isdisjoint(map(hash, before.counts)):
         return list(events), _last_run(events, before)
