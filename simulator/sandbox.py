@@ -33,6 +33,7 @@ LISTENER_USER = "callkpi"  # the product's least-privilege account (asterisk_con
 LISTENER_SECRET = "callkpi-listener-secret"
 STOPPED = 3  # the script's exit status of `status` when Asterisk is not running
 LOCK_POLL_S = 0.5  # how often a run waiting for another one's sandbox looks again
+_HELD: dict[str, tuple[int, int]] = {}  # lock file -> (its descriptor, Sandboxes using it)
 
 
 class SandboxError(Exception):
@@ -84,16 +85,29 @@ class Sandbox:
 
     def release(self) -> None:
         """Let go of the root (stop does; a run that never got to start must too)."""
-        if self._lock is not None:
-            os.close(self._lock)
-            self._lock = None
+        if self._lock is None:
+            return
+        path = self._lock_path()
+        fd, users = _HELD[path]
+        if users > 1:
+            _HELD[path] = (fd, users - 1)
+        else:
+            del _HELD[path]
+            os.close(fd)
+        self._lock = None
 
     def reserve(self) -> None:
         """Take the root for this run (install and start do), waiting while another run has
-        it; held until `stop` or `release`."""
+        it; held until `stop` or `release`. A run is a process: two Sandbox objects of one
+        process share the root (and the script tells them apart by their settings)."""
         if self._lock is not None:
             return
-        path = f"{os.path.realpath(self.root)}.lock"
+        path = self._lock_path()
+        if path in _HELD:
+            fd, users = _HELD[path]
+            _HELD[path] = (fd, users + 1)
+            self._lock = fd
+            return
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         deadline = time.monotonic() + self.lock_wait_s
@@ -111,7 +125,11 @@ class Sandbox:
                 time.sleep(LOCK_POLL_S)  # the other run's state, looked at again
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD[path] = (fd, 1)
         self._lock = fd
+
+    def _lock_path(self) -> str:
+        return f"{os.path.realpath(self.root)}.lock"
 
     def restart(self) -> None:
         self._run("restart", timeout=180)
