@@ -88,7 +88,7 @@ class AmiMapper:
         self.linked: dict[str, QueueCall] = {}  # linkedid of a live queue call -> the call
         self.members: dict[str, dict[str, str]] = {}  # queue -> member interface -> Status
         self.unknown_seen: set[str] = set()
-        self.occurrences = Occurrences.start()  # keys repeated within a second, as queue_log
+        self.occurrences = Occurrences()  # keys repeated within a second, as queue_log counts
         self._handlers: dict[str, Callable[[dict[str, str], float, Mapped], None]] = {
             "QueueCallerJoin": self._join,
             "QueueCallerLeave": self._leave,
@@ -134,7 +134,7 @@ class AmiMapper:
             out.warnings.append(f"{name} {_where(message)}: missing {exc.args[0]}; skipped")
         except (ValueError, TypeError) as exc:
             out.warnings.append(f"{name} {_where(message)}: {exc}; skipped")
-        out.events, self.occurrences = number_occurrences(out.events, self.occurrences)
+        out.events = number_occurrences(out.events, self.occurrences)
         self._bound()
         return out
 

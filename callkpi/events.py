@@ -19,6 +19,8 @@ two copies of the same event distinct under a UNIQUE index.
 from __future__ import annotations
 
 import json
+from collections import Counter
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, NamedTuple, Sequence
 
@@ -147,56 +149,97 @@ def make_event(
 # examples/recordings/reenter_empty.*). Both are events, and re-reading the log must still
 # store each once, so the n-th event (n >= 2) with the same natural key within one run of a
 # second is given `discr + OCCURRENCE + n`. A run is a stream's consecutive events stamped with
-# the same second; it ends where the second changes (a clock stepped back starts a new run).
+# the same second; it ends where the second changes (a clock stepped back starts a new run),
+# and its count starts again every MAX_RUN events, so a flood of one second (a hostile file,
+# an AMI peer with a stuck clock) cannot make the count's memory grow without end.
 # The queue_log parser and the AMI mapper both call `number_occurrences` on their events in
 # stream order, so an event and its twin from the other source get the same key.
 OCCURRENCE = "\n"  # never inside a queue_log field (a line ends there), nor an AMI value
+MAX_RUN = 1 << 16  # events of one second counted together (Asterisk writes far fewer)
 _KEY = itemgetter(slice(0, len(KEY_COLUMNS)))
+Key = tuple[Any, ...]
 
 
-class Occurrences(NamedTuple):
-    """How often each natural key has occurred in a stream's current run of one second."""
+@dataclass
+class Occurrences:
+    """Where a stream is in its current second: what `number_occurrences` advances."""
 
-    tsec: int
-    counts: dict[tuple[Any, ...], int]
+    tsec: int = -1
+    run: int = 0  # events of that second so far
+    counts: dict[Key, int] = field(default_factory=dict)  # per key, in the current stretch
+
+    def copy(self) -> "Occurrences":
+        return Occurrences(self.tsec, self.run, dict(self.counts))
 
     @classmethod
-    def start(cls) -> "Occurrences":
-        """Before a stream's first event."""
-        return cls(-1, {})
+    def after(cls, tsec: int, run: int, newest_first: Sequence[Key]) -> "Occurrences":
+        """After the first `run` events of second `tsec`, whose keys, newest first, are
+        `newest_first` (at least the last `run % MAX_RUN` of them)."""
+        return cls(tsec, run, dict(Counter(newest_first[:run % MAX_RUN])))
+
+    def then(self, tsec: int, run: int, newest_first: Sequence[Key],
+             whole: bool) -> "Occurrences":
+        """Where the stream is after more events, told by the last second among them alone:
+        its `run` events of second `tsec`, their keys newest first (the newest MAX_RUN will
+        do), and whether they are `whole`, all the events there were since this state. What
+        the stream's reader needs who leaves the numbering of the rest to another process."""
+        if not run:
+            return self
+        if not (whole and tsec == self.tsec):
+            return Occurrences.after(tsec, run, newest_first)
+        total = self.run + run  # they go on with this second
+        if total % MAX_RUN <= run:  # and its count started again among them
+            return Occurrences.after(tsec, total, newest_first)
+        return Occurrences(tsec, total, dict(Counter(self.counts) + Counter(newest_first)))
 
 
-def number_occurrences(events: Sequence[CallEvent],
-                       before: Occurrences) -> tuple[list[CallEvent], Occurrences]:
+def number_occurrences(events: Sequence[CallEvent], seen: Occurrences) -> list[CallEvent]:
     """`events` (a stream's next ones, in order) with each repeat of a natural key within a
-    run of one second told apart by its occurrence number in `discr`; and the counts after
-    them. `before` is what it returned for the events before these (`Occurrences.start()`
-    at the start of a stream). Pure: `before` is not changed."""
+    run of one second told apart by its occurrence number in `discr`. `seen` is the
+    stream's own state, advanced past them: no I/O, nothing else, so both sources, given
+    the same events in the same order, number them alike."""
+    if not events:
+        return []
+    last = len(events)  # where the last second of `events` starts
+    while last and events[last - 1].tsec == events[-1].tsec:
+        last -= 1
+    going_on = events[0].tsec == seen.tsec  # the first events go on with seen's second
     # The usual case, no repeat, told by the keys' hashes (a set of ints costs the ingest's hot
     # path less than a set of tuples; docs/queue_log.md): equal hashes only mean the slow way.
-    hashes = set(map(hash, map(_KEY, events)))
-    if len(hashes) == len(events) and hashes.isdisjoint(map(hash, before.counts)):
-        return list(events), _last_run(events, before)
-    tsec, counts = before.tsec, dict(before.counts)
-    numbered = []
-    for event, key in zip(events, map(_KEY, events)):
-        if event.tsec != tsec:
-            tsec, counts = event.tsec, {}
-        n = counts[key] = counts.get(key, 0) + 1
-        numbered.append(event if n == 1 else event._replace(discr=f"{event.discr}{OCCURRENCE}{n}"))
-    return numbered, Occurrences(tsec, counts)
+    if (len(set(map(hash, map(_KEY, events)))) == len(events)
+            and not (going_on and _repeats(events, seen))):
+        if last or not going_on:
+            seen.tsec, seen.run, seen.counts = events[-1].tsec, 0, {}
+        _count(events[last:], seen)  # only the last second's events count from here on
+        return list(events)
+    numbered: list[CallEvent] = []
+    _count(events, seen, numbered)
+    return numbered
 
 
-def _last_run(events: Sequence[CallEvent], before: Occurrences) -> Occurrences:
-    """The counts after `events`, none of which repeats a key."""
-    if not events:
-        return Occurrences(before.tsec, dict(before.counts))
-    tsec, i = events[-1].tsec, len(events)
-    while i and events[i - 1].tsec == tsec:
-        i -= 1
-    counts = dict(before.counts) if i == 0 and before.tsec == tsec else {}
-    counts.update(dict.fromkeys(map(_KEY, events[i:]), 1))
-    return Occurrences(tsec, counts)
+def _repeats(events: Sequence[CallEvent], seen: Occurrences) -> bool:
+    """Does an event going on with seen's second repeat a key counted there?"""
+    for event in events:
+        if event.tsec != seen.tsec:
+            return False
+        if _KEY(event) in seen.counts:
+            return True
+    return False
+
+
+def _count(events: Sequence[CallEvent], seen: Occurrences,
+           numbered: list[CallEvent] | None = None) -> None:
+    for event in events:
+        key = _KEY(event)
+        if event.tsec != seen.tsec:
+            seen.tsec, seen.run, seen.counts = event.tsec, 0, {}
+        seen.run += 1
+        n = seen.counts[key] = seen.counts.get(key, 0) + 1
+        if seen.run % MAX_RUN == 0:  # a stretch is full: the next event starts a new count
+            seen.counts = {}
+        if numbered is not None:
+            numbered.append(event if n == 1 else
+                            event._replace(discr=f"{event.discr}{OCCURRENCE}{n}"))
 
 
 def base_discr(discr: str) -> str:

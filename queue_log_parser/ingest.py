@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
 from callkpi.events import (
+    KEY_COLUMNS,
+    MAX_RUN,
     SOURCE_QUEUE_LOG,
     CallEvent,
     Checkpoint,
+    Key,
     Occurrences,
     Quarantined,
     number_occurrences,
@@ -101,7 +104,7 @@ class LogSink:
         self.store = store
         self.parser = LineParser(server)
         self.stats = stats
-        self.occurrences = Occurrences.start()  # after the last line parsed
+        self.occurrences = Occurrences()  # where the stream is in its current second
         self.partner: Partner | None = None
         self._partners_turn = True
         self._mine: PreparedBatch | None = None  # to be written after the partner's batch
@@ -120,8 +123,7 @@ class LogSink:
             checkpoint = Checkpoint(stream, fid, reader.head, reader.offset, reader.line_no,
                                     time.time())
             if self.partner is None or not self.partner.ready():
-                events, quarantined, self.occurrences = self.parse(batch, origin,
-                                                                   self.occurrences)
+                events, quarantined = self.parse(batch, origin, self.occurrences)
                 await self.put(Batch(events, quarantined, checkpoint=checkpoint))
             else:
                 await self._take_turns(origin, batch, checkpoint)
@@ -132,13 +134,13 @@ class LogSink:
     async def _take_turns(self, origin: str, batch: LineBatch, checkpoint: Checkpoint) -> None:
         assert self.partner is not None
         if self._partners_turn:
-            self.partner.hand(origin, batch, checkpoint, self.occurrences)  # it parses it
+            self.partner.hand(origin, batch, checkpoint, self.occurrences.copy())  # it parses it
             self.occurrences = self.occurrences_after(batch, self.occurrences)  # its last second
             await self._write_mine()  # while it parses
             await self.partner.go()
             await self.store.upkeep()  # while the partner writes
         else:
-            events, quarantined, self.occurrences = self.parse(batch, origin, self.occurrences)
+            events, quarantined = self.parse(batch, origin, self.occurrences)
             self._mine = self.store.prepare(Batch(events, quarantined, checkpoint=checkpoint))
         self._partners_turn = not self._partners_turn
 
@@ -174,34 +176,36 @@ class LogSink:
             self.occurrences = self.occurrences_before(f, offset)
 
     def occurrences_before(self, f: BinaryIO, offset: int) -> Occurrences:
-        """The occurrences after the last event of f before `offset`: its second's events."""
-        run, _ = self._last_second(f, offset)
-        return number_occurrences(run, Occurrences.start())[1]
+        """Where the stream is in its second at `offset` of f: that second's events before."""
+        return Occurrences().then(*self._last_second(f, offset))
 
     def occurrences_after(self, batch: LineBatch, before: Occurrences) -> Occurrences:
-        """The occurrences after `batch`, numbered on from `before`, from the events of its
+        """Where the stream is after `batch`, going on from `before`, from the events of its
         last second alone (the partner parses the rest): the next batch need not wait."""
-        run, whole = self._last_second(io.BytesIO(batch.data), len(batch.data))
-        return number_occurrences(run, before if whole else Occurrences.start())[1]
+        return before.then(*self._last_second(io.BytesIO(batch.data), len(batch.data)))
 
-    def _last_second(self, f: BinaryIO, offset: int) -> tuple[list[CallEvent], bool]:
-        """The events of the last second before `offset` in f, in order, and whether they
-        are all of f's events before it."""
-        run: list[CallEvent] = []
+    def _last_second(self, f: BinaryIO, offset: int) -> tuple[int, int, list[Key], bool]:
+        """The last second before `offset` in f: its tsec, how many events it has there,
+        their keys newest first (the newest MAX_RUN: all a count needs), and whether they are
+        all of f's events before `offset`."""
+        tsec, run = -1, 0
+        keys: list[Key] = []
         for line in lines_before(f, offset):
             try:
                 event = self.parser.parse(line)
             except Exception:  # quarantined when it was read: no event, as then
                 continue
-            if run and event.tsec != run[0].tsec:
-                return run[::-1], False
-            run.append(event)
-        return run[::-1], True
+            if run and event.tsec != tsec:
+                return tsec, run, keys, False
+            tsec, run = event.tsec, run + 1
+            if len(keys) < MAX_RUN:
+                keys.append(tuple(event[:len(KEY_COLUMNS)]))
+        return tsec, run, keys, True
 
-    def parse(self, batch: LineBatch, origin: str, before: Occurrences
-              ) -> tuple[list[CallEvent], list[Quarantined], Occurrences]:
-        """The batch's events, numbered on from `before`, its quarantine, and the occurrences
-        after it."""
+    def parse(self, batch: LineBatch, origin: str, occurrences: Occurrences
+              ) -> tuple[list[CallEvent], list[Quarantined]]:
+        """The batch's events, numbered on from `occurrences` (advanced past them), and its
+        quarantine."""
         events: list[CallEvent] = []
         bad: list[tuple[int, str]] = []
         append, parse = events.append, self.parser.parse
@@ -214,8 +218,7 @@ class LogSink:
                 bad.append((i, exc.args[0]))
             except Exception as exc:  # a parser bug must not stop the ingest
                 bad.append((i, f"parser error: {exc!r}"))
-        events, after = number_occurrences(events, before)
-        return events, self.quarantine(batch, origin, bad), after
+        return number_occurrences(events, occurrences), self.quarantine(batch, origin, bad)
 
     def quarantine(self, batch: LineBatch, origin: str,
                    bad: list[tuple[int, str]]) -> list[Quarantined]:

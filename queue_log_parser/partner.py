@@ -163,7 +163,7 @@ async def _serve(conn: Connection, db_path: str, server: str) -> None:
         # Blocking receives are fine here: this process has nothing else to do meanwhile.
         while (message := conn.recv()) is not None:
             origin, batch, checkpoint, occurrences = message
-            events, quarantined, _ = sink.parse(batch, origin, occurrences)
+            events, quarantined = sink.parse(batch, origin, occurrences)
             prepared = store.prepare(Batch(events, quarantined, checkpoint=checkpoint))
             if conn.recv() is None:  # the parent stopped before this batch's turn
                 return

@@ -51,31 +51,37 @@ def keys(events) -> list[tuple]:
 
 # ---------------------------------------------------------------- the numbering itself
 def test_each_repeat_within_the_second_gets_its_occurrence():
-    numbered, after = number_occurrences(events_of(REENTER), Occurrences.start())
+    seen = Occurrences()
+    numbered = number_occurrences(events_of(REENTER), seen)
     assert [(e.kind, e.discr) for e in numbered] == [
         (Kind.ENTER_QUEUE, ""), (Kind.EXIT_EMPTY, ""),
         (Kind.ENTER_QUEUE, f"{OCCURRENCE}2"), (Kind.EXIT_EMPTY, f"{OCCURRENCE}2"),
         (Kind.ENTER_QUEUE, f"{OCCURRENCE}3"), (Kind.EXIT_EMPTY, f"{OCCURRENCE}3"),
         (Kind.ENTER_QUEUE, f"{OCCURRENCE}4"), (Kind.EXIT_EMPTY, f"{OCCURRENCE}4")]
     assert len(set(keys(numbered))) == 8
-    assert after.tsec == numbered[0].tsec and sorted(after.counts.values()) == [4, 4]
+    assert (seen.tsec, seen.run, sorted(seen.counts.values())) == (numbered[0].tsec, 8, [4, 4])
     assert {base_discr(e.discr) for e in numbered} == {""}
 
 
 def test_events_that_repeat_nothing_are_left_as_they_are():
     events = events_of(SAMPLE.splitlines())
-    numbered, _ = number_occurrences(events, Occurrences.start())
-    assert numbered == events
+    assert number_occurrences(events, Occurrences()) == events
 
 
-def test_a_new_second_starts_the_count_again_and_before_is_not_changed():
+def test_a_new_second_starts_the_count_again():
     first, second = events_of(REENTER[:2]), events_of(REENTER[2:4])
     later = [e._replace(tsec=e.tsec + 1, ts=e.ts + 1) for e in second]
-    _, after = number_occurrences(first, Occurrences.start())
-    counts = dict(after.counts)
-    numbered, _ = number_occurrences(later, after)
-    assert [e.discr for e in numbered] == ["", ""]  # another second: first occurrences
-    assert after.counts == counts  # pure
+    seen = Occurrences()
+    number_occurrences(first, seen)
+    assert [e.discr for e in number_occurrences(later, seen)] == ["", ""]
+
+
+def numbered_in_parts(stream, cuts) -> list:
+    parts, seen, start = [], Occurrences(), 0
+    for cut in [*cuts, len(stream)]:
+        parts += number_occurrences(stream[start:cut], seen)
+        start = max(start, cut)
+    return parts
 
 
 @settings(max_examples=200, deadline=None)
@@ -84,15 +90,95 @@ def test_any_cut_of_a_stream_into_parts_numbers_it_the_same(data):
     pool = events_of(REENTER) + events_of(SAMPLE.splitlines()[:20])
     stream = data.draw(st.lists(st.sampled_from(pool), max_size=40))
     stream.sort(key=lambda e: e.tsec)  # a log is in time order
-    whole, _ = number_occurrences(stream, Occurrences.start())
+    whole = number_occurrences(stream, Occurrences())
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
-    parts, state, start = [], Occurrences.start(), 0
-    for cut in [*cuts, len(stream)]:
-        numbered, state = number_occurrences(stream[start:cut], state)
-        parts += numbered
-        start = max(start, cut)
-    assert parts == whole
+    assert numbered_in_parts(stream, cuts) == whole
     assert len(set(keys(whole))) == len(whole)  # nothing left to collapse in the store
+
+
+def test_a_flood_in_one_second_is_counted_in_stretches_in_bounded_memory(monkeypatch):
+    import callkpi.events
+    monkeypatch.setattr(callkpi.events, "MAX_RUN", 4)
+    enter = events_of(REENTER)[0]
+    stream = [enter._replace(call_id=str(n % 3)) for n in range(11)]  # keys 0 1 2 0 1 2 ...
+    numbered = number_occurrences(stream, seen := Occurrences())
+    assert [e.discr.removeprefix(OCCURRENCE) for e in numbered] == [
+        "", "", "", "2",  "", "", "", "2",  "", "", ""]  # counts start again every 4
+    assert len(seen.counts) <= 4
+    for cuts in ([1], [4], [5, 6], [3, 7, 9]):
+        assert numbered_in_parts(stream, cuts) == numbered
+
+
+def last_second(events) -> tuple:
+    """What a reader tells `Occurrences.then` of `events`: their last second."""
+    if not events:
+        return -1, 0, [], True
+    tsec = events[-1].tsec
+    run = [e for e in events if e.tsec == tsec]
+    whole = len(run) == len(events)
+    return tsec, len(run), keys(run[::-1]), whole
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_then_knows_from_a_parts_last_second_what_numbering_it_leaves(data):
+    import callkpi.events
+    pool = events_of(REENTER) + events_of(SAMPLE.splitlines()[:12])
+    stream = sorted(data.draw(st.lists(st.sampled_from(pool), max_size=30)),
+                    key=lambda e: e.tsec)
+    cut = data.draw(st.integers(0, len(stream)))
+    original = callkpi.events.MAX_RUN
+    callkpi.events.MAX_RUN = data.draw(st.sampled_from([2, 3, 5, 1 << 16]))
+    try:
+        before = Occurrences()
+        number_occurrences(stream[:cut], before)
+        told = before.copy().then(*last_second(stream[cut:]))
+        number_occurrences(stream[cut:], before)
+    finally:
+        callkpi.events.MAX_RUN = original
+    assert (told.tsec, told.run, told.counts) == (before.tsec, before.run, before.counts)
+
+
+@pytest.mark.parametrize("cut", [2, 5, 9, 13])
+async def test_resumed_in_a_flood_of_one_second_it_numbers_on_in_stretches(tmp_path, cut,
+                                                                          monkeypatch):
+    import callkpi.events
+    monkeypatch.setattr(callkpi.events, "MAX_RUN", 3)
+    flood = REENTER * 2  # 16 lines of one second, counted 3 at a time
+    log, db, whole = tmp_path / "queue_log", tmp_path / "resumed.db", tmp_path / "whole.db"
+    log.write_text("".join(BEFORE + flood))
+    await ingest(whole, log)
+    log.write_text("".join(BEFORE + flood[:cut]))
+    await ingest(db, log, batch_lines=2)
+    with log.open("a") as f:
+        f.write("".join(flood[cut:]))
+    await ingest(db, log, batch_lines=2)
+    assert await store_keys(db) == await store_keys(whole)
+
+
+def test_an_ami_peer_flooding_one_second_costs_each_event_alike():
+    import gc
+    import time
+
+    from callkpi.events import MAX_RUN
+    mapper, n = AmiMapper("pbx"), 30_000  # 2n within one stretch of MAX_RUN
+
+    def join(i: int) -> None:  # no Timestamp: every event is stamped 0.0, one second
+        mapper.map({"Event": "QueueCallerJoin", "Uniqueid": f"{i}.0", "Queue": "q"}, 0.0)
+
+    gc.disable()  # CPU time of the mapping alone, not of the collector's passes
+    try:
+        started = time.process_time()
+        for i in range(n):
+            join(i)
+        half = time.process_time() - started
+        for i in range(n, 2 * n):
+            join(i)
+        both = time.process_time() - started
+    finally:
+        gc.enable()
+    assert both < 3 * half  # linear: twice the first half (a count copied per event: 4x)
+    assert len(mapper.occurrences.counts) < MAX_RUN  # and its memory bounded
 
 
 # ---------------------------------------------------------------- reading back
@@ -256,7 +342,7 @@ def ami_events():
 async def test_the_ami_listener_numbers_the_same_repeats_the_same_way(tmp_path):
     from_ami = [e for e in ami_events() if e.kind == Kind.ENTER_QUEUE]
     from_log = [e for e in events_of(REENTER) if e.kind == Kind.ENTER_QUEUE]
-    numbered, _ = number_occurrences(events_of(REENTER), Occurrences.start())
+    numbered = number_occurrences(events_of(REENTER), Occurrences())
     assert [e.discr for e in from_ami] == [
         e.discr for e in numbered if e.kind == Kind.ENTER_QUEUE]
     assert len(from_ami) == len(from_log) == 4
