@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from callkpi.events import SOURCE_AMI, CallEvent, CallLink, Kind, make_event
+from callkpi.events import Occurrences, number_occurrences
 
 MAX_TRACKED = 100_000
 MAX_SECONDS = 1e11  # as the queue_log parser: an epoch beyond this is junk, not a time
@@ -150,6 +151,7 @@ class AmiMapper:
         self.hangup_requested: dict[str, bool] = {}
         self.members: dict[str, dict[str, Member]] = {}  # queue -> member interface -> state
         self.unknown_seen: set[str] = set()
+        self.occurrences = Occurrences()  # keys repeated within a second, as queue_log counts
         self._handlers: dict[str, Callable[[Message, float, Mapped], None]] = {
             "QueueCallerJoin": self._join,
             "QueueCallerLeave": self._leave,
@@ -198,6 +200,7 @@ class AmiMapper:
             out.warnings.append(f"{name} {_where(message)}: missing {exc.args[0]}; skipped")
         except (ValueError, TypeError, ArithmeticError) as exc:
             out.warnings.append(f"{name} {_where(message)}: {exc}; skipped")
+        out.events = number_occurrences(out.events, self.occurrences)
         self._bound()
         return out
 

@@ -29,10 +29,15 @@ def summary_line(stats: Any) -> str:
                     if isinstance(getattr(stats, f.name), (int, float)))
 
 
+def log_to_stderr() -> None:
+    """callkpi's log lines on stderr, in the one format every command uses."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+
+
 def run_until_signalled(name: str, serve: Callable[[asyncio.Event], Awaitable[Stats]]) -> Stats:
     """Run `serve(stop)` with `stop` set by the first SIGTERM or SIGINT (set already if one
     came while the service was starting); then print its stats' summary line."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    log_to_stderr()
     stats = asyncio.run(_serve(name, serve))
     click.echo(summary_line(stats))
     return stats

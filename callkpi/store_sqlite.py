@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import stat
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable, NamedTuple, Sequence, cast
 
@@ -66,14 +67,16 @@ WHERE events.source = 'ami'
 """
 # ... and replace an AMI copy of the same event that Asterisk stamped one second apart (the
 # AMI event is published a few ms after the queue_log line is written, so the two can
-# straddle a second boundary).
-DELETE_AMI_TWINS = """
+# straddle a second boundary). Straddling, a repeat's occurrence number (callkpi.events) can
+# differ between the two: an AMI repeat is a copy of a queue_log event of its key's base too.
+_BASE = "substr({0}, 1, instr({0} || char(10), char(10)) - 1)"  # base_discr() in SQL
+DELETE_AMI_TWINS = f"""
 DELETE FROM events WHERE source = 'ami' AND tsec BETWEEN ? AND ? AND EXISTS (
     SELECT 1 FROM events q
     WHERE q.server = events.server AND q.call_id = events.call_id AND q.kind = events.kind
       AND q.queue = events.queue AND q.agent = events.agent
       AND q.tsec BETWEEN events.tsec - 1 AND events.tsec + 1
-      AND q.discr = events.discr AND q.source = 'queue_log')
+      AND q.discr IN (events.discr, {_BASE.format("events.discr")}) AND q.source = 'queue_log')
 """
 # A live source's event is stored unless queue_log already has it within a second.
 INSERT_LIVE = f"""
@@ -81,7 +84,8 @@ INSERT INTO events ({_COLS}) SELECT {_NUMBERED}
 WHERE NOT EXISTS (
     SELECT 1 FROM events q
     WHERE q.server = ?1 AND q.call_id = ?2 AND q.kind = ?3 AND q.queue = ?4 AND q.agent = ?5
-      AND q.tsec BETWEEN ?6 - 1 AND ?6 + 1 AND q.discr = ?7 AND q.source = 'queue_log')
+      AND q.tsec BETWEEN ?6 - 1 AND ?6 + 1 AND q.discr IN (?7, {_BASE.format("?7")})
+      AND q.source = 'queue_log')
 ON CONFLICT DO NOTHING
 """
 INSERT_QUARANTINE = """
@@ -171,6 +175,7 @@ class SqliteStore:
         if problem := _access_problem(path):
             raise StoreError(problem)
         try:
+            _keep_private(path)
             conn = await aiosqlite.connect(path, isolation_level=None)
         except (sqlite3.DatabaseError, OSError) as exc:
             raise StoreError(f"cannot open database {path}: {exc}") from None
@@ -412,6 +417,23 @@ def _statements(script: str) -> list[str]:
     if buf.strip():
         statements.append(buf.strip())
     return statements
+
+
+def _keep_private(path: str) -> None:
+    """The store holds caller numbers, names and quarantined log text: a new one is created
+    0640 (less if the umask says so) before SQLite opens it, and SQLite gives its -wal and
+    -shm the database file's mode; a store an older callkpi made world-readable loses the
+    world's access (its -wal and -shm too) when it is next opened for writing."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640))
+        return
+    except FileExistsError:
+        pass
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(FileNotFoundError, PermissionError):  # not ours to change
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+            if mode & 0o007:
+                os.chmod(name, mode & ~0o007)
 
 
 def _size_on_disk(path: str) -> int:

@@ -12,7 +12,7 @@ import click
 
 from callkpi.cli_common import db_option, get_config, open_configured_store, run
 from callkpi.config import Config
-from callkpi.service import run_until_signalled
+from callkpi.service import log_to_stderr, run_until_signalled
 from callkpi.store import Store
 from queue_log_parser.ingest import IngestStats, LogFileError, ingest_paths, tail_path
 
@@ -27,6 +27,7 @@ def ingest(ctx: click.Context, paths: tuple[str, ...], full: bool) -> None:
     """Store the events of queue_log files (plain or rotated .gz), resuming where the last
     run stopped; events already stored are skipped."""
     config = get_config(ctx)
+    log_to_stderr()  # what the reading says about the files: a link resolved, a FIFO refused
     for path in paths:
         if not os.path.exists(path):
             raise LogFileError(f"{path}: no such file")

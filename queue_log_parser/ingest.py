@@ -10,13 +10,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import io
+import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from callkpi.errors import UserError
-from callkpi.events import SOURCE_QUEUE_LOG, CallEvent, Checkpoint, Quarantined
+from callkpi.events import (
+    KEY_COLUMNS,
+    MAX_RUN,
+    SOURCE_QUEUE_LOG,
+    CallEvent,
+    Checkpoint,
+    Key,
+    Occurrences,
+    Quarantined,
+    number_occurrences,
+)
 from callkpi.store import Batch, PreparedBatch, Store, WriteResult
 from queue_log_parser.parser import BadLine, LineParser
 from queue_log_parser.partner import Partner
@@ -24,14 +36,18 @@ from queue_log_parser.tailer import (
     HEAD_BYTES,
     LineBatch,
     LineReader,
+    NotALog,
     disk_position,
     file_id,
     head_matches,
     is_gzip,
+    lines_before,
     open_log,
     read_head,
     read_head_of,
 )
+
+log = logging.getLogger(__name__)
 
 # A backfill with at least this much left to read gets a partner process (partner.py): below
 # it, the partner's start-up would cost more than it saves (docs/queue_log.md, "Speed").
@@ -39,8 +55,20 @@ PARTNER_FROM_BYTES = 8 << 20
 
 
 class LogFileError(UserError):
-    """A file cannot be read (unreadable, a corrupt or cut-short .gz); the message names it.
-    What was read before the error is stored."""
+    """A file cannot be read (unreadable, not a regular file, a corrupt or cut-short .gz);
+    the message names it. What was read before the error is stored."""
+
+
+def resolve_named(path: str) -> str:
+    """The file a path named by the admin stands for. Symbolic links in it are resolved once,
+    here, and said so; every later open refuses a link (tailer.open_log), so a link swapped
+    in for the log afterwards (to /etc/shadow, say) is never followed."""
+    named = os.path.abspath(path)
+    target = os.path.realpath(named)
+    if target != named:
+        log.info("%s leads to %s through a symbolic link: reading that file (resolved once, "
+                 "now; a link put in its place later is not followed)", named, target)
+    return target
 
 
 @dataclass
@@ -66,12 +94,18 @@ class IngestStats:
 
 class LogSink:
     """Parses line batches and writes each with its checkpoint, in file order; with a
-    partner process, every other batch is parsed and written by the partner."""
+    partner process, every other batch is parsed and written by the partner.
+
+    It reads one stream of lines: the files of one log, in time order (a rotated file, then
+    the file after it). Events that repeat a key within a second are numbered across batches
+    and across that file boundary (`occurrences`, callkpi.events.number_occurrences); resuming
+    inside a file, the count starts from what the file holds before the checkpoint."""
 
     def __init__(self, store: Store, server: str, stats: IngestStats) -> None:
         self.store = store
         self.parser = LineParser(server)
         self.stats = stats
+        self.occurrences = Occurrences()  # where the stream is in its current second
         self.partner: Partner | None = None
         self._partners_turn = True
         self._mine: PreparedBatch | None = None  # to be written after the partner's batch
@@ -90,7 +124,7 @@ class LogSink:
             checkpoint = Checkpoint(stream, fid, reader.head, reader.offset, reader.line_no,
                                     time.time())
             if self.partner is None or not self.partner.ready():
-                events, quarantined = self.parse(batch, origin)
+                events, quarantined = self.parse(batch, origin, self.occurrences)
                 await self.put(Batch(events, quarantined, checkpoint=checkpoint))
             else:
                 await self._take_turns(origin, batch, checkpoint)
@@ -101,12 +135,13 @@ class LogSink:
     async def _take_turns(self, origin: str, batch: LineBatch, checkpoint: Checkpoint) -> None:
         assert self.partner is not None
         if self._partners_turn:
-            self.partner.hand(origin, batch, checkpoint)  # it parses while we write ours
-            await self._write_mine()
+            self.partner.hand(origin, batch, checkpoint, self.occurrences.copy())  # it parses it
+            self.occurrences = self.occurrences_after(batch, self.occurrences)  # its last second
+            await self._write_mine()  # while it parses
             await self.partner.go()
             await self.store.upkeep()  # while the partner writes
         else:
-            events, quarantined = self.parse(batch, origin)
+            events, quarantined = self.parse(batch, origin, self.occurrences)
             self._mine = self.store.prepare(Batch(events, quarantined, checkpoint=checkpoint))
         self._partners_turn = not self._partners_turn
 
@@ -134,7 +169,44 @@ class LogSink:
             self.partner = None
             await self._bulk.aclose()
 
-    def parse(self, batch: LineBatch, origin: str) -> tuple[list[CallEvent], list[Quarantined]]:
+    def resume(self, f: BinaryIO, offset: int) -> None:
+        """A file is read from `offset`: inside it, the occurrences go on from the lines it
+        holds before (read back to the start of their second); at its start, from the file
+        read before it (a rotation of the same log)."""
+        if offset > 0:
+            self.occurrences = self.occurrences_before(f, offset)
+
+    def occurrences_before(self, f: BinaryIO, offset: int) -> Occurrences:
+        """Where the stream is in its second at `offset` of f: that second's events before."""
+        return Occurrences().then(*self._last_second(f, offset))
+
+    def occurrences_after(self, batch: LineBatch, before: Occurrences) -> Occurrences:
+        """Where the stream is after `batch`, going on from `before`, from the events of its
+        last second alone (the partner parses the rest): the next batch need not wait."""
+        return before.then(*self._last_second(io.BytesIO(batch.data), len(batch.data)))
+
+    def _last_second(self, f: BinaryIO, offset: int) -> tuple[int, int, list[Key], bool]:
+        """The last second before `offset` in f: its tsec, how many events it has there,
+        their keys newest first (the newest MAX_RUN: all a count needs), and whether they are
+        all of f's events before `offset`."""
+        tsec, run = -1, 0
+        keys: list[Key] = []
+        for line in lines_before(f, offset):
+            try:
+                event = self.parser.parse(line)
+            except Exception:  # quarantined when it was read: no event, as then
+                continue
+            if run and event.tsec != tsec:
+                return tsec, run, keys, False
+            tsec, run = event.tsec, run + 1
+            if len(keys) < MAX_RUN:
+                keys.append(tuple(event[:len(KEY_COLUMNS)]))
+        return tsec, run, keys, True
+
+    def parse(self, batch: LineBatch, origin: str, occurrences: Occurrences
+              ) -> tuple[list[CallEvent], list[Quarantined]]:
+        """The batch's events, numbered on from `occurrences` (advanced past them), and its
+        quarantine."""
         events: list[CallEvent] = []
         bad: list[tuple[int, str]] = []
         append, parse = events.append, self.parser.parse
@@ -147,15 +219,20 @@ class LogSink:
                 bad.append((i, exc.args[0]))
             except Exception as exc:  # a parser bug must not stop the ingest
                 bad.append((i, f"parser error: {exc!r}"))
-        return events, self.quarantine(batch, origin, bad)
+        return number_occurrences(events, occurrences), self.quarantine(batch, origin, bad)
 
     def quarantine(self, batch: LineBatch, origin: str,
                    bad: list[tuple[int, str]]) -> list[Quarantined]:
-        if not bad:
+        if not (bad or batch.junk):
             return []
-        offsets, now = batch.offsets(), time.time()
-        return [Quarantined(SOURCE_QUEUE_LOG, origin, offsets[i], batch.first_line_no + i,
-                            reason, batch.lines[i], now) for i, reason in bad]
+        now = time.time()
+        junk = [Quarantined(SOURCE_QUEUE_LOG, origin, j.position, j.line_no, j.reason,
+                            j.raw.decode("utf-8", "backslashreplace"), now) for j in batch.junk]
+        if not bad:
+            return junk
+        offsets = batch.offsets()
+        return junk + [Quarantined(SOURCE_QUEUE_LOG, origin, offsets[i], batch.first_line_no + i,
+                                   reason, batch.lines[i], now) for i, reason in bad]
 
     def quarantine_fragment(self, origin: str, reader: LineReader, why: str) -> Batch | None:
         """An incomplete last line that will never be completed (its file was rotated away
@@ -186,7 +263,7 @@ async def ingest_paths(store: Store, paths: list[str], *, server: str, batch_lin
     # only rescan the millions of them a backfill allocates, again and again.
     gc.disable()
     try:
-        for path in paths:
+        for path in in_time_order(paths):
             try:
                 await _ingest_file(sink, path, batch_lines, full, progress,
                                    partner_from_bytes)
@@ -200,10 +277,32 @@ async def ingest_paths(store: Store, paths: list[str], *, server: str, batch_lin
     return stats
 
 
+def in_time_order(paths: list[str]) -> list[str]:
+    """The files by the time of their first line: the files of one log (`queue_log*` expands
+    newest first) are then read as the one stream they are, a rotated file before the file
+    after it. A file whose first line says no time keeps its place after those that do."""
+    def first_time(path: str) -> float:
+        try:
+            with open_log(os.path.realpath(path)) as f:
+                head = f.read(HEAD_BYTES)
+        except (OSError, NotALog):
+            return float("inf")  # its error is told when its turn comes
+        for line in head.split(b"\n")[:-1]:
+            try:
+                return LineParser("").parse(line.decode("utf-8", "replace")).ts
+            except Exception:
+                continue
+        return float("inf")
+
+    return sorted(paths, key=first_time)  # stable: ties keep the order given
+
+
 async def _ingest_file(sink: LogSink, path: str, batch_lines: int, full: bool,
                        progress: Callable[[int], None] | None, partner_from_bytes: int) -> None:
     try:
         await _read_file(sink, path, batch_lines, full, progress, partner_from_bytes)
+    except NotALog as exc:
+        raise LogFileError(f"{path}: {exc}") from None
     except OSError as exc:
         raise LogFileError(f"{path}: {exc.strerror or exc}") from None
 
@@ -211,13 +310,14 @@ async def _ingest_file(sink: LogSink, path: str, batch_lines: int, full: bool,
 async def _read_file(sink: LogSink, path: str, batch_lines: int, full: bool,
                      progress: Callable[[int], None] | None, partner_from_bytes: int) -> None:
     stream = os.path.abspath(path)
-    with open_log(path) as f:
+    with open_log(resolve_named(path)) as f:
         fid = file_id(os.fstat(f.fileno()))
         first = read_head(f)
         checkpoint = None if full else await sink.store.checkpoint(stream)
         offset, line_no = 0, 0
         if checkpoint and checkpoint.file_id == fid and head_matches(first, checkpoint.head):
             offset, line_no = checkpoint.offset, checkpoint.line_no
+        sink.resume(f, offset)
         reader = LineReader(f, offset, line_no, first)
         done = disk_position(f)
         if os.fstat(f.fileno()).st_size - done >= partner_from_bytes:  # .gz: compressed size
@@ -238,31 +338,40 @@ async def _read_file(sink: LogSink, path: str, batch_lines: int, full: bool,
 
 # ---------------------------------------------------------------- follow
 class Follower:
-    """Follows one path across restarts, logrotate by rename and by copytruncate."""
+    """Follows one path across restarts, logrotate by rename and by copytruncate.
+
+    The path is resolved once (`resolve_named`) and its directory opened once: every later
+    look at the log and its rotations goes through that directory, without following links,
+    so what is read is the file the admin named or a regular file put in its place, never
+    what a link swapped in points to, and never a FIFO or device (each refused with a
+    warning, once, while waiting for a regular file to come back)."""
 
     def __init__(self, sink: LogSink, path: str, batch_lines: int) -> None:
         self.sink = sink
         self.path = path
         self.stream = os.path.abspath(path)
+        self.directory, self.name = os.path.split(resolve_named(path))
         self.batch_lines = batch_lines
+        self.dir_fd: int | None = None
         self.reader: LineReader | None = None
         self.fid = ""
         self.origin = self.stream  # the file being read: the path, or a rotation of it
+        self.refused = ""  # identity of the entry last refused (warned about once)
 
     async def start(self) -> None:
         """Resume from the checkpoint: in the same file, or first in the rotated file the
         checkpoint names (moved aside while we were not running)."""
+        self.dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         checkpoint = await self.sink.store.checkpoint(self.stream)
-        if not os.path.exists(self.path):
+        if self._lstat() is None:
             return
-        self._open(self.path)
-        if checkpoint is None:
+        self._open(self.name)
+        if checkpoint is None or self.reader is None:
             return
-        assert self.reader is not None
         if checkpoint.file_id == self.fid and head_matches(self.reader.first, checkpoint.head):
-            self._open(self.path, checkpoint.offset, checkpoint.line_no)
+            self._open(self.name, checkpoint.offset, checkpoint.line_no)
             return
-        rotated = find_rotated(self.path, checkpoint)
+        rotated = self._find_rotated(checkpoint)
         if rotated:
             await self._drain(rotated, checkpoint.offset, checkpoint.line_no)
 
@@ -271,29 +380,27 @@ class Follower:
         checked before it is read: a truncated file that grew past our offset again must
         not be read from the middle of a line."""
         if self.reader is None:
-            if not os.path.exists(self.path):
+            if self._lstat() is None:
                 return
-            self._open(self.path)
-        assert self.reader is not None
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            st = None
+            self._open(self.name)
+            if self.reader is None:
+                return
+        st = self._lstat()
         if st is None or file_id(st) != self.fid:
             await self._consume()  # renamed: drain the old file to its end (our fd)
             await self._close("incomplete last line of a rotated file")
             if st is not None:
-                self._open(self.path)
+                self._open(self.name)
         elif st.st_size < self.reader.offset or not self._same_head():
             # copytruncate: the lines logged between our last read and the copy are in
             # the copy; read them there when we can find it.
             checkpoint = Checkpoint(self.stream, self.fid, self.reader.head,
                                     self.reader.offset, self.reader.line_no, 0.0)
             await self._close("incomplete last line of a truncated file")
-            rotated = find_rotated(self.path, checkpoint)
+            rotated = self._find_rotated(checkpoint)
             if rotated:
                 await self._drain(rotated, checkpoint.offset, checkpoint.line_no)
-            self._open(self.path)
+            self._open(self.name)
         if self.reader is not None:
             await self._consume()
 
@@ -301,14 +408,41 @@ class Follower:
         if self.reader is not None:
             self.reader.f.close()
             self.reader = None
+        if self.dir_fd is not None:
+            os.close(self.dir_fd)
+            self.dir_fd = None
 
-    def _open(self, path: str, offset: int = 0, line_no: int = 0) -> None:
+    def _lstat(self) -> os.stat_result | None:
+        """The log's directory entry itself (a link is a link), or None when there is none."""
+        try:
+            return os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def _open(self, name: str, offset: int = 0, line_no: int = 0) -> None:
+        """Read `name` (the log, or a rotation of it) from `offset`; refused, nothing is."""
         if self.reader is not None:
             self.reader.f.close()
-        f = open_log(path)
+            self.reader = None
+        try:
+            f = open_log(name, self.dir_fd)
+        except NotALog as exc:
+            self._refuse(name, str(exc))
+            return
         self.fid = file_id(os.fstat(f.fileno()))
-        self.origin = os.path.abspath(path)
+        self.origin = self.stream if name == self.name else os.path.join(self.directory, name)
+        self.sink.resume(f, offset)
         self.reader = LineReader(f, offset, line_no, read_head(f))
+
+    def _refuse(self, name: str, why: str) -> None:
+        try:
+            entry = file_id(os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False))
+        except OSError:
+            entry = ""
+        if entry != self.refused:
+            self.refused = entry
+            log.warning("%s: %s; waiting for a regular file there",
+                        os.path.join(self.directory, name), why)
 
     async def _consume(self) -> None:
         assert self.reader is not None
@@ -323,38 +457,40 @@ class Follower:
         self.reader.f.close()
         self.reader = None
 
-    async def _drain(self, path: str, offset: int, line_no: int) -> None:
-        self._open(path, offset, line_no)
-        await self._consume()
-        await self._close("incomplete last line of a rotated file")
+    async def _drain(self, name: str, offset: int, line_no: int) -> None:
+        self._open(name, offset, line_no)
+        if self.reader is not None:
+            await self._consume()
+            await self._close("incomplete last line of a rotated file")
 
     def _same_head(self) -> bool:
         assert self.reader is not None
         n = min(self.reader.offset, HEAD_BYTES, len(self.reader.first))
         try:
-            return read_head_of(self.path)[:n] == self.reader.first[:n]
-        except OSError:
+            return read_head_of(self.name, self.dir_fd)[:n] == self.reader.first[:n]
+        except (OSError, NotALog):
             return False
 
-
-def find_rotated(path: str, checkpoint: Checkpoint) -> str | None:
-    """The file beside `path` that holds the checkpoint's lines: the same inode (renamed
-    by logrotate) or, for copytruncate, a plain copy with the same head and at least as
-    long. Compressed rotations are not searched (run `callkpi ingest` on them)."""
-    directory, name = os.path.split(os.path.abspath(path))
-    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-        if not entry.name.startswith(name) or entry.name == name or not entry.is_file():
-            continue
-        st = entry.stat()
-        if file_id(st) != checkpoint.file_id and st.st_size < checkpoint.offset:
-            continue
-        try:
-            if not is_gzip(entry.path) and head_matches(read_head_of(entry.path),
-                                                        checkpoint.head):
-                return entry.path
-        except OSError:
-            continue
-    return None
+    def _find_rotated(self, checkpoint: Checkpoint) -> str | None:
+        """The file beside the log that holds the checkpoint's lines: the same inode
+        (renamed by logrotate) or, for copytruncate, a plain copy with the same head and at
+        least as long. Links are not looked through. Compressed rotations are not searched
+        (run `callkpi ingest` on them)."""
+        assert self.dir_fd is not None
+        for entry in sorted(os.scandir(self.dir_fd), key=lambda e: e.name):
+            if (not entry.name.startswith(self.name) or entry.name == self.name
+                    or not entry.is_file(follow_symlinks=False)):
+                continue
+            st = entry.stat(follow_symlinks=False)
+            if file_id(st) != checkpoint.file_id and st.st_size < checkpoint.offset:
+                continue
+            try:
+                with open_log(entry.name, self.dir_fd) as f:
+                    if not is_gzip(f) and head_matches(f.read(HEAD_BYTES), checkpoint.head):
+                        return entry.name
+            except (OSError, NotALog):
+                continue
+        return None
 
 
 async def tail_path(store: Store, path: str, *, server: str, batch_lines: int,

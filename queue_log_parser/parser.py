@@ -17,6 +17,7 @@ one handler per event name and no per-line keyword arguments.
 from __future__ import annotations
 
 import json
+import re
 from typing import Callable
 
 from callkpi.events import SOURCE_QUEUE_LOG, CallEvent, Kind
@@ -63,12 +64,20 @@ class LineParser:
 
 
 # ---------------------------------------------------------------- numbers
+# Numbers are what Asterisk's format strings write: ASCII digits, a sign, a fraction in a
+# timestamp. Python's int() and float() take more ("٣", " 3", "3_0", "1e5", "inf"), and a
+# number SQLite cannot hold would stop every write of its batch, so each one is checked
+# and bounded: a line with a number outside its range is quarantined, never stored.
+_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+MAX_POSITION = 2**31 - 1  # a position is a C int ("%d")
+
+
 def _epoch(text: str) -> float:
-    try:
-        ts = float(text)
-    except ValueError:
-        raise BadLine(f"timestamp {text[:40]!r} is not a number") from None
-    if not 0 <= ts < MAX_SECONDS:  # also rejects nan
+    # (each check inline, the usual case first: this runs for every line)
+    if not (text.isdigit() and text.isascii() or _is_decimal(text)):
+        raise BadLine(f"timestamp {text[:40]!r} is not a number")
+    ts = float(text)
+    if not 0 <= ts < MAX_SECONDS:
         raise BadLine(f"timestamp {text[:40]!r} is out of range")
     return ts
 
@@ -77,22 +86,35 @@ def _seconds(text: str, what: str) -> float | None:
     """A duration field; empty is "not recorded" (seen in production ABANDON lines)."""
     if not text:
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise BadLine(f"{what} {text[:40]!r} is not a number") from None
+    if not (text.isdigit() and text.isascii() or _is_decimal(text)):
+        raise BadLine(f"{what} {text[:40]!r} is not a number")
+    value = float(text)
     if not -MAX_SECONDS < value < MAX_SECONDS:
         raise BadLine(f"{what} {text[:40]!r} is out of range")
     return value
 
 
 def _int(text: str, what: str) -> int | None:
+    """A position field; empty is "not recorded"."""
     if not text:
         return None
-    try:
+    if _is_position(text):
         return int(text)
-    except ValueError:
-        raise BadLine(f"{what} {text[:40]!r} is not a whole number") from None
+    if _is_int(text.removeprefix("-")):
+        raise BadLine(f"{what} {text[:40]!r} is out of range")
+    raise BadLine(f"{what} {text[:40]!r} is not a whole number")
+
+
+def _is_decimal(text: str) -> bool:
+    return text.isascii() and _DECIMAL.fullmatch(text) is not None
+
+
+def _is_int(text: str) -> bool:
+    return text.isdigit() and text.isascii()
+
+
+def _is_position(text: str) -> bool:
+    return text.isdigit() and text.isascii() and (len(text) < 10 or int(text) <= MAX_POSITION)
 
 
 def _at(data: list[str], i: int) -> str:
@@ -123,7 +145,7 @@ def _enter_queue(s: str, c: str, q: str, a: str, tsec: int, ts: float,
         number, position = _at(d, 1), None
     elif len(d) == 3:
         number, position = d[1], _int(d[2], "position")
-    elif _is_int(d[-1]) and not (len(d) == 4 and _is_int(d[2])):
+    elif _is_position(d[-1]) and not (len(d) == 4 and _is_position(d[2])):
         number, position = "|".join(d[1:-1]), int(d[-1])
     else:
         name = d[-1]
@@ -131,10 +153,6 @@ def _enter_queue(s: str, c: str, q: str, a: str, tsec: int, ts: float,
     extra = json.dumps({"url": d[0]}, separators=(",", ":")) if d and d[0] else ""
     return _new(CallEvent, (s, c, Kind.ENTER_QUEUE, q, a, tsec, "", ts, SOURCE_QUEUE_LOG,
                             None, None, None, position, None, "", number, name, "", extra))
-
-
-def _is_int(text: str) -> bool:
-    return text.isdigit() and text.isascii()
 
 
 def _ringer(kind: str) -> Handler:

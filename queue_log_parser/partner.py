@@ -7,6 +7,9 @@ The batches still commit in file order: the partner stores a batch only once tol
 every batch before it is stored (`go`), and this process stores its own only once the partner
 has reported the one before it. A checkpoint therefore never passes a batch that is not
 stored, and a kill -9 of either process leaves what a one-process ingest would have left.
+Events that repeat a key within a second are numbered in file order across the two
+(callkpi.events.number_occurrences): each batch goes with the occurrences before it, and this
+process counts those after it from the batch's last second alone, without waiting.
 
 On Linux the partner dies with its parent (PR_SET_PDEATHSIG), so an orphan never writes
 after a rerun has started.
@@ -27,7 +30,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from callkpi.errors import UserError
-from callkpi.events import Checkpoint
+from callkpi.events import Checkpoint, Occurrences
 from callkpi.store import Batch, WriteResult
 from callkpi.store import open_store
 from queue_log_parser.tailer import LineBatch
@@ -64,15 +67,17 @@ class Partner:
         """Has the partner started? Does not wait: until then, this process goes on
         alone."""
         if not self._ready and self._conn.poll():
-            self._receive()  # its "ready" (or why it could not start)
+            self._receive("ready")  # (or why it could not start)
             self._ready = True
         return self._ready
 
-    def hand(self, origin: str, batch: LineBatch, checkpoint: Checkpoint) -> None:
-        """Give the partner the next batch to parse (it stores it when told `go`). Sent from
-        a thread: the partner reads it only when it has finished what it is doing."""
+    def hand(self, origin: str, batch: LineBatch, checkpoint: Checkpoint,
+             occurrences: Occurrences) -> None:
+        """Give the partner the next batch to parse, numbering its events on from
+        `occurrences` (it stores it when told `go`). Sent from a thread: the partner reads it
+        only when it has finished what it is doing."""
         self._handing = asyncio.ensure_future(
-            asyncio.to_thread(self._send, (origin, batch, checkpoint)))
+            asyncio.to_thread(self._send, (origin, batch, checkpoint, occurrences)))
 
     async def go(self) -> None:
         """Every batch before the one handed last is stored: the partner may store it."""
@@ -83,17 +88,19 @@ class Partner:
     async def stored(self) -> WriteResult:
         """Wait for the partner's report of the oldest batch it was told to store."""
         # the partner answers in its own time: wait off the event loop
-        result = await asyncio.to_thread(self._receive)
+        result = await asyncio.to_thread(self._receive, "stored")
         self.storing -= 1
         return result
 
-    def _receive(self) -> Any:
+    def _receive(self, expected: str) -> Any:
         try:
             status, value = self._conn.recv()
         except (EOFError, OSError):
             raise PartnerError(self._died()) from None
         if status == "failed":
             raise PartnerError(f"ingest partner process: {value}")
+        if status != expected:  # a bug in the turn-taking: never write out of order
+            raise PartnerError(f"ingest partner process said {status!r}, not {expected!r}")
         return value
 
     async def close(self) -> None:
@@ -156,8 +163,8 @@ async def _serve(conn: Connection, db_path: str, server: str) -> None:
         conn.send(("ready", None))
         # Blocking receives are fine here: this process has nothing else to do meanwhile.
         while (message := conn.recv()) is not None:
-            origin, batch, checkpoint = message
-            events, quarantined = sink.parse(batch, origin)
+            origin, batch, checkpoint, occurrences = message
+            events, quarantined = sink.parse(batch, origin, occurrences)
             prepared = store.prepare(Batch(events, quarantined, checkpoint=checkpoint))
             if conn.recv() is None:  # the parent stopped before this batch's turn
                 return

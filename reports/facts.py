@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from callkpi.config import KpiConfig
-from callkpi.events import Kind
+from callkpi.events import Kind, base_discr, occurrence
 from callkpi.store import Store
 
 # Queue calls are summed per 15-minute UTC bucket of their entry (column entered_bucket):
@@ -409,25 +409,30 @@ class Deriver:
 
     # ---------------------------------------------------------------- members
     def _member_events(self, events: list[Event]) -> None:
-        """The member events of one instant, in an order of their own: what ends a session
-        or pause that is open goes first, then what starts one, then the remaining ends (so
-        a pause taken and ended in the same second, or ended and taken again, comes out as
-        Asterisk had it whatever the order of its lines)."""
-        events = sorted(events, key=_member_order)
-        first = [ev for ev in events if self._ends_open(ev)]
-        rest = [ev for ev in events if ev not in first]
-        for ev in first + [e for e in rest if e[3] not in (*PAUSE_ENDS, *SESSION_ENDS)] + [
-                e for e in rest if e[3] in (*PAUSE_ENDS, *SESSION_ENDS)]:
+        """The member events of one instant, in an order of their own: starts and ends of a
+        pause (or a session) alternate, an end first when one is open, and the n-th of
+        each (its occurrence in the second: the same line written again) takes the n-th
+        turn. So a pause taken and ended in the same second, ended and taken again, or
+        taken, ended and taken again, comes out as Asterisk had it whatever the order of
+        its lines."""
+        turns = {id(ev): self._turn(ev) for ev in events}
+        for ev in sorted(sorted(events, key=_member_order), key=lambda e: turns[id(e)]):
             self._member_event(ev)
 
-    def _ends_open(self, ev: Event) -> bool:
+    def _turn(self, ev: Event) -> int:
+        """An event's place in its instant (see _member_events), from the state before it."""
         server, kind, queue = ev[1], ev[3], ev[4]
         agent = self._name(server, ev[5])
-        if kind in PAUSE_ENDS:
-            return ev[9] != AUTO_UNPAUSE and (server, agent) in self.open_pause
-        if kind in SESSION_ENDS:
-            return (server, agent, queue) in self.open_sessions
-        return False
+        if kind in (*PAUSE_STARTS, *PAUSE_ENDS):
+            is_open = (server, agent) in self.open_pause
+            ends = kind in PAUSE_ENDS and ev[9] != AUTO_UNPAUSE
+        elif kind in (*SESSION_STARTS, *SESSION_ENDS):
+            is_open = (server, agent, queue) in self.open_sessions
+            ends = kind in SESSION_ENDS
+        else:  # a member state: with the starts
+            is_open, ends = False, False
+        n = occurrence(ev[12])
+        return 2 * n - (2 if ends == is_open else 1)
 
     def _member_event(self, ev: Event) -> None:
         server, kind, queue, ts, reason, value, discr = ev[1], ev[3], ev[4], ev[6], ev[9], \
@@ -450,7 +455,7 @@ class Deriver:
                 if pause := self.open_pause.pop((server, agent), None):
                     pause.end = ts  # logged out of every queue: no longer paused
         elif kind in PAUSE_STARTS:
-            self._pause(server, agent, reason or discr, ts)
+            self._pause(server, agent, reason or base_discr(discr), ts)
         elif kind in PAUSE_ENDS:
             # log_unpause_on_reason_change writes UNPAUSE|Auto-Unpause before the PAUSE of the
             # new reason: not an end (that PAUSE ends the old pause), and in the order-free
@@ -831,7 +836,7 @@ async def _link_answers(store: Store, deriver: Deriver, w0: float | None) -> lis
         else:
             qc_id, entered, answered = None, ts, 0
         rows.append([eid, server, call_id, qc_id, queue, agent, int(entered), answered,
-                     discr, info.get("question_kind", ""), value, reason, ts,
+                     base_discr(discr), info.get("question_kind", ""), value, reason, ts,
                      str(info.get("session", "")), 1])
     first = await _first_sessions(store, [r for r in rows if r[3] is not None], w0)
     for row in rows:

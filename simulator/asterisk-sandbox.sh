@@ -34,6 +34,15 @@
 #   SUITE=sid MIRROR=http://deb.debian.org/debian
 #   AST_PACKAGES="asterisk asterisk-moh-opsound-gsm"
 #   START_TIMEOUT=30
+#   LOCK_WAIT=1800                       seconds to wait for a root (or cache) another run holds
+#   ASTLOCK_FD                           a descriptor of $ASTROOT.lock the caller already holds
+#                                        (simulator/sandbox.py holds it for a whole test session)
+#
+# One root serves one run at a time: every command that changes it holds $ASTROOT.lock (a
+# flock, with the holder's pid in the file) while it runs, and install also holds
+# $ASTCACHE/lock, since several roots may share one cache. A second run waits, saying for whom,
+# instead of breaking the first (a half-made root, a stopped Asterisk, apt's own lock taken).
+# A failure names the log that says why.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -50,6 +59,7 @@ SUITE="${SUITE:-sid}"
 MIRROR="${MIRROR:-http://deb.debian.org/debian}"
 AST_PACKAGES="${AST_PACKAGES:-asterisk asterisk-moh-opsound-gsm}"
 START_TIMEOUT="${START_TIMEOUT:-30}"
+LOCK_WAIT="${LOCK_WAIT:-1800}"
 TEST_SECRET="${TEST_SECRET:-callkpi-test-secret}"
 LISTENER_SECRET="${LISTENER_SECRET:-callkpi-listener-secret}"
 PIDFILE="$ASTSTATE/asterisk.pid"
@@ -59,6 +69,28 @@ MARKER="$ASTROOT/.astsandbox-installed"
 
 log() { printf '[asterisk-sandbox %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+
+# hold_lock FD FILE WHAT: flock FILE on FD for this process's life, waiting up to LOCK_WAIT;
+# the holder's pid goes into FILE, for the next one to name
+hold_lock() {
+  local fd=$1 file=$2 what=$3
+  eval "exec $fd>>\"\$file\""
+  if ! flock -n "$fd"; then
+    log "waiting for $what, in use by pid $(cat "$file" 2>/dev/null) (lock $file)"
+    flock -w "$LOCK_WAIT" "$fd" ||
+      die "$what is still in use by pid $(cat "$file" 2>/dev/null) after ${LOCK_WAIT}s (lock $file)"
+  fi
+  echo $$ > "$file"
+}
+
+lock_root() {  # the root is this run's until it exits (or the caller's, with ASTLOCK_FD)
+  if [ -n "${ASTLOCK_FD:-}" ]; then
+    flock -n "$ASTLOCK_FD" || die "ASTLOCK_FD=$ASTLOCK_FD does not hold $ASTROOT.lock"
+    return 0
+  fi
+  mkdir -p "$(dirname "$ASTROOT")"
+  hold_lock 8 "$ASTROOT.lock" "the sandbox root $ASTROOT"
+}
 
 sanity() {
   ASTROOT="$(realpath -m "$ASTROOT")"
@@ -78,10 +110,11 @@ cmd_install() {
   local t0=$SECONDS
   [ $# -ge 1 ] && ASTCACHE="$1"
   ASTCACHE="$(realpath -m "$ASTCACHE")"
-  mkdir -p "$ASTCACHE/debootstrap" "$ASTCACHE/apt/partial"
+  mkdir -p "$ASTCACHE/debootstrap" "$ASTCACHE/apt/partial" "$ASTSTATE"
   if [ -f "$MARKER" ] && [ -x "$ASTROOT/usr/sbin/asterisk" ]; then
     log "already installed: $(cat "$MARKER")"; return 0
   fi
+  hold_lock 7 "$ASTCACHE/lock" "the package cache $ASTCACHE"  # debootstrap's and apt's
   if ! command -v debootstrap >/dev/null; then
     log "installing debootstrap on the host"
     apt-get -o Acquire::Check-Valid-Until=false update -qq &&
@@ -96,7 +129,8 @@ cmd_install() {
     log "debootstrap --variant=minbase $SUITE -> $ASTROOT (cache $ASTCACHE/debootstrap)"
     local t1=$SECONDS
     debootstrap --variant=minbase --cache-dir="$ASTCACHE/debootstrap" "$SUITE" "$ASTROOT" "$MIRROR" \
-      > "$ASTCACHE/debootstrap.log" 2>&1 || { tail -20 "$ASTCACHE/debootstrap.log" >&2; die "debootstrap failed"; }
+      > "$ASTSTATE/debootstrap.log" 2>&1 ||
+      { tail -20 "$ASTSTATE/debootstrap.log" >&2; die "debootstrap failed; its log: $ASTSTATE/debootstrap.log"; }
     touch "$ASTROOT/.debootstrap-done"
     log "debootstrap done in $((SECONDS - t1))s"
   fi
@@ -115,13 +149,13 @@ cmd_install() {
   for try in 1 2 3; do
     if { in_root apt-get "${aptopts[@]}" update &&
          in_root env DEBIAN_FRONTEND=noninteractive apt-get "${aptopts[@]}" install -y -q \
-           --no-install-recommends $AST_PACKAGES; } > "$ASTCACHE/apt-install.log" 2>&1; then
+           --no-install-recommends $AST_PACKAGES; } > "$ASTSTATE/apt-install.log" 2>&1; then
       ok=1; break
     fi
-    tail -5 "$ASTCACHE/apt-install.log" >&2
+    tail -5 "$ASTSTATE/apt-install.log" >&2
     log "apt attempt $try failed; retrying"; sleep $((try * 5))
   done
-  [ $ok = 1 ] || { tail -20 "$ASTCACHE/apt-install.log" >&2; die "apt-get install failed"; }
+  [ $ok = 1 ] || { tail -20 "$ASTSTATE/apt-install.log" >&2; die "apt-get install failed; its log: $ASTSTATE/apt-install.log"; }
   umount_if "$ASTROOT/var/cache/apt/archives"; umount_if "$ASTROOT/proc"; trap - EXIT
   rm -f "$ASTROOT"/var/cache/apt/*.bin   # apt's binary caches (~140 MB), rebuilt on demand
   log "apt install done in $((SECONDS - t2))s"
@@ -213,14 +247,16 @@ cmd_start() {  # cmd_start [keep-db]
   # -f: no fork (so $! is asterisk itself: chroot execs it), -n: no colours.
   # Do NOT pass -U/-G: with -U asterisk drops all capabilities except
   # CAP_NET_ADMIN and root can then no longer write the asterisk-owned dirs.
-  setsid chroot "$ASTROOT" /usr/sbin/asterisk -f -n </dev/null >"$CONSOLE_LOG" 2>&1 &
+  # (without the lock descriptors: a running Asterisk must not keep the root locked)
+  ( exec 7>&- 8>&-; [ -z "${ASTLOCK_FD:-}" ] || eval "exec $ASTLOCK_FD>&-"
+    exec setsid chroot "$ASTROOT" /usr/sbin/asterisk -f -n </dev/null >"$CONSOLE_LOG" 2>&1 ) &
   pid=$!
   echo "$pid" > "$PIDFILE"
   settings > "$SETTINGS_FILE"
   local deadline=$((SECONDS + START_TIMEOUT))
   until ami_banner; do
-    if ! [ -d "/proc/$pid" ]; then tail -20 "$CONSOLE_LOG" >&2; rm -f "$PIDFILE"; die "asterisk exited during start"; fi
-    [ $SECONDS -lt $deadline ] || { tail -20 "$CONSOLE_LOG" >&2; die "AMI did not answer within ${START_TIMEOUT}s"; }
+    if ! [ -d "/proc/$pid" ]; then tail -20 "$CONSOLE_LOG" >&2; rm -f "$PIDFILE"; die "asterisk exited during start; its console log: $CONSOLE_LOG"; fi
+    [ $SECONDS -lt $deadline ] || { tail -20 "$CONSOLE_LOG" >&2; die "AMI did not answer within ${START_TIMEOUT}s; Asterisk's console log: $CONSOLE_LOG"; }
     sleep 0.2
   done
   in_root /usr/sbin/asterisk -rx 'core waitfullybooted' >/dev/null 2>&1 || true
@@ -326,6 +362,7 @@ cmd_uninstall() {
 main() {
   local cmd="${1:-}"; shift || true
   sanity
+  case "$cmd" in install|start|stop|restart|reload|reset-logs|uninstall) lock_root;; esac
   case "$cmd" in
     install) cmd_install "$@";;
     start) cmd_start;;

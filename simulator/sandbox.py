@@ -7,12 +7,20 @@ The chroot and the .deb cache live outside the clone (/var/tmp/callkpi by defaul
 $CALLKPI_SANDBOX_ROOT, $CALLKPI_SANDBOX_CACHE, $CALLKPI_SANDBOX_STATE), so a second run on the
 same machine is warm: `install` returns at once and `start` takes well under a second.
 Installing and starting need root (debootstrap, chroot).
+
+Every checkout on the machine shares that root, so a `Sandbox` holds its lock (`<root>.lock`,
+a flock with the holder's pid in it) from its first `install`/`start` until `stop`: a second
+test run waits for the first (up to $CALLKPI_SANDBOX_LOCK_WAIT seconds, 1800 by default)
+instead of stopping its Asterisk or installing over it, and the script, handed the held
+descriptor, does not wait for itself.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
+import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -26,6 +34,8 @@ TEST_SECRET = "callkpi-test-secret"  # loopback-only test value, not a credentia
 LISTENER_USER = "callkpi"  # the product's least-privilege account (asterisk_conf/manager.conf)
 LISTENER_SECRET = "callkpi-listener-secret"
 STOPPED = 3  # the script's exit status of `status` when Asterisk is not running
+LOCK_POLL_S = 0.5  # how often a run waiting for another one's sandbox looks again
+_HELD: dict[str, tuple[int, int]] = {}  # lock file -> (its descriptor, Sandboxes using it)
 
 
 class SandboxError(UserError):
@@ -49,6 +59,9 @@ class Sandbox:
     ami_user: str = TEST_USER
     ami_secret: str = TEST_SECRET
     listener_user: str = LISTENER_USER
+    lock_wait_s: float = field(
+        default_factory=lambda: float(os.environ.get("CALLKPI_SANDBOX_LOCK_WAIT") or 1800))
+    _lock: int | None = field(default=None, init=False, repr=False)  # the held lock's fd
 
     @property
     def queue_log_path(self) -> Path:
@@ -56,15 +69,69 @@ class Sandbox:
 
     def install(self) -> None:
         """debootstrap Debian sid and apt-get install asterisk (cached; a no-op when installed)."""
-        self._run("install", self.cache, timeout=900)
+        self.reserve()
+        self._run("install", self.cache, timeout=900 + self.lock_wait_s)  # may wait for the cache
 
     def start(self) -> None:
         """Render the configuration and start Asterisk; returns once AMI answers."""
+        self.reserve()
         self._run("start", timeout=120)
 
     def stop(self) -> None:
-        """Stop the Asterisk this sandbox started (by its pid), nothing else."""
-        self._run("stop", timeout=60)
+        """Stop the Asterisk this sandbox started (by its pid), nothing else; the root is
+        free for the next run."""
+        try:
+            self._run("stop", timeout=60)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Let go of the root (stop does; a run that never got to start must too)."""
+        if self._lock is None:
+            return
+        path = self._lock_path()
+        fd, users = _HELD[path]
+        if users > 1:
+            _HELD[path] = (fd, users - 1)
+        else:
+            del _HELD[path]
+            os.close(fd)
+        self._lock = None
+
+    def reserve(self) -> None:
+        """Take the root for this run (install and start do), waiting while another run has
+        it; held until `stop` or `release`. A run is a process: two Sandbox objects of one
+        process share the root (and the script tells them apart by their settings)."""
+        if self._lock is not None:
+            return
+        path = self._lock_path()
+        if path in _HELD:
+            fd, users = _HELD[path]
+            _HELD[path] = (fd, users + 1)
+            self._lock = fd
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        deadline = time.monotonic() + self.lock_wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                    os.close(fd)
+                    raise SandboxError(f"the sandbox root {self.root} is still in use by pid "
+                                       f"{holder} after {self.lock_wait_s:.0f} s (lock {path})"
+                                       ) from None
+                time.sleep(LOCK_POLL_S)  # the other run's state, looked at again
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD[path] = (fd, 1)
+        self._lock = fd
+
+    def _lock_path(self) -> str:
+        return f"{os.path.realpath(self.root)}.lock"
 
     def restart(self) -> None:
         """Stop and start again, keeping the astdb (queue members come back)."""
@@ -100,15 +167,21 @@ class Sandbox:
         return dict(line.split("=", 1) for line in lines if "=" in line)
 
     def _env(self) -> dict[str, str]:
-        return {**os.environ, "ASTROOT": self.root, "ASTCACHE": self.cache, "ASTSTATE": self.state,
-                "AMI_PORT": str(self.ami_port), "AMI_BIND": self.ami_host,
-                "AGI_HOST": self.agi_host, "AGI_PORT": str(self.agi_port),
-                "TEST_SECRET": self.ami_secret, "LISTENER_SECRET": self.listener_secret}
+        env = {**os.environ, "ASTROOT": self.root, "ASTCACHE": self.cache, "ASTSTATE": self.state,
+               "AMI_PORT": str(self.ami_port), "AMI_BIND": self.ami_host,
+               "AGI_HOST": self.agi_host, "AGI_PORT": str(self.agi_port),
+               "TEST_SECRET": self.ami_secret, "LISTENER_SECRET": self.listener_secret,
+               "LOCK_WAIT": str(int(self.lock_wait_s))}
+        env.pop("ASTLOCK_FD", None)
+        if self._lock is not None:
+            env["ASTLOCK_FD"] = str(self._lock)  # held here: the script must not wait for it
+        return env
 
     def _run(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        held = (self._lock,) if self._lock is not None else ()
         try:
             result = subprocess.run(["bash", str(SCRIPT), *args], env=self._env(), text=True,
-                                    capture_output=True, timeout=timeout)
+                                    capture_output=True, timeout=timeout, pass_fds=held)
         except subprocess.TimeoutExpired:
             raise SandboxError(f"sandbox {args[0]} did not finish within {timeout:.0f} s") from None
         if check and result.returncode != 0:

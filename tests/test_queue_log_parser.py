@@ -75,6 +75,9 @@ def test_enter_queue_url_and_asterisk_1_4_layout():
     ("1|1.1|q|NONE|ENTERQUEUE||a|b|c|d|7", "a|b|c|d", "", 7),
     ("1|1.1|q|NONE|ENTERQUEUE||55|12|4|Ann", "55|12", "Ann", 4),
     ("1|1.1|q|NONE|ENTERQUEUE||5551|2|12345", "5551", "12345", 2),  # a numeric name
+    # a numeric name no position can be (all digits, beyond a C int)
+    ("1|1.1|q|NONE|ENTERQUEUE||a|b|3|1234567890123456789012345", "a|b",
+     "1234567890123456789012345", 3),
     ("1|1.1|q|NONE|ENTERQUEUE||<script>|1|x\\xff", "<script>", "x\\xff", 1),
 ])
 def test_caller_id_with_pipes_never_shifts_the_position(line, number, name, position):
@@ -226,13 +229,31 @@ def test_fractional_timestamps():
     ("garbage", "1 fields"),
     ("1|2|3|4", "4 fields"),
     ("abc|1.1|q|A|CONNECT|1|x|0", "timestamp 'abc' is not a number"),
-    ("nan|1.1|q|A|CONNECT|1|x|0", "out of range"),
+    ("nan|1.1|q|A|CONNECT|1|x|0", "timestamp 'nan' is not a number"),
     ("-5|1.1|q|A|CONNECT|1|x|0", "out of range"),
     ("1|1.1|q|A||x", "no event name"),
     ("1|1.1|q|NONE|ENTERQUEUE||5551234|x", "position 'x' is not a whole number"),
     ("1|1.1|q|A|CONNECT|soon|x|0", "wait 'soon' is not a number"),
     ("1|1.1|q|A|COMPLETEAGENT|1|2|first", "original position 'first'"),
-    ("1|1.1|q|A|RINGNOANSWER|1e400", "ring time '1e400' is out of range"),
+    ("1|1.1|q|A|RINGNOANSWER|1e400", "ring time '1e400' is not a number"),
+    ("1|1.1|q|A|RINGNOANSWER|1" + "0" * 400, "out of range"),
+    # numbers SQLite cannot hold, or no C int can be: never an OverflowError at the store
+    ("1|1.1|q|NONE|ABANDON|99999999999999999999|1|4",
+     "position '99999999999999999999' is out of range"),
+    ("1|1.1|q|NONE|ABANDON|2147483648|1|4", "position '2147483648' is out of range"),
+    ("1|1.1|q|NONE|EXITWITHKEY|1|-1|1|4", "position '-1' is out of range"),
+    ("1|1.1|q|A|COMPLETEAGENT|1|2|123456789012345678901", "original position"),
+    ("1|1.1|q|NONE|ENTERQUEUE||5551234|99999999999", "position '99999999999' is out of range"),
+    ("1|1.1|q|A|CONNECT|1" + "0" * 30 + "|x|0", "wait '1000"),
+    # digits Python's int()/float() take but Asterisk never writes
+    ("\u0661\u0667\u0669\u0665|1.1|q|NONE|ABANDON|1|1|4", "timestamp '\u0661\u0667"),
+    ("1|1.1|q|NONE|ABANDON|\u0663|1|4", "position '\u0663' is not a whole number"),
+    ("1|1.1|q|A|CONNECT|\u0663|x|0", "wait '\u0663' is not a number"),
+    ("1|1.1|q|NONE|ABANDON|\uff13|1|4", "is not a whole number"),  # fullwidth 3
+    (" 1|1.1|q|NONE|ABANDON|1|1|4", "timestamp ' 1' is not a number"),
+    ("1_0|1.1|q|NONE|ABANDON|1|1|4", "timestamp '1_0' is not a number"),
+    ("1|1.1|q|NONE|ABANDON|+1|1|4", "position '+1' is not a whole number"),
+    ("1|1.1|q|NONE|ABANDON|1|1|inf", "wait 'inf' is not a number"),
     ("1|1.1|q|NONE|ABANDON|one|1|4", "position 'one'"),
     ("1|1.1|q|A|BLINDTRANSFER|s|survey|0|x|1", "talk time 'x'"),
     ("1|1.1|q|A|BLINDTRANSFER|1|1", "2 data fields"),
@@ -260,6 +281,28 @@ def test_any_text_is_an_event_or_a_reason_never_a_crash(text):
         assert exc.args[0]
     else:
         assert event.source == "queue_log" and event.tsec == int(event.ts)
+        assert_storable(event)
+
+
+def assert_storable(event):
+    """Every number fits SQLite's 64-bit integer or is a finite float."""
+    for value in event:
+        if isinstance(value, int):
+            assert -(2**63) <= value < 2**63
+        elif isinstance(value, float):
+            assert value == value and abs(value) < float("inf")
+
+
+@given(st.lists(st.text(alphabet="0123456789-.|", max_size=25), min_size=3, max_size=6),
+       st.sampled_from(["ENTERQUEUE", "CONNECT", "COMPLETEAGENT", "ABANDON", "EXITWITHKEY",
+                        "ATTENDEDTRANSFER", "RINGNOANSWER", "WITHDRAW", "AGENTLOGOFF"]))
+def test_any_digits_in_any_field_are_a_storable_event_or_a_reason(data, name):
+    try:
+        event = parse("|".join(["1700000000", "1.1", "q", "A", name, *data]))
+    except BadLine as exc:
+        assert exc.args[0]
+    else:
+        assert_storable(event)
 
 
 @given(st.lists(st.text(alphabet="0123456789|abc NONE.", max_size=12), min_size=5, max_size=12))

@@ -1,5 +1,6 @@
 """The real-Asterisk harness: a session fixture `asterisk` that installs (cached in
-/var/tmp/callkpi) and starts the sandbox on free loopback ports, and stops it at the end.
+/var/tmp/callkpi) and starts the sandbox on free loopback ports, and stops it at the end. The
+session holds the sandbox's lock throughout: a second test run on the machine waits for it.
 
 If the sandbox cannot be installed or started (not root, no network for a cold install, no
 chroot): with env CI set the fixture fails, because in CI a skip is a failure; otherwise the
@@ -57,7 +58,8 @@ def asterisk() -> Iterator[AsteriskHandle]:
         box.install()
         box.start()
     except SandboxError as exc:
-        reason = f"sandbox Asterisk unavailable: {exc}"
+        box.release()  # the root is free for another run
+        reason = f"sandbox Asterisk unavailable: {exc}"  # (names the log that says why)
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
