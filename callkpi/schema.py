@@ -1,7 +1,10 @@
-"""The store's explicit schema, as numbered migrations (PRAGMA user_version is the version).
+"""The store's explicit schema, as numbered migrations (SQLite's PRAGMA user_version, or
+PostgreSQL's schema_version table, is the version).
 
-Append a migration to change the schema; never edit one that has shipped. Every statement
-is plain SQL a PostgreSQL backend can mirror (no SQLite-only functions in queries).
+Append a migration to change the schema; never edit one that has shipped. Every statement is
+plain SQL: callkpi/schema_postgres.py derives the PostgreSQL text of each migration from this
+one (types, identity keys, expression indexes), with an override only where SQLite needs a
+statement PostgreSQL does differently (a table rebuild).
 """
 
 MIGRATIONS: dict[int, str] = {
@@ -203,6 +206,22 @@ DROP TABLE events;
 ALTER TABLE events_v3 RENAME TO events;
 CREATE UNIQUE INDEX events_key ON events (tsec, call_id, kind, queue, agent, discr, server);
 CREATE INDEX events_ami_tsec ON events (tsec) WHERE source = 'ami';
+""",
+    4: """
+-- The write sequence: every write transaction of events takes the next number from this
+-- one-row counter as its first statement and stamps it on every event it stores (events.seq,
+-- also when queue_log's record takes the place of an AMI row). The row lock serialises the
+-- writers, so the numbers are in commit order even with several writers at once, and every
+-- event with seq <= the counter's committed value is visible: what the facts layer reads to
+-- find new events (ids are not handed out in commit order on every backend).
+CREATE TABLE write_seq (
+    id  INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL
+);
+INSERT INTO write_seq (id, seq) VALUES (1, 0);
+-- events stored before the sequence existed: seq 0, before every write of this version
+ALTER TABLE events ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX events_seq ON events (seq);
 """,
 }
 

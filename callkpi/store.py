@@ -98,6 +98,11 @@ class Store(Protocol):
     async def upkeep(self) -> None:
         """Do the store's deferred upkeep now, without blocking other writers."""
 
+    async def last_write_seq(self) -> int:
+        """The sequence number of the last committed write (0 before the first). Every event
+        with `events.seq` up to it is committed and visible, whatever the number of writers:
+        a reader that remembers it finds what is new since by `seq > remembered`."""
+
     async def checkpoint(self, stream: str) -> Checkpoint | None:
         """The last durable checkpoint of a followed file."""
 

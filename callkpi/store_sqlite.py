@@ -48,19 +48,24 @@ READERS = 2  # read connections: one per core of the small machines callkpi runs
 # connection in the process sees a different value.
 sqlite3.register_adapter(type(None), {}.get)
 
-_COLS = ", ".join(COLUMNS)
+_COLS = ", ".join((*COLUMNS, "seq"))
 _QMARKS = ", ".join("?" * len(COLUMNS))
 _NUMBERED = ", ".join(f"?{i}" for i in range(1, len(COLUMNS) + 1))
+
+# The statements that store events take the write's sequence number as an integer literal
+# (`{seq}`, formatted from the store's own counter, never from input): one bound value fewer
+# per row, and the row tuples go to executemany as the sources made them.
 
 # queue_log is the source of truth: its events are stored by exact key, taking the place of
 # an AMI copy stamped the same second (AMI's caller name is kept: queue_log has none) ...
 _NON_KEY = [c for c in COLUMNS if c not in KEY_COLUMNS and c != "caller_name"]
 INSERT_AUTHORITATIVE = f"""
-INSERT INTO events ({_COLS}) VALUES ({_QMARKS})
+INSERT INTO events ({_COLS}) VALUES ({_QMARKS}, {{seq}})
 ON CONFLICT ({", ".join(KEY_COLUMNS)}) DO UPDATE SET
     {", ".join(f"{c} = excluded.{c}" for c in _NON_KEY)},
     caller_name = CASE WHEN excluded.caller_name = '' THEN events.caller_name
-                       ELSE excluded.caller_name END
+                       ELSE excluded.caller_name END,
+    seq = excluded.seq
 WHERE events.source = 'ami'
 """
 # ... and replace an AMI copy of the same event that Asterisk stamped one second apart (the
@@ -76,7 +81,7 @@ DELETE FROM events WHERE source = 'ami' AND tsec BETWEEN ? AND ? AND EXISTS (
 """
 # A live source's event is stored unless queue_log already has it within a second.
 INSERT_LIVE = f"""
-INSERT INTO events ({_COLS}) SELECT {_NUMBERED}
+INSERT INTO events ({_COLS}) SELECT {_NUMBERED}, {{seq}}
 WHERE NOT EXISTS (
     SELECT 1 FROM events q
     WHERE q.server = ?1 AND q.call_id = ?2 AND q.kind = ?3 AND q.queue = ?4 AND q.agent = ?5
@@ -92,11 +97,13 @@ INSERT INTO call_links (server, uniqueid, linked_id, ts) VALUES (?, ?, ?, ?)
 ON CONFLICT DO NOTHING
 """
 UPSERT_CHECKPOINT = """
-INSERT INTO checkpoints (stream, file_id, head, offset, line_no, updated_at)
+INSERT INTO checkpoints (stream, file_id, head, "offset", line_no, updated_at)
 VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (stream) DO UPDATE SET file_id = excluded.file_id, head = excluded.head,
-    offset = excluded.offset, line_no = excluded.line_no, updated_at = excluded.updated_at
+    "offset" = excluded."offset", line_no = excluded.line_no, updated_at = excluded.updated_at
 """
+NEXT_SEQ = "UPDATE write_seq SET seq = seq + 1 RETURNING seq"
+LAST_SEQ = "SELECT seq FROM write_seq"
 
 
 # every connection, writer and readers
@@ -116,6 +123,9 @@ class SqliteStore:
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._opened_readers: list[aiosqlite.Connection] = []
         self._reader_slots = READERS
+        # One write connection: its transactions must not interleave, whoever the callers are
+        # (the survey's sessions, the listener's writer and a facts refresh in one process).
+        self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> "SqliteStore":
@@ -195,13 +205,14 @@ class SqliteStore:
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator["_Tx"]:
-        await self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield _Tx(self._conn)
-        except BaseException:
-            await self._conn.execute("ROLLBACK")
-            raise
-        await self._conn.execute("COMMIT")
+        async with self._write_lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _Tx(self._conn)
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            await self._conn.execute("COMMIT")
 
     def transaction(self) -> contextlib.AbstractAsyncContextManager["_Tx"]:
         """A write transaction for a derived layer (facts, roster): execute/executemany."""
@@ -221,15 +232,17 @@ class SqliteStore:
         rows: _Rows = prepared.rows
         batch = prepared.batch
         async with self._transaction() as tx:
+            ((seq,),) = await tx.fetch_all(NEXT_SEQ)
             before = self._conn.total_changes
             if rows.authoritative:
-                await tx.executemany(INSERT_AUTHORITATIVE, rows.authoritative)
+                await tx.executemany(INSERT_AUTHORITATIVE.format(seq=int(seq)),
+                                     rows.authoritative)
             stored = self._conn.total_changes - before
             if rows.window:
                 await tx.execute(DELETE_AMI_TWINS, rows.window)
             before = self._conn.total_changes
             if rows.live:
-                await tx.executemany(INSERT_LIVE, rows.live)
+                await tx.executemany(INSERT_LIVE.format(seq=int(seq)), rows.live)
             stored += self._conn.total_changes - before
             before = self._conn.total_changes
             if batch.quarantined:
@@ -268,9 +281,13 @@ class SqliteStore:
             return await tx.executemany(sql, rows)
 
     # ---------------------------------------------------------------- reads
+    async def last_write_seq(self) -> int:
+        ((seq,),) = await self.fetch_all(LAST_SEQ)
+        return int(seq)
+
     async def checkpoint(self, stream: str) -> Checkpoint | None:
         rows = await self.fetch_all(
-            "SELECT stream, file_id, head, offset, line_no, updated_at FROM checkpoints"
+            'SELECT stream, file_id, head, "offset", line_no, updated_at FROM checkpoints'
             " WHERE stream = ?",
             (stream,),
         )
@@ -299,7 +316,7 @@ class SqliteStore:
         checkpoints = [
             Checkpoint(*row)
             for row in await self.fetch_all(
-                "SELECT stream, file_id, head, offset, line_no, updated_at FROM checkpoints"
+                'SELECT stream, file_id, head, "offset", line_no, updated_at FROM checkpoints'
                 " ORDER BY stream"
             )
         ]

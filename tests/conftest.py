@@ -11,8 +11,14 @@ from callkpi.store import Store, open_store
 
 
 @pytest.fixture
-async def store(tmp_path) -> Store:
-    s = await open_store(tmp_path / "callkpi.db")
+def store_url(tmp_path) -> str:
+    """The URL of a new, empty store."""
+    return f"sqlite://{tmp_path / 'callkpi.db'}"
+
+
+@pytest.fixture
+async def store(store_url) -> Store:
+    s = await open_store(store_url)
     yield s
     await s.close()
 

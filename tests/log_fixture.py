@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from callkpi.events import COLUMNS
 from callkpi.store import open_store
 
 ROOT = Path(__file__).parent.parent
@@ -19,13 +20,15 @@ def generate_log(path: Path, lines: int, seed: int) -> None:
 
 
 async def snapshot(db: Path) -> tuple[list, list, list]:
-    """Every event (ids included), quarantined line and checkpoint of the store at `db`."""
+    """Every event (ids included), quarantined line and checkpoint of the store at `db`.
+    Not the events' write sequence: it numbers writes, and a resumed run cuts its batches
+    elsewhere."""
     store = await open_store(db)
     try:
-        return (await store.fetch_all("SELECT * FROM events ORDER BY id"),
+        return (await store.fetch_all(f"SELECT id, {', '.join(COLUMNS)} FROM events ORDER BY id"),
                 await store.fetch_all("SELECT source, origin, position, line_no, reason, raw"
                                       " FROM quarantine ORDER BY id"),
-                await store.fetch_all("SELECT stream, file_id, head, offset, line_no"
+                await store.fetch_all('SELECT stream, file_id, head, "offset", line_no'
                                       " FROM checkpoints ORDER BY stream"))
     finally:
         await store.close()

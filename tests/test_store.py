@@ -206,8 +206,9 @@ async def test_reads_see_committed_data_only_and_run_beside_an_open_write(store)
 async def test_migration_3_rebuilds_events_keeping_every_row_and_id(tmp_path):
     """A version-2 store (natural key led by call_id, a separate tsec index) is rebuilt with
     the tsec-led key: same rows, same ids (the facts' watermark), and the key still dedupes."""
+    from callkpi.events import COLUMNS
     from callkpi.schema import MIGRATIONS
-    from callkpi.store_sqlite import INSERT_AUTHORITATIVE, _statements
+    from callkpi.store_sqlite import _statements
 
     path = tmp_path / "v2.db"
     con = sqlite3.connect(path, isolation_level=None)
@@ -216,18 +217,96 @@ async def test_migration_3_rebuilds_events_keeping_every_row_and_id(tmp_path):
             con.execute(statement)
     con.execute("PRAGMA user_version = 2")
     old = [ev(ts=100), ev(Kind.HOLD, 105, source="ami"), ev(Kind.COMPLETE, 110, talk_s=10)]
-    con.executemany(INSERT_AUTHORITATIVE, [tuple(e) for e in old])
+    con.executemany(f"INSERT INTO events ({', '.join(COLUMNS)})"
+                    f" VALUES ({', '.join('?' * len(COLUMNS))})", [tuple(e) for e in old])
     con.execute("DELETE FROM events WHERE kind = 'connect'")  # a gap in the ids
     before = con.execute("SELECT * FROM events ORDER BY id").fetchall()
     con.close()
     store = await open_store(path)
     async with store:
-        assert await store.fetch_all("SELECT * FROM events ORDER BY id") == before
+        assert await store.fetch_all(
+            f"SELECT id, {', '.join(COLUMNS)} FROM events ORDER BY id") == before
         assert (await store.info()).schema_version == SCHEMA_VERSION
         indexes = {name for (name,) in await store.fetch_all(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'")}
-        assert indexes == {"events_key", "events_ami_tsec"}
+        assert indexes == {"events_key", "events_ami_tsec", "events_seq"}
         again = await store.write(Batch(events=[ev(Kind.COMPLETE, 110, talk_s=10)]))
         assert (again.stored, again.duplicates) == (0, 1)
         plan = await store.fetch_all("EXPLAIN QUERY PLAN SELECT * FROM events WHERE tsec >= 1")
         assert "events_key" in str(plan)
+
+
+# ---------------------------------------------------------------- the write sequence
+async def seqs(store):
+    return await store.fetch_all("SELECT kind, source, seq FROM events ORDER BY id")
+
+
+async def test_every_write_takes_the_next_sequence_number_and_its_events_carry_it(store):
+    assert await store.last_write_seq() == 0
+    await store.write(Batch(events=[ev(Kind.ENTER_QUEUE, 90), ev(Kind.CONNECT, 95)]))
+    await store.write(Batch(events=[ev(Kind.HOLD, 100.2, source="ami")]))
+    await store.write(Batch(checkpoint=Checkpoint("/q", "1:1", "h", 10, 1, 1.0)))
+    assert await store.last_write_seq() == 3
+    assert await seqs(store) == [("enter-queue", "queue_log", 1), ("connect", "queue_log", 1),
+                                 ("hold", "ami", 2)]
+
+
+async def test_queue_log_taking_an_ami_rows_place_makes_it_new(store):
+    """A reader that has seen everything up to a sequence number must notice that queue_log's
+    record replaced an AMI row in place (same key, same id)."""
+    await store.write(Batch(events=[ev(Kind.COMPLETE, 100.3, source="ami", talk_s=9.7)]))
+    await store.write(Batch(events=[ev(Kind.COMPLETE, 100, talk_s=10)]))
+    assert await store.fetch_all("SELECT source, talk_s, seq FROM events") == [
+        ("queue_log", 10.0, 2)]
+
+
+async def test_concurrent_writes_on_one_store_object_are_serialised_by_the_store(store):
+    """Callers sharing one store (the survey's sessions, the listener) need no lock of their
+    own: writes and derived-layer transactions started at once all go through."""
+    async def derived(i):
+        async with store.transaction() as tx:
+            await tx.execute("INSERT INTO facts_state (name, value) VALUES (?, ?)", (f"k{i}", "v"))
+            await asyncio.sleep(0)  # another caller gets the loop mid-transaction
+            await tx.execute("UPDATE facts_state SET value = ? WHERE name = ?", ("w", f"k{i}"))
+
+    writes = [store.write(Batch(events=[ev(ts=1000 + i)])) for i in range(30)]
+    await asyncio.gather(*writes, *(derived(i) for i in range(10)))
+    assert (await store.info()).events == 30
+    assert await store.last_write_seq() == 30
+    assert sorted(s for (s,) in await store.fetch_all("SELECT seq FROM events")) == [
+        *range(1, 31)]
+    assert await store.fetch_all("SELECT count(*) FROM facts_state WHERE value = 'w'") == [(10,)]
+
+
+async def test_sequence_numbers_are_in_commit_order_with_several_writers(store_url):
+    """Whatever a reader sees as the last write sequence, every event up to it is already
+    visible then: nothing numbered below it commits later. Four stores (four processes'
+    worth of connections) write at once while a reader keeps checking."""
+    writers = [await open_store(store_url) for _ in range(4)]
+    reader = await open_store(store_url)
+    seen: list[tuple[int, int]] = []
+    done = asyncio.Event()
+
+    async def write(store, n):
+        for i in range(25):
+            await store.write(Batch(events=[ev(ts=2000 + i, call_id=f"w{n}.{i}")]))
+
+    async def watch():
+        while not done.is_set():
+            last = await reader.last_write_seq()
+            (count,), = await reader.fetch_all("SELECT count(*) FROM events WHERE seq <= ?",
+                                               (last,))
+            seen.append((last, count))
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.gather(*(write(s, n) for n, s in enumerate(writers)))
+    done.set()
+    await watcher
+    final = dict(await reader.fetch_all("SELECT seq, count(*) FROM events GROUP BY seq"))
+    assert sorted(final) == [*range(1, 101)]
+    assert len(seen) > 1
+    for last, count in seen:
+        assert count == sum(n for s, n in final.items() if s <= last)
+    for s in (*writers, reader):
+        await s.close()
