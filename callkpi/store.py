@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Protocol, Sequence
+from typing import Any, AsyncIterator, Callable, Protocol, Sequence
 
 from callkpi.errors import UserError
 from callkpi.events import CallEvent, CallLink, Checkpoint, Quarantined
@@ -35,14 +35,6 @@ class Batch:
     quarantined: Sequence[Quarantined] = ()
     links: Sequence[CallLink] = ()
     checkpoint: Checkpoint | None = None
-
-
-@dataclass
-class PreparedBatch:
-    """A batch in the form its store binds, made by `Store.prepare`."""
-
-    batch: Batch
-    rows: Any  # the backend's own
 
 
 @dataclass
@@ -71,6 +63,22 @@ class StoreInfo:
     size_bytes: int = 0
 
 
+# A bulk writer's job -> the batch to store (what is read -> what is written).
+Parse = Callable[[Any], Batch]
+
+
+class BulkWriter(Protocol):
+    """Stores the batches of a run of jobs in the order they were put, each in one
+    transaction with its checkpoint."""
+
+    async def put(self, job: Any) -> None:
+        """Store `parse(job)` after every job put before it (perhaps not yet on return)."""
+
+    async def flush(self) -> WriteResult:
+        """Wait until every job put so far is stored; what they stored since the last
+        flush."""
+
+
 class Transaction(Protocol):
     """The statements of one write transaction of a derived layer; each returns rows changed."""
 
@@ -84,19 +92,14 @@ class Transaction(Protocol):
 class Store(Protocol):
     path: str  # where the store is: a file (a server address for a server backend)
 
-    def prepare(self, batch: Batch) -> PreparedBatch:
-        """Everything writing `batch` takes before it needs the database: a bulk writer
-        prepares its next batch while another process holds the write turn."""
-
-    async def write(self, batch: Batch | PreparedBatch) -> WriteResult:
+    async def write(self, batch: Batch) -> WriteResult:
         """Store a batch in one transaction; events already stored count as duplicates."""
 
-    def bulk_writes(self) -> AbstractAsyncContextManager[None]:
-        """While inside, the store does no upkeep of its own on the write path; the bulk
-        writer calls `upkeep` when it has time (while another process writes)."""
-
-    async def upkeep(self) -> None:
-        """Do the store's deferred upkeep now, without blocking other writers."""
+    def bulk_writer(self, parse: Parse) -> AbstractAsyncContextManager["BulkWriter"]:
+        """A writer for a long run of batches (a backfill), as fast as this backend takes
+        them: the jobs put to it become batches by `parse`, possibly in another process, so
+        `parse` must pickle (a module-level function, or an object of a module-level
+        class). Leaving it does not flush: call `flush` for what must be stored."""
 
     async def last_write_seq(self) -> int:
         """The sequence number of the last committed write (0 before the first). Every event
@@ -139,7 +142,9 @@ async def open_store(url: str | os.PathLike[str], *, readonly: bool = False) -> 
     `postgresql://` URL. The one place that picks a backend."""
     text = os.fspath(url)
     if text.startswith(("postgresql://", "postgres://")):
-        raise StoreError(f"{_redacted(text)}: PostgreSQL is not supported by this callkpi")
+        from callkpi.store_postgres import PostgresStore  # imported here: backends load on demand
+
+        return await PostgresStore.open(text, readonly=readonly)
     path = text.removeprefix("sqlite://") if text.startswith("sqlite://") else text
     if not path:
         raise StoreError(f"{text!r} names no database file")
@@ -148,7 +153,7 @@ async def open_store(url: str | os.PathLike[str], *, readonly: bool = False) -> 
     return await SqliteStore.open(path, readonly=readonly)
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
     """A URL as it may be shown: without a password, should one have been written in it."""
     scheme, sep, rest = url.partition("://")
     userinfo, at, host = rest.rpartition("@")

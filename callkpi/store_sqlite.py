@@ -21,7 +21,8 @@ import contextlib
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, AsyncIterator, NamedTuple, Sequence
+import typing
+from typing import Any, AsyncIterator, Iterable, Iterator, NamedTuple, Sequence
 
 import aiosqlite
 
@@ -33,7 +34,8 @@ from callkpi.events import (
     Checkpoint,
 )
 from callkpi.schema import MIGRATIONS, SCHEMA_VERSION
-from callkpi.store import Batch, PreparedBatch, StoreError, StoreInfo, WriteResult
+from callkpi.store import (
+    Batch, BulkWriter, Parse, StoreError, StoreInfo, StoreUnavailable, WriteResult)
 
 BUSY_TIMEOUT_MS = 30_000
 WAL_AUTOCHECKPOINT_PAGES = 1000  # SQLite's default
@@ -46,7 +48,7 @@ READERS = 2  # read connections: one per core of the small machines callkpi runs
 # for None is found by one dict lookup instead. The adapter is `{}.get`, which returns None
 # for any key: a C function, so no Python frame per NULL either (a few % more). None maps to None, so no
 # connection in the process sees a different value.
-sqlite3.register_adapter(type(None), {}.get)
+sqlite3.register_adapter(type(None), {}.get)  # type: ignore[arg-type]  # (see above)
 
 _COLS = ", ".join((*COLUMNS, "seq"))
 _QMARKS = ", ".join("?" * len(COLUMNS))
@@ -171,13 +173,13 @@ class SqliteStore:
             self._readers.put_nowait(conn)
         conn = await self._readers.get()
         try:
-            yield conn
+            with _translated(self.path):
+                yield conn
         finally:
             self._readers.put_nowait(conn)
 
     async def _migrate(self) -> None:
-        async with self._conn.execute("PRAGMA user_version") as cur:
-            (version,) = await cur.fetchone()
+        ((version,),) = await _Tx(self._conn).fetch_all("PRAGMA user_version")
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"database {self.path} has schema version {version}, newer than this callkpi "
@@ -206,43 +208,48 @@ class SqliteStore:
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator["_Tx"]:
         async with self._write_lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield _Tx(self._conn)
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
-            await self._conn.execute("COMMIT")
+            with _translated(self.path):
+                await self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield _Tx(self._conn)
+                except BaseException:
+                    await self._conn.execute("ROLLBACK")
+                    raise
+                await self._conn.execute("COMMIT")
 
     def transaction(self) -> contextlib.AbstractAsyncContextManager["_Tx"]:
         """A write transaction for a derived layer (facts, roster): execute/executemany."""
         return self._transaction()
 
     # ---------------------------------------------------------------- writes
-    def prepare(self, batch: Batch) -> PreparedBatch:
+    async def write(self, batch: Batch) -> WriteResult:
+        return await self.write_prepared(self.prepare(batch))
+
+    def prepare(self, batch: Batch) -> "_Prepared":
+        """Everything writing `batch` takes before it needs the database (the bulk writer's
+        processes do it while the other one writes)."""
         authoritative = [e for e in batch.events if e.source == SOURCE_QUEUE_LOG]
-        return PreparedBatch(batch, _Rows(
+        return _Prepared(
+            batch,
             # plain tuples: sqlite3 binds a NamedTuple through the slow sequence path
             authoritative=[tuple(e) for e in authoritative],
             window=_window(authoritative) if authoritative else None,
-            live=[e for e in batch.events if e.source != SOURCE_QUEUE_LOG]))
+            live=[e for e in batch.events if e.source != SOURCE_QUEUE_LOG])
 
-    async def write(self, batch: Batch | PreparedBatch) -> WriteResult:
-        prepared = batch if isinstance(batch, PreparedBatch) else self.prepare(batch)
-        rows: _Rows = prepared.rows
+    async def write_prepared(self, prepared: "_Prepared") -> WriteResult:
         batch = prepared.batch
         async with self._transaction() as tx:
             ((seq,),) = await tx.fetch_all(NEXT_SEQ)
             before = self._conn.total_changes
-            if rows.authoritative:
+            if prepared.authoritative:
                 await tx.executemany(INSERT_AUTHORITATIVE.format(seq=int(seq)),
-                                     rows.authoritative)
+                                     prepared.authoritative)
             stored = self._conn.total_changes - before
-            if rows.window:
-                await tx.execute(DELETE_AMI_TWINS, rows.window)
+            if prepared.window:
+                await tx.execute(DELETE_AMI_TWINS, prepared.window)
             before = self._conn.total_changes
-            if rows.live:
-                await tx.executemany(INSERT_LIVE.format(seq=int(seq)), rows.live)
+            if prepared.live:
+                await tx.executemany(INSERT_LIVE.format(seq=int(seq)), prepared.live)
             stored += self._conn.total_changes - before
             before = self._conn.total_changes
             if batch.quarantined:
@@ -256,10 +263,16 @@ class SqliteStore:
             stored=stored, duplicates=len(batch.events) - stored, quarantined=quarantined
         )
 
+    def bulk_writer(self, parse: Parse) -> contextlib.AbstractAsyncContextManager[BulkWriter]:
+        from callkpi.store_sqlite_bulk import bulk_writer
+
+        return bulk_writer(self, parse)
+
     @contextlib.asynccontextmanager
-    async def bulk_writes(self) -> AsyncIterator[None]:
-        # A commit that fills the WAL past the limit copies it into the database file before
-        # it returns: on a bulk ingest's critical path. `upkeep` does it in between instead.
+    async def deferred_upkeep(self) -> AsyncIterator[None]:
+        """While inside, WAL checkpoints wait for `upkeep` calls instead of landing on a
+        commit: a commit that fills the WAL past the limit copies it into the database file
+        before it returns, on a bulk writer's critical path."""
         await self._conn.execute("PRAGMA wal_autocheckpoint = 0")
         try:
             yield
@@ -295,14 +308,14 @@ class SqliteStore:
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         async with self._reader() as conn, conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+            return _tuples(await cur.fetchall())
 
     async def iter_rows(
         self, sql: str, params: Sequence[Any] = (), size: int = 10_000
     ) -> AsyncIterator[tuple]:
         async with self._reader() as conn, conn.execute(sql, params) as cur:
             while rows := await cur.fetchmany(size):
-                for row in rows:
+                for row in _tuples(rows):
                     yield row
 
     async def info(self) -> StoreInfo:
@@ -334,7 +347,10 @@ class SqliteStore:
         )
 
 
-class _Rows(NamedTuple):
+class _Prepared(NamedTuple):
+    """A batch in the form the store binds it."""
+
+    batch: Batch
     authoritative: list[tuple]  # queue_log events, as plain tuples
     window: tuple[int, int] | None  # their seconds, widened by one each side
     live: list[CallEvent]  # events of the live sources
@@ -358,13 +374,32 @@ class _Tx:
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         async with self._conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+            return _tuples(await cur.fetchall())
 
     async def executescript_in_tx(self, script: str) -> None:
         # sqlite3's executescript() would COMMIT first; run the statements one by one so a
         # migration is all-or-nothing.
         for statement in _statements(script):
             await self._conn.execute(statement)
+
+
+@contextlib.contextmanager
+def _translated(path: str) -> Iterator[None]:
+    """sqlite3's errors as the store's: StoreUnavailable for a lock held past the busy
+    timeout (worth retrying), StoreError otherwise."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise StoreUnavailable(f"database {path}: {exc}") from exc
+        raise StoreError(f"database {path}: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise StoreError(f"database {path}: {exc}") from exc
+
+
+def _tuples(rows: Iterable[sqlite3.Row]) -> list[tuple]:
+    """The rows as they are: tuples (no row factory is set; aiosqlite types them as Row)."""
+    return typing.cast(list[tuple], rows if isinstance(rows, list) else list(rows))
 
 
 def _window(events: Sequence[CallEvent]) -> tuple[int, int]:

@@ -14,7 +14,6 @@ from callkpi.cli_common import db_option, get_config, open_configured_store, run
 from callkpi.config import Config
 from callkpi.store import Store
 from queue_log_parser.ingest import IngestStats, LogFileError, ingest_paths, tail_path
-from queue_log_parser.partner import PartnerError
 
 
 @click.command()
@@ -50,7 +49,7 @@ async def _ingest(store: Store, config: Config, paths: list[str], full: bool,
         return await ingest_paths(store, paths, server=config.server.name,
                                   batch_lines=config.queue_log.batch_lines, full=full,
                                   progress=progress)
-    except (LogFileError, PartnerError) as exc:
+    except LogFileError as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -1,9 +1,9 @@
-"""The store: natural-key dedupe, the queue_log/AMI twin rule, atomic checkpoints, schema."""
+"""The store, on every backend: natural-key dedupe, the queue_log/AMI twin rule, atomic
+checkpoints, schema versions, the write sequence, concurrent callers and writers."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 import pytest
 
@@ -11,7 +11,8 @@ from callkpi.events import Checkpoint, Kind, Quarantined, make_event
 from callkpi.schema import SCHEMA_VERSION
 from callkpi.store import Batch
 from callkpi.store import StoreError, open_store
-from callkpi.store_sqlite import READERS
+
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 
 def ev(kind=Kind.CONNECT, ts=100.0, source="queue_log", **kw):
@@ -98,7 +99,7 @@ async def test_checkpoint_is_written_with_its_events(store):
 async def test_a_failed_batch_stores_nothing(store):
     cp = Checkpoint("/q", "1:1", "h", 10, 1, 1.0)
     broken = ev()._replace(reason=None)  # NOT NULL column: the whole batch must roll back
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(StoreError, match="reason"):
         await store.write(Batch(events=[ev(Kind.ENTER_QUEUE, 90), broken], checkpoint=cp))
     assert await kinds_and_sources(store) == []
     assert await store.checkpoint("/q") is None
@@ -118,13 +119,13 @@ async def test_info_counts(store):
     assert info.events_by_source == {"queue_log": 1, "ami": 1}
     assert info.schema_version == SCHEMA_VERSION
     assert (info.first_ts, info.last_ts) == (100.0, 101.0)
+    assert info.size_bytes > 0
 
 
-async def test_reader_is_not_blocked_by_an_open_write_transaction(tmp_path):
-    path = tmp_path / "wal.db"
-    writer = await open_store(path)
+async def test_reader_is_not_blocked_by_an_open_write_transaction(store_url):
+    writer = await open_store(store_url)
     await writer.write(Batch(events=[ev()]))
-    reader = await open_store(path, readonly=True)
+    reader = await open_store(store_url, readonly=True)
     async with writer.transaction() as tx:
         await tx.execute("DELETE FROM events")
         # the reader still sees the last committed state, without waiting
@@ -134,9 +135,8 @@ async def test_reader_is_not_blocked_by_an_open_write_transaction(tmp_path):
     await writer.close()
 
 
-async def test_two_writers_both_succeed(tmp_path):
-    path = tmp_path / "two.db"
-    a, b = await open_store(path), await open_store(path)
+async def test_two_writers_both_succeed(store_url):
+    a, b = await open_store(store_url), await open_store(store_url)
     batches_a = [Batch(events=[ev(ts=1000 + i)]) for i in range(50)]
     batches_b = [Batch(events=[ev(Kind.HOLD, 1000 + i, source="ami")]) for i in range(50)]
 
@@ -150,39 +150,29 @@ async def test_two_writers_both_succeed(tmp_path):
     await b.close()
 
 
-async def test_refuses_a_newer_schema(tmp_path):
-    path = tmp_path / "future.db"
-    con = sqlite3.connect(path)
-    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    con.close()
+SET_VERSION = {"sqlite": "PRAGMA user_version = {v}",
+               "postgresql": "UPDATE callkpi_schema SET version = {v}"}
+
+
+async def test_refuses_a_newer_schema(store, store_url, backend):
+    await store.execute(SET_VERSION[backend].format(v=SCHEMA_VERSION + 1))
     with pytest.raises(StoreError, match="newer than this callkpi"):
-        await open_store(path)
+        await open_store(store_url)
 
 
-async def test_not_a_database_is_a_clear_error(tmp_path):
-    path = tmp_path / "junk.db"
-    path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StoreError, match="cannot use database"):
-        await open_store(path)
-
-
-async def test_wal_mode(store):
-    assert await store.fetch_all("PRAGMA journal_mode") == [("wal",)]
-
-
-async def test_processes_opening_a_new_database_at_once_migrate_it_once(tmp_path):
+async def test_processes_opening_a_new_database_at_once_migrate_it_once(make_store_url):
     import subprocess
     import sys
 
-    db = tmp_path / "new.db"
+    url = make_store_url(empty=True)
     code = ("import asyncio, sys\nfrom callkpi.store import open_store\n"
             "async def main():\n    store = await open_store(sys.argv[1])\n"
             "    await store.close()\nasyncio.run(main())\n")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(db)], stderr=subprocess.PIPE)
+    procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE)
              for _ in range(12)]
     errors = [p.communicate()[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0] * 12, errors
-    store = await open_store(db, readonly=True)
+    store = await open_store(url, readonly=True)
     async with store:
         assert (await store.info()).schema_version == SCHEMA_VERSION
 
@@ -200,40 +190,27 @@ async def test_reads_see_committed_data_only_and_run_beside_an_open_write(store)
     assert await store.fetch_all(count) == [(1,)]
     results = await asyncio.gather(*(store.fetch_all(count) for _ in range(10)))
     assert results == [[(1,)]] * 10
-    assert len(store._opened_readers) == READERS  # ten reads at once, a bounded pool
 
 
-async def test_migration_3_rebuilds_events_keeping_every_row_and_id(tmp_path):
-    """A version-2 store (natural key led by call_id, a separate tsec index) is rebuilt with
-    the tsec-led key: same rows, same ids (the facts' watermark), and the key still dedupes."""
-    from callkpi.events import COLUMNS
-    from callkpi.schema import MIGRATIONS
-    from callkpi.store_sqlite import _statements
-
-    path = tmp_path / "v2.db"
-    con = sqlite3.connect(path, isolation_level=None)
-    for version in (1, 2):
-        for statement in _statements(MIGRATIONS[version]):
-            con.execute(statement)
-    con.execute("PRAGMA user_version = 2")
-    old = [ev(ts=100), ev(Kind.HOLD, 105, source="ami"), ev(Kind.COMPLETE, 110, talk_s=10)]
-    con.executemany(f"INSERT INTO events ({', '.join(COLUMNS)})"
-                    f" VALUES ({', '.join('?' * len(COLUMNS))})", [tuple(e) for e in old])
-    con.execute("DELETE FROM events WHERE kind = 'connect'")  # a gap in the ids
-    before = con.execute("SELECT * FROM events ORDER BY id").fetchall()
-    con.close()
-    store = await open_store(path)
-    async with store:
-        assert await store.fetch_all(
-            f"SELECT id, {', '.join(COLUMNS)} FROM events ORDER BY id") == before
-        assert (await store.info()).schema_version == SCHEMA_VERSION
-        indexes = {name for (name,) in await store.fetch_all(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'")}
-        assert indexes == {"events_key", "events_ami_tsec", "events_seq"}
-        again = await store.write(Batch(events=[ev(Kind.COMPLETE, 110, talk_s=10)]))
-        assert (again.stored, again.duplicates) == (0, 1)
-        plan = await store.fetch_all("EXPLAIN QUERY PLAN SELECT * FROM events WHERE tsec >= 1")
-        assert "events_key" in str(plan)
+async def test_portable_sql_reads_alike_on_every_backend(store):
+    """The layers above write `?` placeholders and read integer sums as ints, averages as
+    floats, whatever the backend."""
+    await store.write(Batch(events=[ev(ts=100, wait_s=3), ev(Kind.HOLD, 101, source="ami",
+                                                            wait_s=4)]))
+    rows = await store.fetch_all(
+        "SELECT count(*), sum(tsec), avg(tsec), sum(wait_s), min(ts), max(tsec) / 7,"
+        " sum(CASE WHEN source = ? THEN 1 ELSE 0 END), 'a%b?' FROM events WHERE kind <> ?",
+        ("ami", "x"))
+    assert rows == [(2, 201, 100.5, 7.0, 100.0, 14, 1, "a%b?")]
+    assert [type(v) for v in rows[0]] == [int, int, float, float, float, int, int, str]
+    async with store.transaction() as tx:
+        assert await tx.executemany("INSERT INTO facts_state (name, value) VALUES (?, ?)",
+                                    [("a", "1"), ("b", "2")]) == 2
+        assert await tx.fetch_all("SELECT value FROM facts_state WHERE name = ?", ("b",)) == [
+            ("2",)]
+    rows = [r async for r in store.iter_rows("SELECT name FROM facts_state WHERE value <> ?"
+                                             " ORDER BY name", ("0",), size=1)]
+    assert rows == [("a",), ("b",)]
 
 
 # ---------------------------------------------------------------- the write sequence
