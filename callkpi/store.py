@@ -130,6 +130,14 @@ class Store(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """One write transaction of a derived layer (facts, roster), all or nothing."""
 
+    async def schema_tables(self) -> dict[str, list[str]]:
+        """Every table of the store's schema and its columns, in column order."""
+
+    async def insert_rows(self, table: str, columns: Sequence[str],
+                          rows: Sequence[Sequence[Any]], *, replace: bool = False) -> int:
+        """Insert rows as they are, ids included (a copy of another store), in one
+        transaction; with `replace`, the table's rows go first, in the same transaction."""
+
     async def close(self) -> None: ...
 
     async def __aenter__(self) -> "Store": ...

@@ -238,7 +238,28 @@ class PostgresStore:
         async with self._transaction() as tx:
             return await tx.executemany(sql, rows)
 
+    async def insert_rows(self, table: str, columns: Sequence[str],
+                          rows: Sequence[Sequence[Any]], *, replace: bool = False) -> int:
+        async with self._transaction() as tx:
+            if replace:
+                await tx.execute_pg(f"DELETE FROM {table}")
+            await tx.copy_rows(f"COPY {table} ({_quoted(columns)}) FROM STDIN", rows)
+            if "id" in columns:  # an identity numbers on from the highest id copied
+                await tx.execute_pg(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), max(id))"
+                    f" FROM {table} HAVING max(id) IS NOT NULL")
+        return len(rows)
+
     # ---------------------------------------------------------------- reads
+    async def schema_tables(self) -> dict[str, list[str]]:
+        tables: dict[str, list[str]] = {}
+        for table, column in await self._fetch_pg(
+                "SELECT table_name, column_name FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name <> 'callkpi_schema'"
+                " ORDER BY table_name, ordinal_position"):
+            tables.setdefault(table, []).append(column)
+        return tables
+
     async def last_write_seq(self) -> int:
         ((seq,),) = await self._fetch_pg("SELECT seq FROM write_seq")
         return int(seq)
@@ -367,6 +388,11 @@ class _Tx:
             for event in events:
                 await copy.write_row(event)
 
+    async def copy_rows(self, statement: str, rows: Iterable[Sequence[Any]]) -> None:
+        async with self._conn.cursor() as cur, cur.copy(statement) as copy:
+            for row in rows:
+                await copy.write_row(row)
+
 
 # ---------------------------------------------------------------- connecting
 def connection_params(url: str) -> dict[str, Any]:
@@ -490,3 +516,7 @@ def _without_nul(batch: Batch) -> Batch:
                  links=[clean(link) for link in batch.links],
                  checkpoint=clean(batch.checkpoint) if batch.checkpoint else None)
 
+
+def _quoted(columns: Sequence[str]) -> str:
+    """Column names as identifiers (one of them, "offset", is a keyword)."""
+    return ", ".join(f'"{c}"' for c in columns)

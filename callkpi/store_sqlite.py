@@ -293,7 +293,23 @@ class SqliteStore:
         async with self._transaction() as tx:
             return await tx.executemany(sql, rows)
 
+    async def insert_rows(self, table: str, columns: Sequence[str],
+                          rows: Sequence[Sequence[Any]], *, replace: bool = False) -> int:
+        async with self._transaction() as tx:
+            if replace:
+                await tx.execute(f"DELETE FROM {table}")
+            return await tx.executemany(
+                f"INSERT INTO {table} ({_quoted(columns)})"
+                f" VALUES ({', '.join('?' * len(columns))})", rows)
+
     # ---------------------------------------------------------------- reads
+    async def schema_tables(self) -> dict[str, list[str]]:
+        names = [n for (n,) in await self.fetch_all(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+            " AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        return {n: [c[1] for c in await self.fetch_all(f"PRAGMA table_info({n})")]
+                for n in names}
+
     async def last_write_seq(self) -> int:
         ((seq,),) = await self.fetch_all(LAST_SEQ)
         return int(seq)
@@ -424,3 +440,7 @@ def _size_on_disk(path: str) -> int:
         os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p)
     )
 
+
+def _quoted(columns: Sequence[str]) -> str:
+    """Column names as identifiers (one of them, "offset", is a keyword)."""
+    return ", ".join(f'"{c}"' for c in columns)
