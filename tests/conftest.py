@@ -1,9 +1,9 @@
 """Shared fixtures; and in CI (env CI set) a skipped test fails the run: every part of
 callkpi, the real-Asterisk, PostgreSQL and browser tests included, must actually run there.
 
-Backends: a test that uses `store`, `store_url` or `make_store_url` runs on SQLite, and on
-PostgreSQL too where its module is marked `pytest.mark.backends("sqlite", "postgresql")`
-(`--all-backends` runs every such test on both, to see what the rest needs). PostgreSQL
+Backends: a test that uses `store`, `store_url` or `make_store_url` runs on the backends its
+`pytest.mark.backends(...)` names (module or test), SQLite alone where it names none
+(`--all-backends`: both, to see what those tests need to pass on PostgreSQL). PostgreSQL
 tests share one throwaway cluster per run (callkpi.testing.pgcluster: initdb in a temporary
 directory, a free loopback port, stopped at the end), each test in its own new database.
 """
@@ -38,10 +38,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" not in metafunc.fixturenames:
         return
     marker = metafunc.definition.get_closest_marker("backends")
-    if metafunc.config.getoption("--all-backends"):
-        names = BACKENDS
+    if marker:
+        names = marker.args
     else:
-        names = marker.args if marker else ("sqlite",)
+        names = BACKENDS if metafunc.config.getoption("--all-backends") else ("sqlite",)
     metafunc.parametrize("backend", names, scope="function")
 
 

@@ -17,6 +17,8 @@ from callkpi.config import Config, ConfigError
 from callkpi.events import SOURCE_AGI, Kind, make_event
 from callkpi.store import Batch
 
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
+
 UID = "1795491290.7"
 LINKED = "1795491290.5"
 SELECT = ("SELECT call_id, queue, agent, discr, value, reason, caller_number, source, extra"

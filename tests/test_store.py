@@ -74,6 +74,16 @@ async def test_distinct_events_of_the_same_second_are_kept(store):
     assert (await store.write(Batch(events=events))).stored == 3
 
 
+async def test_a_batch_holding_one_key_twice_keeps_the_first(store):
+    """A line logged twice, or two lines of one key, in one batch: the first is stored."""
+    twice = [ev(Kind.ENTER_QUEUE, 99, position=1), ev(position=1), ev(position=2),
+             ev(Kind.COMPLETE, 110, talk_s=10)]
+    result = await store.write(Batch(events=twice))
+    assert (result.stored, result.duplicates) == (3, 1)
+    assert await store.fetch_all("SELECT kind, position FROM events ORDER BY id") == [
+        ("enter-queue", 1), ("connect", 1), ("complete", None)]
+
+
 async def test_ami_only_kinds_are_never_replaced(store):
     await store.write(Batch(events=[ev(Kind.HOLD, 105.5, source="ami")]))
     await store.write(Batch(events=[ev(Kind.CONNECT, 105)]))

@@ -13,6 +13,8 @@ from callkpi.schema import MIGRATIONS, SCHEMA_VERSION
 from callkpi.store import Batch, StoreError, StoreUnavailable, open_store
 from callkpi.store_sqlite import READERS, _statements
 
+pytestmark = pytest.mark.backends("sqlite")
+
 
 def ev(kind=Kind.CONNECT, ts=100.0, source="queue_log", **kw):
     base = dict(server="pbx1", call_id="1700000000.1", queue="support", agent="Agent 1001")
