@@ -36,7 +36,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from callkpi.config import QueueLogConfig
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from backends import Backend  # noqa: E402
+from callkpi.config import QueueLogConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLKPI = Path(sys.executable).parent / "callkpi"
@@ -257,42 +260,6 @@ def _copy_batch(conn, rows: list[list[str]]) -> None:
         conn.execute("INSERT INTO log SELECT * FROM staging ON CONFLICT DO NOTHING")
 
 
-class Backend:
-    """Where a run's stores go: SQLite files in the run's directory, or a schema of the run's
-    own in the PostgreSQL database of --db (dropped at the end)."""
-
-    def __init__(self, db: str | None, tmp: Path) -> None:
-        self.url, self.tmp = db, tmp
-        self.name = "postgresql" if db else "sqlite"
-        self.schema = f"callkpi_bench_{os.getpid()}"
-
-    def __enter__(self) -> "Backend":
-        if self.url:
-            import psycopg
-
-            with psycopg.connect(self.url, autocommit=True) as conn:
-                conn.execute(f"CREATE SCHEMA {self.schema}")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.url:
-            import psycopg
-
-            with psycopg.connect(self.url, autocommit=True) as conn:
-                conn.execute(f"DROP SCHEMA {self.schema} CASCADE")
-
-    def store_url(self) -> str:
-        if not self.url:
-            return str(self.tmp / "callkpi.db")
-        return f"{self.url}{'&' if '?' in self.url else '?'}options=-csearch_path%3D{self.schema}"
-
-    def naive(self, log: Path, batch: int) -> tuple[str, float]:
-        if not self.url:
-            return "naive sqlite3 executemany", measure_naive(log, self.tmp / "naive.db", batch)
-        return "naive COPY + INSERT ON CONFLICT", measure_naive_copy(log, self.store_url(),
-                                                                     batch)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=1_000_000)
@@ -314,7 +281,12 @@ def main() -> None:
         split_s = measure_split(log)
         print(f"split('|') loop: {split_s:.2f} s, {args.lines / split_s:,.0f} lines/s "
               f"(callkpi at {split_s / callkpi_s:.2f}x)")
-        naive_name, naive_s = backend.naive(log, batch)
+        if backend.url:
+            naive_name = "naive COPY + INSERT ON CONFLICT"
+            naive_s = measure_naive_copy(log, backend.store_url(), batch)
+        else:
+            naive_name = "naive sqlite3 executemany"
+            naive_s = measure_naive(log, Path(tmp) / "naive.db", batch)
         print(f"{naive_name}: {naive_s:.2f} s, {args.lines / naive_s:,.0f} lines/s "
               f"(callkpi at {naive_s / callkpi_s:.2f}x)")
         print(f"ingest lines_per_s={args.lines / callkpi_s:.0f} "
