@@ -39,7 +39,7 @@ class Backend:
 
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute(f"SET search_path = {self.schema}")
-            conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(statement)
 
     def settle(self) -> None:
         """What a store that has been in use for a while has: statistics and a visibility map

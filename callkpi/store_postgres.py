@@ -2,10 +2,13 @@
 collectors of several PBXs write to at once, and the reports read.
 
 Why this shape:
-- psycopg 3 rather than asyncpg: on this project's machines the two copy rows in (COPY) at the
-  same speed and client CPU, and psycopg reads rows back as the tuples the store returns
-  (asyncpg's records need a conversion, ~15 % slower end to end); libpq, under psycopg,
-  takes the password from PGPASSWORD or ~/.pgpass exactly as psql does (bench/pg_driver.py).
+- psycopg 3 rather than asyncpg (bench/pg_driver.py, docs/scaling.md): where the store spends
+  its time the two are level or psycopg leads. A bulk write waits on the server (its insert,
+  not the client's COPY, is the ingest's bound: asyncpg's ~0.3 µs less client CPU a row
+  buys nothing there), and psycopg reads rows back as the tuples the store returns ~25 %
+  faster than asyncpg's records converted (the facts layer streams millions). asyncpg's
+  quicker round trip (~0.1 ms) is small beside a commit's. And libpq, under psycopg, finds
+  the password (PGPASSWORD, ~/.pgpass), TLS and service settings exactly as psql does.
 - One write connection per store object, its transactions one at a time (an asyncio lock),
   whoever the callers are; reads go to a small pool of read-only connections, each its own
   snapshot, so the report's independent queries run side by side on the server.
