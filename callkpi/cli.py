@@ -74,7 +74,7 @@ def db_info(ctx: click.Context) -> None:
 
 
 async def read_info(config) -> StoreInfo:
-    store = await open_configured_store(config, readonly=True)
+    store = await open_configured_store(config, create=False)
     async with store:
         return await store.info()
 
@@ -95,7 +95,7 @@ def db_copy(src: str, dst: str) -> None:
 async def copy_stores(src: str, dst: str) -> "CopyStats":
     from callkpi.store_copy import copy_store
 
-    source = await open_store(src, readonly=True)
+    source = await open_store(src, create=False)
     async with source:
         target = await open_store(dst)
         async with target:

@@ -54,5 +54,5 @@ def run(coro: Awaitable[T]) -> T:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
-async def open_configured_store(config: Config, *, readonly: bool = False) -> Store:
-    return await open_store(config.store.db, readonly=readonly)
+async def open_configured_store(config: Config, *, create: bool = True) -> Store:
+    return await open_store(config.store.db, create=create)

@@ -145,20 +145,21 @@ class Store(Protocol):
     async def __aexit__(self, *exc: object) -> None: ...
 
 
-async def open_store(url: str | os.PathLike[str], *, readonly: bool = False) -> Store:
+async def open_store(url: str | os.PathLike[str], *, create: bool = True) -> Store:
     """Open the store `url` names: a path or `sqlite:///path` (SQLite), or a
-    `postgresql://` URL. The one place that picks a backend."""
+    `postgresql://user@host:port/dbname` URL. The one place that picks a backend. With
+    `create=False` a store that does not exist yet is a StoreError."""
     text = os.fspath(url)
     if text.startswith(("postgresql://", "postgres://")):
         from callkpi.store_postgres import PostgresStore  # imported here: backends load on demand
 
-        return await PostgresStore.open(text, readonly=readonly)
+        return await PostgresStore.open(text, create=create)
     path = text.removeprefix("sqlite://") if text.startswith("sqlite://") else text
     if not path:
         raise StoreError(f"{text!r} names no database file")
     from callkpi.store_sqlite import SqliteStore  # imported here: backends load on demand
 
-    return await SqliteStore.open(path, readonly=readonly)
+    return await SqliteStore.open(path, create=create)
 
 
 def redacted(url: str) -> str:

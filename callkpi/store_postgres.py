@@ -147,12 +147,12 @@ class PostgresStore:
             timeout=CONNECT_TIMEOUT_S, name="callkpi-readers")
 
     @classmethod
-    async def open(cls, url: str, *, readonly: bool = False) -> "PostgresStore":
+    async def open(cls, url: str, *, create: bool = True) -> "PostgresStore":
         store = cls(url, connection_params(url))
         try:
             conn = await _connect(store._params, url)
             try:
-                await _migrate(conn, url, create=not readonly)
+                await _migrate(conn, url, create=create)
             finally:
                 await conn.close()
             await store._readers.open(wait=False)
@@ -438,7 +438,8 @@ async def _migrate(conn: psycopg.AsyncConnection[Any], shown: str, *, create: bo
             cur = await conn.execute("SELECT to_regclass('callkpi_schema') IS NOT NULL")
             ((exists,),) = await cur.fetchall()
             if not exists and not create:
-                raise StoreError(f"database {shown} holds no callkpi store")
+                raise StoreError(f"database {shown} holds no callkpi store"
+                                 " (ingest or listen first, or check --db)")
             if not exists:
                 await conn.execute("CREATE TABLE callkpi_schema (version INTEGER NOT NULL);"
                                    " INSERT INTO callkpi_schema VALUES (0)")

@@ -21,8 +21,7 @@ import contextlib
 import os
 import sqlite3
 from pathlib import Path
-import typing
-from typing import Any, AsyncIterator, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, AsyncIterator, Iterable, Iterator, NamedTuple, Sequence, cast
 
 import aiosqlite
 
@@ -43,12 +42,13 @@ PAGE_SIZE = 16_384
 READERS = 2  # read connections: one per core of the small machines callkpi runs on
 
 # sqlite3 binds int, float and str directly but sends None through its adapter lookup, which
-# ends by raising and clearing an AttributeError: a None cost four times a str to bind, and
-# most events carry four NULL numbers (the insert ~10 % slower for it). A registered adapter
-# for None is found by one dict lookup instead. The adapter is `{}.get`, which returns None
-# for any key: a C function, so no Python frame per NULL either (a few % more). None maps to None, so no
-# connection in the process sees a different value.
-sqlite3.register_adapter(type(None), {}.get)  # type: ignore[arg-type]  # (see above)
+# ends by raising and clearing an AttributeError, and most events carry four NULL numbers. A
+# registered adapter for None is found by one dict lookup instead. The adapter is a dict's
+# `get`, which returns None for any key: a C function, so no Python frame per NULL either.
+# None maps to None, so no connection in the process sees a different value. (What it saves:
+# docs/queue_log.md, "Speed".)
+_NONE_TO_NONE: dict[None, None] = {}
+sqlite3.register_adapter(type(None), _NONE_TO_NONE.get)
 
 _COLS = ", ".join((*COLUMNS, "seq"))
 _QMARKS = ", ".join("?" * len(COLUMNS))
@@ -116,6 +116,12 @@ CONNECTION_PRAGMAS = (
 )
 
 
+def _tuples(rows: Iterable[sqlite3.Row]) -> list[tuple[Any, ...]]:
+    """Rows as they are: no connection sets a row_factory, so sqlite3 returns plain tuples
+    (aiosqlite's types say Row because one could)."""
+    return cast(list[tuple[Any, ...]], list(rows))
+
+
 class SqliteStore:
     """One SQLite file. Open with `await SqliteStore.open(path)`; use as an async context manager."""
 
@@ -130,11 +136,11 @@ class SqliteStore:
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> "SqliteStore":
+    async def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> "SqliteStore":
         path = str(path)
-        if readonly and not Path(path).exists():
+        if not create and not Path(path).exists():
             raise StoreError(f"database {path} does not exist")
-        if not readonly:
+        if create:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = await aiosqlite.connect(path, isolation_level=None)
@@ -179,7 +185,9 @@ class SqliteStore:
             self._readers.put_nowait(conn)
 
     async def _migrate(self) -> None:
-        ((version,),) = await _Tx(self._conn).fetch_all("PRAGMA user_version")
+        async with self._conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = row[0] if row else 0  # it always answers; 0 is a new database
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"database {self.path} has schema version {version}, newer than this callkpi "
@@ -411,11 +419,6 @@ def _translated(path: str) -> Iterator[None]:
         raise StoreError(f"database {path}: {exc}") from exc
     except sqlite3.Error as exc:
         raise StoreError(f"database {path}: {exc}") from exc
-
-
-def _tuples(rows: Iterable[sqlite3.Row]) -> list[tuple]:
-    """The rows as they are: tuples (no row factory is set; aiosqlite types them as Row)."""
-    return typing.cast(list[tuple], rows if isinstance(rows, list) else list(rows))
 
 
 def _window(events: Sequence[CallEvent]) -> tuple[int, int]:

@@ -212,7 +212,7 @@ async def test_sigterm_flushes_and_exits_cleanly(ami, tmp_path):
     assert proc.returncode == 0, err.decode()
     assert b"processed=1 stored=1" in out
     assert SECRET.encode() not in out + err
-    store = await open_store(db, readonly=True)
+    store = await open_store(db, create=False)
     async with store:
         assert await rows(store, "SELECT discr FROM events") == [("flushed",)]
 

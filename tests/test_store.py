@@ -135,7 +135,7 @@ async def test_info_counts(store):
 async def test_reader_is_not_blocked_by_an_open_write_transaction(store_url):
     writer = await open_store(store_url)
     await writer.write(Batch(events=[ev()]))
-    reader = await open_store(store_url, readonly=True)
+    reader = await open_store(store_url, create=False)
     async with writer.transaction() as tx:
         await tx.execute("DELETE FROM events")
         # the reader still sees the last committed state, without waiting
@@ -182,7 +182,7 @@ async def test_processes_opening_a_new_database_at_once_migrate_it_once(make_sto
              for _ in range(12)]
     errors = [p.communicate()[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0] * 12, errors
-    store = await open_store(url, readonly=True)
+    store = await open_store(url, create=False)
     async with store:
         assert (await store.info()).schema_version == SCHEMA_VERSION
 

@@ -100,9 +100,9 @@ async def test_a_database_that_does_not_exist_is_an_error_not_unavailable(pg_clu
     assert not isinstance(caught.value, StoreUnavailable)
 
 
-async def test_read_only_open_of_a_database_without_a_store_is_an_error(make_store_url):
+async def test_a_database_without_a_store_is_an_error_unless_it_may_be_created(make_store_url):
     with pytest.raises(StoreError, match="holds no callkpi store"):
-        await open_store(make_store_url(empty=True), readonly=True)
+        await open_store(make_store_url(empty=True), create=False)
 
 
 async def test_a_restarting_server_is_unavailable_then_the_same_store_goes_on(own_cluster):

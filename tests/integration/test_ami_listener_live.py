@@ -211,7 +211,7 @@ async def assert_only_the_gaps_are_missing(db: Path, truths: list[t.Truth], sinc
     """Nothing stored that did not happen or twice; whatever the listener missed happened
     inside a gap it marked, and queue_log has it there (so an ingest fills it) unless it is a
     hold, which queue_log never has. Returns the gaps."""
-    store = await open_store(db, readonly=True)
+    store = await open_store(db, create=False)
     async with store:
         got = await stored(store, since)
         gaps = await store.fetch_all(
@@ -243,7 +243,7 @@ async def assert_catch_up_completes_the_store(config: Path, truths: list[t.Truth
         str(queue_log), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(ingest.communicate(), 60)
     assert ingest.returncode == 0, err
-    store = await open_store(config.parent / "callkpi.db", readonly=True)
+    store = await open_store(config.parent / "callkpi.db", create=False)
     async with store:
         got = await stored(store, since)
     want: collections.Counter = collections.Counter()
@@ -330,7 +330,7 @@ async def test_asterisk_restart_under_the_listener(asterisk, tmp_path):
     gaps = await assert_only_the_gaps_are_missing(tmp_path / "callkpi.db", [first, second],
                                                   since, asterisk.queue_log_path)
     assert len(gaps) == 1  # the restart, from the last byte before it to the new login
-    store = await open_store(tmp_path / "callkpi.db", readonly=True)
+    store = await open_store(tmp_path / "callkpi.db", create=False)
     async with store:
         got = await stored(store, since)
     # no call was up across the restart: both runs are there whole, holds included
