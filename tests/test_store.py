@@ -297,3 +297,4 @@ async def test_sequence_numbers_are_in_commit_order_with_several_writers(store_u
         assert count == sum(n for s, n in final.items() if s <= last)
     for s in (*writers, reader):
         await s.close()
+

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 
+import psycopg
 import pytest
 
+from callkpi import store_postgres
 from callkpi.events import Kind, make_event
 from callkpi.schema import MIGRATIONS as SQLITE_MIGRATIONS
 from callkpi.schema_postgres import translate
@@ -124,6 +126,41 @@ async def test_a_restarting_server_is_unavailable_then_the_same_store_goes_on(ow
     await store.write(Batch(events=[ev(ts=300)]))
     assert await store.fetch_all("SELECT tsec FROM events ORDER BY tsec") == [(100,), (300,)]
     await store.close()
+
+
+# ---------------------------------------------------------------- several writers
+async def test_a_write_waits_for_the_one_before_it_so_the_twin_rule_sees_its_rows(
+        store_url, monkeypatch):
+    """A tail's write holds its queue_log event, uncommitted, when a listener on another
+    connection writes the AMI copy: the listener waits (the write sequence's row lock) and
+    then finds queue_log's row, instead of storing its copy beside it."""
+    tail, listener = await open_store(store_url), await open_store(store_url)
+    inserted, release = asyncio.Event(), asyncio.Event()
+    execute = store_postgres._Tx.execute_pg
+
+    async def pausing(self, sql, params=None):
+        changed = await execute(self, sql, params)
+        if sql is store_postgres.STORE_AUTHORITATIVE:
+            inserted.set()
+            await release.wait()
+        return changed
+
+    monkeypatch.setattr(store_postgres._Tx, "execute_pg", pausing)
+    first = asyncio.create_task(tail.write(Batch(events=[ev(ts=100)])))
+    await inserted.wait()
+    # stamped a second apart: another key, so only the twin rule tells them one event
+    second = asyncio.create_task(listener.write(Batch(events=[ev(ts=99.98, source="ami")])))
+    with psycopg.connect(store_url, autocommit=True) as watch:
+        while not (second.done() or watch.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock'").fetchone()[0]):
+            await asyncio.sleep(0.01)
+    release.set()
+    assert (await first).stored == 1
+    assert ((await second).stored, await tail.fetch_all("SELECT source FROM events")) == (
+        0, [("queue_log",)])
+    await tail.close()
+    await listener.close()
 
 
 # ---------------------------------------------------------------- the schema
