@@ -1,9 +1,11 @@
 """The store interface: what sources write and what the reports read.
 
-`SqliteStore` (store_sqlite.py) implements it on one SQLite file. A PostgreSQL backend for
-several PBXs feeding one central store is a second implementation of this protocol; nothing
+`SqliteStore` (store_sqlite.py) implements it on one SQLite file, `PostgresStore`
+(store_postgres.py) on one PostgreSQL database that several PBXs write to at once. Nothing
 above the store names a backend: `open_store(url)` is the one factory, and `StoreError` /
-`StoreUnavailable` are the errors every backend raises.
+`StoreUnavailable` are the errors every backend raises. What both promise (one transaction a
+batch, the write sequence, concurrent callers, the dialect of the SQL above):
+docs/architecture.md, "Store".
 """
 
 from __future__ import annotations
