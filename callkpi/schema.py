@@ -209,19 +209,16 @@ CREATE INDEX events_ami_tsec ON events (tsec) WHERE source = 'ami';
 """,
     4: """
 -- The write sequence: every write transaction of events takes the next number from this
--- one-row counter as its first statement and stamps it on every event it stores (events.seq,
--- also when queue_log's record takes the place of an AMI row). The row lock serialises the
--- writers, so the numbers are in commit order even with several writers at once, and every
--- event with seq <= the counter's committed value is visible: what the facts layer reads to
--- find new events (ids are not handed out in commit order on every backend).
+-- one-row counter as its first statement. The row lock serialises the writers until they
+-- commit, from any number of processes and hosts, so events.id is handed out in commit
+-- order (and queue_log's record taking the place of an AMI row takes a new id): a reader
+-- that has seen every event up to max(id) finds what is new since by id > that. It is also
+-- what lets the AMI/queue_log twin rule see every row committed before it.
 CREATE TABLE write_seq (
     id  INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL
 );
 INSERT INTO write_seq (id, seq) VALUES (1, 0);
--- events stored before the sequence existed: seq 0, before every write of this version
-ALTER TABLE events ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
-CREATE INDEX events_seq ON events (seq);
 """,
 }
 

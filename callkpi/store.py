@@ -95,18 +95,17 @@ class Store(Protocol):
     path: str  # where the store is: a file (a server address for a server backend)
 
     async def write(self, batch: Batch) -> WriteResult:
-        """Store a batch in one transaction; events already stored count as duplicates."""
+        """Store a batch in one transaction; events already stored count as duplicates.
+        Writes are serialised until they commit, whatever the number of writers, so
+        `events.id` is handed out in commit order (an event queue_log's record replaces takes
+        a new one): once `max(id)` is seen, every event up to it is visible, and what is new
+        later has a greater id."""
 
     def bulk_writer(self, parse: Parse) -> AbstractAsyncContextManager["BulkWriter"]:
         """A writer for a long run of batches (a backfill), as fast as this backend takes
         them: the jobs put to it become batches by `parse`, possibly in another process, so
         `parse` must pickle (a module-level function, or an object of a module-level
         class). Leaving it does not flush: call `flush` for what must be stored."""
-
-    async def last_write_seq(self) -> int:
-        """The sequence number of the last committed write (0 before the first). Every event
-        with `events.seq` up to it is committed and visible, whatever the number of writers:
-        a reader that remembers it finds what is new since by `seq > remembered`."""
 
     async def checkpoint(self, stream: str) -> Checkpoint | None:
         """The last durable checkpoint of a followed file."""

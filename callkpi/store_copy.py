@@ -1,9 +1,9 @@
 """`callkpi db copy SRC DST`: one store's whole content into another (e.g. an SQLite file
 into a PostgreSQL database), nothing lost or doubled, resumable after an interruption.
 
-Every row is copied as it is, ids and write sequence numbers included, so the copy's facts,
-their watermark and the followed files' checkpoints stay true: the collectors, pointed at the
-copy, resume exactly where they stopped writing to the original. A table with an `id`
+Every row is copied as it is, ids included, so the copy's facts, their watermark and the
+followed files' checkpoints stay true: the collectors, pointed at the copy, resume exactly
+where they stopped writing to the original, and its new events' ids go on after the copied. A table with an `id`
 (events, quarantine, the per-call facts) goes in chunks in id order, each committed on its
 own: a rerun starts after the highest id the copy holds. Every other table is small and is
 replaced whole in one transaction, the write counter and the facts' state last, so an

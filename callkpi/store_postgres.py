@@ -17,8 +17,9 @@ Why this shape:
   copy of the same key, same second or one apart; a live event is kept unless queue_log has
   it) as statements over the whole batch instead of per row.
 - Every write of events first takes the next number of the one-row `write_seq` counter: its
-  row lock serialises writers from any number of processes and hosts until commit, so the
-  sequence is in commit order and the twin rule sees every committed queue_log row.
+  row lock serialises writers from any number of processes and hosts until commit, so ids
+  (drawn from the identity inside the write) are in commit order, as on SQLite, and the twin
+  rule sees every committed queue_log row.
 - The dialect differences from SQLite are here and in schema_postgres.py: placeholders (`?`
   in the SQL of the layers above becomes `%s`), numeric results (an integer sum comes back
   an int, an average a float, as from SQLite), NUL in text (PostgreSQL refuses it: stored as
@@ -65,20 +66,20 @@ CREATE TEMP TABLE incoming ON COMMIT DELETE ROWS AS SELECT {_COLS} FROM events W
 ALTER TABLE incoming ADD COLUMN ord BIGINT GENERATED ALWAYS AS IDENTITY;
 """
 COPY_INCOMING = f"COPY incoming ({_COLS}) FROM STDIN (FORMAT BINARY)"
-NEXT_SEQ = "UPDATE write_seq SET seq = seq + 1 RETURNING seq"
+NEXT_SEQ = "UPDATE write_seq SET seq = seq + 1"
 
 # queue_log's events by exact key, in file order (the ids follow it), taking an AMI row's
-# place ... (the batch holds each key once: PostgreSQL cannot update a row twice in one
-# statement)
+# place under the id the insert drew, as a new row would (the batch holds each key once:
+# PostgreSQL cannot update a row twice in one statement) ...
 _NON_KEY = [c for c in COLUMNS if c not in KEY_COLUMNS and c != "caller_name"]
 STORE_AUTHORITATIVE = f"""
-INSERT INTO events ({_COLS}, seq)
-SELECT {_COLS}, %(seq)s FROM incoming WHERE source = 'queue_log' ORDER BY ord
+INSERT INTO events ({_COLS})
+SELECT {_COLS} FROM incoming WHERE source = 'queue_log' ORDER BY ord
 ON CONFLICT ({_KEY}) DO UPDATE SET
     {", ".join(f"{c} = excluded.{c}" for c in _NON_KEY)},
     caller_name = CASE WHEN excluded.caller_name = '' THEN events.caller_name
                        ELSE excluded.caller_name END,
-    seq = excluded.seq
+    id = excluded.id
 WHERE events.source = 'ami'
 """
 # ... and AMI copies stamped one second apart.
@@ -95,8 +96,8 @@ DELETE FROM events WHERE source = 'ami'
 """
 # A live source's event is stored unless queue_log already has it within a second.
 STORE_LIVE = f"""
-INSERT INTO events ({_COLS}, seq)
-SELECT {_COLS}, %(seq)s FROM incoming i
+INSERT INTO events ({_COLS})
+SELECT {_COLS} FROM incoming i
 WHERE source <> 'queue_log' AND NOT EXISTS (
     SELECT 1 FROM events q
     WHERE q.server = i.server AND q.call_id = i.call_id AND q.kind = i.kind
@@ -208,14 +209,14 @@ class PostgresStore:
         live = len(events) - authoritative
         stored = quarantined = 0
         async with self._transaction() as tx:
-            ((seq,),) = await tx.fetch_pg(NEXT_SEQ)
+            await tx.execute_pg(NEXT_SEQ)  # first: the lock (see the module doc)
             if events:
                 await tx.copy_events(events)
             if authoritative:
-                stored += await tx.execute_pg(STORE_AUTHORITATIVE, {"seq": seq})
+                stored += await tx.execute_pg(STORE_AUTHORITATIVE)
                 await tx.execute_pg(DELETE_AMI_TWINS)
             if live:
-                stored += await tx.execute_pg(STORE_LIVE, {"seq": seq})
+                stored += await tx.execute_pg(STORE_LIVE)
             if batch.quarantined:
                 quarantined = await tx.executemany_pg(INSERT_QUARANTINE, batch.quarantined)
             if batch.links:
@@ -262,10 +263,6 @@ class PostgresStore:
                 " ORDER BY table_name, ordinal_position"):
             tables.setdefault(table, []).append(column)
         return tables
-
-    async def last_write_seq(self) -> int:
-        ((seq,),) = await self._fetch_pg("SELECT seq FROM write_seq")
-        return int(seq)
 
     async def checkpoint(self, stream: str) -> Checkpoint | None:
         rows = await self._fetch_pg(

@@ -50,24 +50,21 @@ READERS = 2  # read connections: one per core of the small machines callkpi runs
 _NONE_TO_NONE: dict[None, None] = {}
 sqlite3.register_adapter(type(None), _NONE_TO_NONE.get)
 
-_COLS = ", ".join((*COLUMNS, "seq"))
+_COLS = ", ".join(COLUMNS)
 _QMARKS = ", ".join("?" * len(COLUMNS))
 _NUMBERED = ", ".join(f"?{i}" for i in range(1, len(COLUMNS) + 1))
 
-# The statements that store events take the write's sequence number as an integer literal
-# (`{seq}`, formatted from the store's own counter, never from input): one bound value fewer
-# per row, and the row tuples go to executemany as the sources made them.
-
 # queue_log is the source of truth: its events are stored by exact key, taking the place of
-# an AMI copy stamped the same second (AMI's caller name is kept: queue_log has none) ...
+# an AMI copy stamped the same second (AMI's caller name is kept: queue_log has none) under
+# a new id, as a new row would be (ids are in commit order: schema migration 4) ...
 _NON_KEY = [c for c in COLUMNS if c not in KEY_COLUMNS and c != "caller_name"]
 INSERT_AUTHORITATIVE = f"""
-INSERT INTO events ({_COLS}) VALUES ({_QMARKS}, {{seq}})
+INSERT INTO events ({_COLS}) VALUES ({_QMARKS})
 ON CONFLICT ({", ".join(KEY_COLUMNS)}) DO UPDATE SET
     {", ".join(f"{c} = excluded.{c}" for c in _NON_KEY)},
     caller_name = CASE WHEN excluded.caller_name = '' THEN events.caller_name
                        ELSE excluded.caller_name END,
-    seq = excluded.seq
+    id = (SELECT max(id) + 1 FROM events)
 WHERE events.source = 'ami'
 """
 # ... and replace an AMI copy of the same event that Asterisk stamped one second apart (the
@@ -83,7 +80,7 @@ DELETE FROM events WHERE source = 'ami' AND tsec BETWEEN ? AND ? AND EXISTS (
 """
 # A live source's event is stored unless queue_log already has it within a second.
 INSERT_LIVE = f"""
-INSERT INTO events ({_COLS}) SELECT {_NUMBERED}, {{seq}}
+INSERT INTO events ({_COLS}) SELECT {_NUMBERED}
 WHERE NOT EXISTS (
     SELECT 1 FROM events q
     WHERE q.server = ?1 AND q.call_id = ?2 AND q.kind = ?3 AND q.queue = ?4 AND q.agent = ?5
@@ -104,8 +101,8 @@ VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (stream) DO UPDATE SET file_id = excluded.file_id, head = excluded.head,
     "offset" = excluded."offset", line_no = excluded.line_no, updated_at = excluded.updated_at
 """
-NEXT_SEQ = "UPDATE write_seq SET seq = seq + 1 RETURNING seq"
-LAST_SEQ = "SELECT seq FROM write_seq"
+# SQLite's own lock already serialises writers; the counter keeps one design with PostgreSQL
+NEXT_SEQ = "UPDATE write_seq SET seq = seq + 1"
 
 
 # every connection, writer and readers
@@ -247,17 +244,16 @@ class SqliteStore:
     async def write_prepared(self, prepared: "_Prepared") -> WriteResult:
         batch = prepared.batch
         async with self._transaction() as tx:
-            ((seq,),) = await tx.fetch_all(NEXT_SEQ)
+            await tx.execute(NEXT_SEQ)
             before = self._conn.total_changes
             if prepared.authoritative:
-                await tx.executemany(INSERT_AUTHORITATIVE.format(seq=int(seq)),
-                                     prepared.authoritative)
+                await tx.executemany(INSERT_AUTHORITATIVE, prepared.authoritative)
             stored = self._conn.total_changes - before
             if prepared.window:
                 await tx.execute(DELETE_AMI_TWINS, prepared.window)
             before = self._conn.total_changes
             if prepared.live:
-                await tx.executemany(INSERT_LIVE.format(seq=int(seq)), prepared.live)
+                await tx.executemany(INSERT_LIVE, prepared.live)
             stored += self._conn.total_changes - before
             before = self._conn.total_changes
             if batch.quarantined:
@@ -317,10 +313,6 @@ class SqliteStore:
             " AND name NOT LIKE 'sqlite_%' ORDER BY name")]
         return {n: [c[1] for c in await self.fetch_all(f"PRAGMA table_info({n})")]
                 for n in names}
-
-    async def last_write_seq(self) -> int:
-        ((seq,),) = await self.fetch_all(LAST_SEQ)
-        return int(seq)
 
     async def checkpoint(self, stream: str) -> Checkpoint | None:
         rows = await self.fetch_all(

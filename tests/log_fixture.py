@@ -24,9 +24,8 @@ def generate_log(path: Path, lines: int, seed: int) -> None:
 
 async def snapshot(db: Path) -> tuple[list, list, list]:
     """Every event in id order (file order for a queue_log), quarantined line and checkpoint
-    of the store at `db`. Not the ids themselves, nor the write sequence: a PostgreSQL
-    identity does not hand back the numbers of a transaction killed mid-way, and the
-    sequence numbers writes, which a resumed run cuts elsewhere."""
+    of the store at `db`. Not the ids themselves: a PostgreSQL identity does not hand back
+    the numbers of a transaction killed mid-way."""
     store = await open_store(db)
     try:
         return (await store.fetch_all(f"SELECT {', '.join(COLUMNS)} FROM events ORDER BY id"),
