@@ -32,7 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Mapping, Sequence, TypeVar
 
 from agi_plugin.ratelog import RateLimitedLog
 from callkpi.config import Config, ConfigError
@@ -58,16 +58,20 @@ class SpoolInUse(UserError):
     """Another survey server holds the spool directory."""
 
 
-def spool_dir(config: Config) -> Path:
+def spool_dir(config: Config, env: Mapping[str, str] = os.environ) -> Path:
     """[agi] spool, else a directory beside a store file: `<db>-agi-spool`, as SQLite names
-    its own -wal and -shm files. A store that is not a file needs [agi] spool."""
+    its own -wal and -shm files. A store that is not a file (a PostgreSQL server) has its
+    spool in the service's state directory (systemd's StateDirectory, /var/lib/callkpi),
+    else needs [agi] spool."""
     if config.agi.spool:
         return Path(config.agi.spool)
     db = config.store.db
-    if "://" in db and not db.startswith("sqlite://"):
-        raise ConfigError("[agi] spool: set a local directory for survey answers on their way "
-                          "to the store (the store is not a file, so there is no default)")
-    return Path(db.removeprefix("sqlite://") + "-agi-spool")
+    if "://" not in db or db.startswith("sqlite://"):
+        return Path(db.removeprefix("sqlite://") + "-agi-spool")
+    if state := env.get("STATE_DIRECTORY", "").split(":")[0]:
+        return Path(state) / "agi-spool"
+    raise ConfigError("[agi] spool: set a local directory for survey answers on their way "
+                      "to the store (the store is not a file, and no state directory is set)")
 
 
 @dataclass

@@ -6,16 +6,21 @@ not answered, answered calls with ACW pauses, abandons, timeouts, transfers, mem
 then measures on that one file:
 
 1. `callkpi ingest` in its own process into a fresh store: lines/s, and the peak of its
-   RSS plus its partner process's (a big backfill is shared by two processes);
+   RSS plus its helper process's (on SQLite a big backfill is shared by two processes);
 2. a bare `line.split('|')` loop over the file (the parsing floor);
-3. a naive sqlite3 `executemany` of the split fields into one table with a unique key,
-   committed every `batch_lines` lines with the store's journal settings (the floor of any
-   SQLite-backed ingest).
+3. the naive floor of the backend, committed every `batch_lines` lines: SQLite, an
+   executemany of the split fields into one table with a unique key, with the store's
+   journal settings; PostgreSQL, a COPY of the split fields into a staging table and an
+   INSERT ... ON CONFLICT DO NOTHING into one table with a unique key (COPY alone cannot
+   skip a line twice in the file).
 
-    .venv/bin/python bench/ingest.py [--lines 1000000] [--seed 1]
+    .venv/bin/python bench/ingest.py [--lines 1000000] [--seed 1] [--db postgresql://...]
 
-Last line: `ingest lines_per_s=N naive_floor_ratio=R peak_rss_mb=M`
-(targets: >= 250000, >= 0.7, < 200).
+With --db, the PostgreSQL database gets a schema of its own for the run (dropped after);
+without, SQLite files in a temporary directory.
+
+Last line: `ingest lines_per_s=N naive_floor_ratio=R peak_rss_mb=M backend=B`
+(targets: >= 250000, >= 0.7 on SQLite and >= 0.5 on PostgreSQL, < 200).
 """
 
 from __future__ import annotations
@@ -31,7 +36,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from callkpi.config import QueueLogConfig
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from backends import Backend  # noqa: E402
+from callkpi.config import QueueLogConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLKPI = Path(sys.executable).parent / "callkpi"
@@ -161,12 +169,12 @@ def generate(path: Path, n: int, seed: int) -> None:
             f.write("\n".join(buf) + "\n")
 
 
-def measure_callkpi(path: Path, db: Path) -> tuple[float, float, str]:
+def measure_callkpi(path: Path, db: str) -> tuple[float, float, str]:
     """Wall time of `callkpi ingest` in its own process, and the peak of its RSS plus its
-    partner process's (MB), sampled every 10 ms."""
+    helper process's (MB), sampled every 10 ms."""
     env = {**os.environ, "CALLKPI_CONFIG": os.devnull}
     start = time.perf_counter()
-    proc = subprocess.Popen([str(CALLKPI), "ingest", "--db", str(db), str(path)], env=env,
+    proc = subprocess.Popen([str(CALLKPI), "ingest", "--db", db, str(path)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak_kb = 0
     while proc.poll() is None:
@@ -224,30 +232,66 @@ def measure_naive(path: Path, db: Path, batch: int) -> float:
     return elapsed
 
 
+def measure_naive_copy(path: Path, url: str, batch: int) -> float:
+    """PostgreSQL's naive floor (see the module doc), in the run's own schema."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE log (epoch text, callid text, queue text, agent text,"
+                     " event text, data text, UNIQUE (epoch, callid, queue, agent, event, data))")
+        conn.execute("CREATE TEMP TABLE staging (LIKE log) ON COMMIT DELETE ROWS")
+        start = time.perf_counter()
+        with path.open(encoding="utf-8", errors="backslashreplace") as f:
+            rows: list[list[str]] = []
+            for line in f:
+                rows.append(line.rstrip("\n").split("|", 5))
+                if len(rows) == batch:
+                    _copy_batch(conn, rows)
+                    rows = []
+            _copy_batch(conn, [r for r in rows if len(r) == 6])
+        return time.perf_counter() - start
+
+
+def _copy_batch(conn, rows: list[list[str]]) -> None:
+    with conn.transaction():
+        with conn.cursor().copy("COPY staging FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        conn.execute("INSERT INTO log SELECT * FROM staging ON CONFLICT DO NOTHING")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--db", help="a postgresql:// URL (default: SQLite in a temp dir)")
     args = ap.parse_args()
     batch = QueueLogConfig().batch_lines
-    with tempfile.TemporaryDirectory(prefix="callkpi-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="callkpi-bench-") as tmp, \
+            Backend(args.db, Path(tmp)) as backend:
         log = Path(tmp) / "queue_log"
         t0 = time.perf_counter()
         generate(log, args.lines, args.seed)
         size_mb = log.stat().st_size / 1e6
         print(f"generated {args.lines} lines ({size_mb:.0f} MB)"
               f" in {time.perf_counter() - t0:.1f} s")
-        callkpi_s, peak_mb, summary = measure_callkpi(log, Path(tmp) / "callkpi.db")
-        print(f"callkpi ingest: {callkpi_s:.2f} s, {args.lines / callkpi_s:,.0f} lines/s, "
-              f"peak RSS {peak_mb:.0f} MB ({summary})")
+        callkpi_s, peak_mb, summary = measure_callkpi(log, backend.store_url())
+        print(f"callkpi ingest ({backend.name}): {callkpi_s:.2f} s, "
+              f"{args.lines / callkpi_s:,.0f} lines/s, peak RSS {peak_mb:.0f} MB ({summary})")
         split_s = measure_split(log)
         print(f"split('|') loop: {split_s:.2f} s, {args.lines / split_s:,.0f} lines/s "
               f"(callkpi at {split_s / callkpi_s:.2f}x)")
-        naive_s = measure_naive(log, Path(tmp) / "naive.db", batch)
-        print(f"naive sqlite3 executemany: {naive_s:.2f} s, {args.lines / naive_s:,.0f} lines/s "
+        if backend.url:
+            naive_name = "naive COPY + INSERT ON CONFLICT"
+            naive_s = measure_naive_copy(log, backend.store_url(), batch)
+        else:
+            naive_name = "naive sqlite3 executemany"
+            naive_s = measure_naive(log, Path(tmp) / "naive.db", batch)
+        print(f"{naive_name}: {naive_s:.2f} s, {args.lines / naive_s:,.0f} lines/s "
               f"(callkpi at {naive_s / callkpi_s:.2f}x)")
         print(f"ingest lines_per_s={args.lines / callkpi_s:.0f} "
-              f"naive_floor_ratio={naive_s / callkpi_s:.2f} peak_rss_mb={peak_mb:.0f}")
+              f"naive_floor_ratio={naive_s / callkpi_s:.2f} peak_rss_mb={peak_mb:.0f} "
+              f"backend={backend.name}")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,22 @@
 """Report benchmark: a store holding N queue calls over a 30-day month, then the month's
-report timed as JSON and as HTML.
+report timed as JSON and as HTML, each beside one bare aggregate scan of the same calls in the
+same run (`SELECT queue, count(*), sum(wait_s) ... GROUP BY queue`): seconds move with the
+machine, the ratio much less.
 
 The store is filled directly at the facts layer (queue_calls, survey answers, agent sessions
 and pauses, plus IVR and ring-no-answer events), with the facts watermark set, so what is
 timed is what a nightly report costs once the facts are current: build_report (its facts
-refresh finds nothing new) and the renderer.
+refresh finds nothing new) and the renderer. On PostgreSQL the store is then vacuumed and
+analysed, as autovacuum does to a store in use.
 
-    .venv/bin/python bench/report.py [--calls 1000000] [--db PATH]
+    .venv/bin/python bench/report.py [--calls 1000000] [--db postgresql://...]
 
-Last line: `report calls=N json_s=X html_s=Y` (targets: json < 3 s, html < 6 s); html_s=nan
-when reports.render_html is not importable.
+With --db, the PostgreSQL database gets a schema of its own for the run (dropped after);
+without, SQLite in a temporary directory.
+
+Last line: `report calls=N json_s=X html_s=Y scan_s=S json_scan_ratio=R html_scan_ratio=H
+backend=B` (targets: json < 3 s, html < 6 s); html_s=nan when reports.render_html is not
+importable.
 """
 
 from __future__ import annotations
@@ -24,13 +31,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from backends import Backend  # noqa: E402
 from callkpi.config import Config  # noqa: E402
 from callkpi.events import Kind, make_event  # noqa: E402
 from callkpi.store import Batch  # noqa: E402
 from callkpi.store import open_store  # noqa: E402
 from reports.facts import (  # noqa: E402
-    BUCKET_S, CALL_COLUMNS, SURVEY_COLUMNS, insert_sql, settings_fingerprint)
+    BUCKET_S, CALL_COLUMNS, SURVEY_COLUMNS, settings_fingerprint)
 from reports.kpis import build_report  # noqa: E402
 from reports.render_json import render_json  # noqa: E402
 
@@ -89,15 +98,14 @@ async def build_store(path: str, n: int, config: Config) -> None:
     async with store:
         rows = caller_gaps(list(fake_calls(n, start, rng)))
         for lo in range(0, n, CHUNK):
-            await store.executemany(insert_sql("queue_calls", CALL_COLUMNS), rows[lo:lo + CHUNK])
+            await store.insert_rows("queue_calls", CALL_COLUMNS, rows[lo:lo + CHUNK])
         answers = [(2 * r[0] + j, r[1], r[2], r[0], r[3], r[10], r[5], 1, q, kind,
                     str(rng.randint(1, 5) if kind == "csat" else rng.randint(1, 2)),
                     "answered", r[6] + 5, f"s{r[0]}", 1)
                    for r in rows if r[7] == "answered" and r[0] % 5 == 0
                    for j, (q, kind) in enumerate((("q1", "csat"), ("q2", "resolution")))]
         for lo in range(0, len(answers), CHUNK):
-            await store.executemany(insert_sql("survey_answers", SURVEY_COLUMNS),
-                                    answers[lo:lo + CHUNK])
+            await store.insert_rows("survey_answers", SURVEY_COLUMNS, answers[lo:lo + CHUNK])
         await store.executemany(
             "INSERT INTO agent_sessions (server, agent, queue, start_ts, end_ts)"
             " VALUES (?, ?, ?, ?, ?)",
@@ -154,22 +162,42 @@ def time_html(path: str, config: Config) -> float:
     return time.perf_counter() - t0
 
 
+async def time_scan(path: str) -> float:
+    """One bare aggregate scan of the month's calls: the floor any report of them stands on."""
+    lo = int(dt.datetime.combine(MONTH_START, dt.time(0), dt.timezone.utc).timestamp())
+    store = await open_store(path)
+    async with store:
+        t0 = time.perf_counter()
+        await store.fetch_all(
+            "SELECT queue, count(*), sum(wait_s) FROM queue_calls"
+            " WHERE entered_bucket >= ? AND entered_bucket < ? GROUP BY queue",
+            (lo // BUCKET_S, (lo + DAYS * 86400) // BUCKET_S))
+        return time.perf_counter() - t0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1_000_000)
-    parser.add_argument("--db", help="store to build (default: a temporary file)")
+    parser.add_argument("--db", help="a postgresql:// URL (default: SQLite in a temp dir)")
     args = parser.parse_args()
     config = Config()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = args.db or str(Path(tmp) / "bench.db")
+    with tempfile.TemporaryDirectory() as tmp, Backend(args.db, Path(tmp)) as backend:
+        path = backend.store_url("bench")
         t0 = time.perf_counter()
         asyncio.run(build_store(path, args.calls, config))
-        print(f"store: {args.calls} queue calls built in {time.perf_counter() - t0:.1f} s")
+        backend.settle()
+        print(f"store ({backend.name}): {args.calls} queue calls built in "
+              f"{time.perf_counter() - t0:.1f} s")
         report, json_s = asyncio.run(time_report(path, config))
         print(f"json: offered={report['totals']['offered']} "
               f"agents={len(report['agents'])} in {json_s:.2f} s")
         html_s = time_html(path, config)
-        print(f"report calls={report['totals']['offered']} json_s={json_s:.2f} html_s={html_s:.2f}")
+        scan_s = asyncio.run(time_scan(path))
+        print(f"bare aggregate scan of the month's calls: {scan_s:.3f} s (json at "
+              f"{json_s / scan_s:.1f}x, html at {html_s / scan_s:.1f}x)")
+        print(f"report calls={report['totals']['offered']} json_s={json_s:.2f} "
+              f"html_s={html_s:.2f} scan_s={scan_s:.3f} json_scan_ratio={json_s / scan_s:.1f} "
+              f"html_scan_ratio={html_s / scan_s:.1f} backend={backend.name}")
 
 
 if __name__ == "__main__":

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import sys
+from typing import TYPE_CHECKING, Callable
 
 import click
 
 from callkpi.cli_common import db_option, get_config, open_configured_store, run
 from callkpi.config import Config
 from callkpi.errors import UserError
-from callkpi.store import StoreInfo
+from callkpi.store import StoreInfo, open_store
+
+if TYPE_CHECKING:
+    from callkpi.store_copy import CopyStats
 
 LAZY_COMMANDS = {
     "ingest": "queue_log_parser.commands:ingest",
@@ -80,6 +85,42 @@ async def read_info(config: Config) -> tuple[StoreInfo, list[str]]:
     store = await open_configured_store(config, create=False)
     async with store:
         return await store.info(), await agents_like_interfaces(store)
+
+
+@db.command("copy")
+@click.argument("src")
+@click.argument("dst")
+def db_copy(src: str, dst: str) -> None:
+    """Copy the store SRC into DST, e.g. callkpi.db into postgresql://callkpi@db.example/kpi
+    (the password from CALLKPI_STORE_PASSWORD, PGPASSWORD or ~/.pgpass). Stop the
+    collectors first; an interrupted copy is finished by running it again."""
+    stats = run(copy_stores(src, dst))
+    if sys.stderr.isatty():
+        click.echo(err=True)  # after the progress line
+    click.echo(stats.summary())
+
+
+async def copy_stores(src: str, dst: str) -> "CopyStats":
+    from callkpi.store_copy import copy_store
+
+    source = await open_store(src, create=False)
+    async with source:
+        target = await open_store(dst)
+        async with target:
+            return await copy_store(source, target, _copy_progress())
+
+
+def _copy_progress() -> Callable[[str, int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+    done: dict[str, int] = {}
+
+    def show(table: str, rows: int) -> None:
+        done[table] = done.get(table, 0) + rows
+        click.echo(f"\r{table}: {done[table]:,} rows copied", err=True,
+                   nl=False)
+
+    return show
 
 
 def format_info(info: StoreInfo) -> str:

@@ -45,10 +45,12 @@ def get_config(ctx: click.Context) -> Config:
 
 
 def db_option(command: Command) -> Command:
-    """`--db PATH`: else $CALLKPI_DB, else the config's [store] db, else ./callkpi.db."""
+    """`--db PATH|URL`: else $CALLKPI_DB, else the config's [store] db, else ./callkpi.db."""
 
     @click.option("--db", "db_path", type=click.Path(dir_okay=False),
-                  help="SQLite database file (default: $CALLKPI_DB, config, ./callkpi.db).")
+                  help="The store: an SQLite file (a path or sqlite:///path) or"
+                       " postgresql://user@host:port/dbname (default: $CALLKPI_DB, config,"
+                       " ./callkpi.db).")
     @functools.wraps(command)
     def wrapper(*args: Any, db_path: str | None, **kwargs: Any) -> Any:
         config = get_config(click.get_current_context())

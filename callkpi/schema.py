@@ -1,7 +1,10 @@
-"""The store's explicit schema, as numbered migrations (PRAGMA user_version is the version).
+"""The store's explicit schema, as numbered migrations (SQLite's PRAGMA user_version, or
+PostgreSQL's schema_version table, is the version).
 
-Append a migration to change the schema; never edit one that has shipped. Every statement
-is plain SQL a PostgreSQL backend can mirror (no SQLite-only functions in queries).
+Append a migration to change the schema; never edit one that has shipped. Every statement is
+plain SQL: callkpi/schema_postgres.py derives the PostgreSQL text of each migration from this
+one (types, identity keys, expression indexes), with an override only where SQLite needs a
+statement PostgreSQL does differently (a table rebuild).
 """
 
 MIGRATIONS: dict[int, str] = {
@@ -278,6 +281,19 @@ CREATE TABLE report_claims (
     claimed_at REAL NOT NULL,
     PRIMARY KEY (day, recipients)
 );
+""",
+    6: """
+-- The write sequence: every write transaction of events takes the next number from this
+-- one-row counter as its first statement. The row lock serialises the writers until they
+-- commit, from any number of processes and hosts, so events.id is handed out in commit
+-- order (and queue_log's record taking the place of an AMI row takes a new id): a reader
+-- that has seen every event up to max(id) finds what is new since by id > that. It is also
+-- what lets the AMI/queue_log twin rule see every row committed before it.
+CREATE TABLE write_seq (
+    id  INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL
+);
+INSERT INTO write_seq (id, seq) VALUES (1, 0);
 """,
 }
 

@@ -1,9 +1,11 @@
 """The store interface: what sources write and what the reports read.
 
-`SqliteStore` (store_sqlite.py) implements it on one SQLite file. A PostgreSQL backend for
-several PBXs feeding one central store is a second implementation of this protocol; nothing
+`SqliteStore` (store_sqlite.py) implements it on one SQLite file, `PostgresStore`
+(store_postgres.py) on one PostgreSQL database that several PBXs write to at once. Nothing
 above the store names a backend: `open_store(url)` is the one factory, and `StoreError` /
-`StoreUnavailable` are the errors every backend raises.
+`StoreUnavailable` are the errors every backend raises. What both promise (one transaction a
+batch, the write sequence, concurrent callers, the dialect of the SQL above):
+docs/architecture.md, "Store".
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import os
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Protocol, Sequence
+from typing import Any, AsyncIterator, Callable, Protocol, Sequence
 
 from callkpi.errors import UserError
 from callkpi.events import CallEvent, CallLink, Checkpoint, Quarantined
@@ -35,14 +37,6 @@ class Batch:
     quarantined: Sequence[Quarantined] = ()
     links: Sequence[CallLink] = ()
     checkpoint: Checkpoint | None = None
-
-
-@dataclass
-class PreparedBatch:
-    """A batch in the form its store binds, made by `Store.prepare`."""
-
-    batch: Batch
-    rows: Any  # the backend's own
 
 
 @dataclass
@@ -71,6 +65,22 @@ class StoreInfo:
     size_bytes: int = 0
 
 
+# A bulk writer's job -> the batch to store (what is read -> what is written).
+Parse = Callable[[Any], Batch]
+
+
+class BulkWriter(Protocol):
+    """Stores the batches of a run of jobs in the order they were put, each in one
+    transaction with its checkpoint."""
+
+    async def put(self, job: Any) -> None:
+        """Store `parse(job)` after every job put before it (perhaps not yet on return)."""
+
+    async def flush(self) -> WriteResult:
+        """Wait until every job put so far is stored; what they stored since the last
+        flush."""
+
+
 class Transaction(Protocol):
     """The statements of one write transaction of a derived layer; each returns rows changed."""
 
@@ -84,19 +94,18 @@ class Transaction(Protocol):
 class Store(Protocol):
     path: str  # where the store is: a file (a server address for a server backend)
 
-    def prepare(self, batch: Batch) -> PreparedBatch:
-        """Everything writing `batch` takes before it needs the database: a bulk writer
-        prepares its next batch while another process holds the write turn."""
+    async def write(self, batch: Batch) -> WriteResult:
+        """Store a batch in one transaction; events already stored count as duplicates.
+        Writes are serialised until they commit, whatever the number of writers, so
+        `events.id` is handed out in commit order (an event queue_log's record replaces takes
+        a new one): once `max(id)` is seen, every event up to it is visible, and what is new
+        later has a greater id."""
 
-    async def write(self, batch: Batch | PreparedBatch) -> WriteResult:
-        """Store a batch in one transaction; events already stored count as duplicates."""
-
-    def bulk_writes(self) -> AbstractAsyncContextManager[None]:
-        """While inside, the store does no upkeep of its own on the write path; the bulk
-        writer calls `upkeep` when it has time (while another process writes)."""
-
-    async def upkeep(self) -> None:
-        """Do the store's deferred upkeep now, without blocking other writers."""
+    def bulk_writer(self, parse: Parse) -> AbstractAsyncContextManager["BulkWriter"]:
+        """A writer for a long run of batches (a backfill), as fast as this backend takes
+        them: the jobs put to it become batches by `parse`, possibly in another process, so
+        `parse` must pickle (a module-level function, or an object of a module-level
+        class). Leaving it does not flush: call `flush` for what must be stored."""
 
     async def checkpoint(self, stream: str) -> Checkpoint | None:
         """The last durable checkpoint of a followed file."""
@@ -122,6 +131,14 @@ class Store(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """One write transaction of a derived layer (facts, roster), all or nothing."""
 
+    async def schema_tables(self) -> dict[str, list[str]]:
+        """Every table of the store's schema and its columns, in column order."""
+
+    async def insert_rows(self, table: str, columns: Sequence[str],
+                          rows: Sequence[Sequence[Any]], *, replace: bool = False) -> int:
+        """Insert rows as they are, ids included (a copy of another store), in one
+        transaction; with `replace`, the table's rows go first, in the same transaction."""
+
     async def close(self) -> None: ...
 
     async def __aenter__(self) -> "Store": ...
@@ -131,11 +148,14 @@ class Store(Protocol):
 
 async def open_store(url: str | os.PathLike[str], *, create: bool = True) -> Store:
     """Open the store `url` names: a path or `sqlite:///path` (SQLite), or a
-    `postgresql://` URL. The one place that picks a backend. With `create=False` a store
-    that does not exist yet is a StoreError ("database ... does not exist")."""
+    `postgresql://user@host:port/dbname` URL. The one place that picks a backend. With
+    `create=False` a store that does not exist yet is a StoreError ("database ... does not
+    exist")."""
     text = os.fspath(url)
     if text.startswith(("postgresql://", "postgres://")):
-        raise StoreError(f"{_redacted(text)}: PostgreSQL is not supported by this callkpi")
+        from callkpi.store_postgres import PostgresStore  # imported here: backends load on demand
+
+        return await PostgresStore.open(text, create=create)
     path = text.removeprefix("sqlite://") if text.startswith("sqlite://") else text
     if not path:
         raise StoreError(f"{text!r} names no database file")
@@ -144,7 +164,7 @@ async def open_store(url: str | os.PathLike[str], *, create: bool = True) -> Sto
     return await SqliteStore.open(path, create=create)
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
     """A URL as it may be shown: without a password, should one have been written in it."""
     scheme, sep, rest = url.partition("://")
     userinfo, at, host = rest.rpartition("@")

@@ -22,7 +22,7 @@ import os
 import sqlite3
 import stat
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable, NamedTuple, Sequence, cast
+from typing import Any, AsyncIterator, Iterable, Iterator, NamedTuple, Sequence, cast
 
 import aiosqlite
 
@@ -34,7 +34,8 @@ from callkpi.events import (
     Checkpoint,
 )
 from callkpi.schema import MIGRATIONS, SCHEMA_VERSION
-from callkpi.store import Batch, PreparedBatch, StoreError, StoreInfo, WriteResult
+from callkpi.store import (
+    Batch, BulkWriter, Parse, StoreError, StoreInfo, StoreUnavailable, WriteResult)
 
 BUSY_TIMEOUT_MS = 30_000
 WAL_AUTOCHECKPOINT_PAGES = 1000  # SQLite's default
@@ -55,14 +56,16 @@ _QMARKS = ", ".join("?" * len(COLUMNS))
 _NUMBERED = ", ".join(f"?{i}" for i in range(1, len(COLUMNS) + 1))
 
 # queue_log is the source of truth: its events are stored by exact key, taking the place of
-# an AMI copy stamped the same second (AMI's caller name is kept: queue_log has none) ...
+# an AMI copy stamped the same second (AMI's caller name is kept: queue_log has none) under
+# a new id, as a new row would be (ids are in commit order: schema migration 4) ...
 _NON_KEY = [c for c in COLUMNS if c not in KEY_COLUMNS and c != "caller_name"]
 INSERT_AUTHORITATIVE = f"""
 INSERT INTO events ({_COLS}) VALUES ({_QMARKS})
 ON CONFLICT ({", ".join(KEY_COLUMNS)}) DO UPDATE SET
     {", ".join(f"{c} = excluded.{c}" for c in _NON_KEY)},
     caller_name = CASE WHEN excluded.caller_name = '' THEN events.caller_name
-                       ELSE excluded.caller_name END
+                       ELSE excluded.caller_name END,
+    id = (SELECT max(id) + 1 FROM events)
 WHERE events.source = 'ami'
 """
 # ... and replace an AMI copy of the same event that Asterisk stamped one second apart (the
@@ -97,11 +100,13 @@ INSERT INTO call_links (server, uniqueid, linked_id, ts) VALUES (?, ?, ?, ?)
 ON CONFLICT DO NOTHING
 """
 UPSERT_CHECKPOINT = """
-INSERT INTO checkpoints (stream, file_id, head, offset, line_no, updated_at)
+INSERT INTO checkpoints (stream, file_id, head, "offset", line_no, updated_at)
 VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (stream) DO UPDATE SET file_id = excluded.file_id, head = excluded.head,
-    offset = excluded.offset, line_no = excluded.line_no, updated_at = excluded.updated_at
+    "offset" = excluded."offset", line_no = excluded.line_no, updated_at = excluded.updated_at
 """
+# SQLite's own lock already serialises writers; the counter keeps one design with PostgreSQL
+NEXT_SEQ = "UPDATE write_seq SET seq = seq + 1"
 
 
 # every connection, writer and readers
@@ -163,6 +168,9 @@ class SqliteStore:
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._opened_readers: list[aiosqlite.Connection] = []
         self._reader_slots = READERS
+        # One write connection: its transactions must not interleave, whoever the callers are
+        # (the survey's sessions, the listener's writer and a facts refresh in one process).
+        self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> "SqliteStore":
@@ -212,7 +220,8 @@ class SqliteStore:
             self._readers.put_nowait(conn)
         conn = await self._readers.get()
         try:
-            yield conn
+            with _translated(self.path):
+                yield conn
         finally:
             self._readers.put_nowait(conn)
 
@@ -247,41 +256,48 @@ class SqliteStore:
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator["_Tx"]:
-        await self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield _Tx(self._conn)
-        except BaseException:
-            await self._conn.execute("ROLLBACK")
-            raise
-        await self._conn.execute("COMMIT")
+        async with self._write_lock:
+            with _translated(self.path):
+                await self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield _Tx(self._conn)
+                except BaseException:
+                    await self._conn.execute("ROLLBACK")
+                    raise
+                await self._conn.execute("COMMIT")
 
     def transaction(self) -> contextlib.AbstractAsyncContextManager["_Tx"]:
         """A write transaction for a derived layer (facts, roster): execute/executemany."""
         return self._transaction()
 
     # ---------------------------------------------------------------- writes
-    def prepare(self, batch: Batch) -> PreparedBatch:
+    async def write(self, batch: Batch) -> WriteResult:
+        return await self.write_prepared(self.prepare(batch))
+
+    def prepare(self, batch: Batch) -> "_Prepared":
+        """Everything writing `batch` takes before it needs the database (the bulk writer's
+        processes do it while the other one writes)."""
         authoritative = [e for e in batch.events if e.source == SOURCE_QUEUE_LOG]
-        return PreparedBatch(batch, _Rows(
+        return _Prepared(
+            batch,
             # plain tuples: sqlite3 binds a NamedTuple through the slow sequence path
             authoritative=[tuple(e) for e in authoritative],
             window=_window(authoritative) if authoritative else None,
-            live=[e for e in batch.events if e.source != SOURCE_QUEUE_LOG]))
+            live=[e for e in batch.events if e.source != SOURCE_QUEUE_LOG])
 
-    async def write(self, batch: Batch | PreparedBatch) -> WriteResult:
-        prepared = batch if isinstance(batch, PreparedBatch) else self.prepare(batch)
-        rows: _Rows = prepared.rows
+    async def write_prepared(self, prepared: "_Prepared") -> WriteResult:
         batch = prepared.batch
         async with self._transaction() as tx:
+            await tx.execute(NEXT_SEQ)
             before = self._conn.total_changes
-            if rows.authoritative:
-                await tx.executemany(INSERT_AUTHORITATIVE, rows.authoritative)
+            if prepared.authoritative:
+                await tx.executemany(INSERT_AUTHORITATIVE, prepared.authoritative)
             stored = self._conn.total_changes - before
-            if rows.window:
-                await tx.execute(DELETE_AMI_TWINS, rows.window)
+            if prepared.window:
+                await tx.execute(DELETE_AMI_TWINS, prepared.window)
             before = self._conn.total_changes
-            if rows.live:
-                await tx.executemany(INSERT_LIVE, rows.live)
+            if prepared.live:
+                await tx.executemany(INSERT_LIVE, prepared.live)
             stored += self._conn.total_changes - before
             before = self._conn.total_changes
             if batch.quarantined:
@@ -295,10 +311,16 @@ class SqliteStore:
             stored=stored, duplicates=len(batch.events) - stored, quarantined=quarantined
         )
 
+    def bulk_writer(self, parse: Parse) -> contextlib.AbstractAsyncContextManager[BulkWriter]:
+        from callkpi.store_sqlite_bulk import bulk_writer
+
+        return bulk_writer(self, parse)
+
     @contextlib.asynccontextmanager
-    async def bulk_writes(self) -> AsyncIterator[None]:
-        # A commit that fills the WAL past the limit copies it into the database file before
-        # it returns: on a bulk ingest's critical path. `upkeep` does it in between instead.
+    async def deferred_upkeep(self) -> AsyncIterator[None]:
+        """While inside, WAL checkpoints wait for `upkeep` calls instead of landing on a
+        commit: a commit that fills the WAL past the limit copies it into the database file
+        before it returns, on a bulk writer's critical path."""
         await self._conn.execute("PRAGMA wal_autocheckpoint = 0")
         try:
             yield
@@ -319,10 +341,26 @@ class SqliteStore:
         async with self._transaction() as tx:
             return await tx.executemany(sql, rows)
 
+    async def insert_rows(self, table: str, columns: Sequence[str],
+                          rows: Sequence[Sequence[Any]], *, replace: bool = False) -> int:
+        async with self._transaction() as tx:
+            if replace:
+                await tx.execute(f"DELETE FROM {table}")
+            return await tx.executemany(
+                f"INSERT INTO {table} ({_quoted(columns)})"
+                f" VALUES ({', '.join('?' * len(columns))})", rows)
+
     # ---------------------------------------------------------------- reads
+    async def schema_tables(self) -> dict[str, list[str]]:
+        names = [n for (n,) in await self.fetch_all(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+            " AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        return {n: [c[1] for c in await self.fetch_all(f"PRAGMA table_info({n})")]
+                for n in names}
+
     async def checkpoint(self, stream: str) -> Checkpoint | None:
         rows = await self.fetch_all(
-            "SELECT stream, file_id, head, offset, line_no, updated_at FROM checkpoints"
+            'SELECT stream, file_id, head, "offset", line_no, updated_at FROM checkpoints'
             " WHERE stream = ?",
             (stream,),
         )
@@ -351,7 +389,7 @@ class SqliteStore:
         checkpoints = [
             Checkpoint(*row)
             for row in await self.fetch_all(
-                "SELECT stream, file_id, head, offset, line_no, updated_at FROM checkpoints"
+                'SELECT stream, file_id, head, "offset", line_no, updated_at FROM checkpoints'
                 " ORDER BY stream"
             )
         ]
@@ -369,7 +407,10 @@ class SqliteStore:
         )
 
 
-class _Rows(NamedTuple):
+class _Prepared(NamedTuple):
+    """A batch in the form the store binds it."""
+
+    batch: Batch
     authoritative: list[tuple]  # queue_log events, as plain tuples
     window: tuple[int, int] | None  # their seconds, widened by one each side
     live: list[CallEvent]  # events of the live sources
@@ -400,6 +441,20 @@ class _Tx:
         # migration is all-or-nothing.
         for statement in _statements(script):
             await self._conn.execute(statement)
+
+
+@contextlib.contextmanager
+def _translated(path: str) -> Iterator[None]:
+    """sqlite3's errors as the store's: StoreUnavailable for a lock held past the busy
+    timeout (worth retrying), StoreError otherwise."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise StoreUnavailable(f"database {path}: {exc}") from exc
+        raise StoreError(f"database {path}: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise StoreError(f"database {path}: {exc}") from exc
 
 
 def _window(events: Sequence[CallEvent]) -> tuple[int, int]:
@@ -441,3 +496,7 @@ def _size_on_disk(path: str) -> int:
         os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p)
     )
 
+
+def _quoted(columns: Sequence[str]) -> str:
+    """Column names as identifiers (one of them, "offset", is a keyword)."""
+    return ", ".join(f'"{c}"' for c in columns)

@@ -29,9 +29,8 @@ from callkpi.events import (
     Quarantined,
     number_occurrences,
 )
-from callkpi.store import Batch, PreparedBatch, Store, WriteResult
+from callkpi.store import Batch, BulkWriter, Store, WriteResult
 from queue_log_parser.parser import BadLine, LineParser
-from queue_log_parser.partner import Partner
 from queue_log_parser.tailer import (
     HEAD_BYTES,
     LineBatch,
@@ -49,9 +48,10 @@ from queue_log_parser.tailer import (
 
 log = logging.getLogger(__name__)
 
-# A backfill with at least this much left to read gets a partner process (partner.py): below
-# it, the partner's start-up would cost more than it saves (docs/queue_log.md, "Speed").
-PARTNER_FROM_BYTES = 8 << 20
+# A backfill with at least this much left to read goes through the store's bulk writer (on
+# SQLite, a partner process): below it, its start-up would cost more than it saves
+# (docs/queue_log.md, "Speed").
+BULK_FROM_BYTES = 8 << 20
 
 
 class LogFileError(UserError):
@@ -92,116 +92,26 @@ class IngestStats:
         return text
 
 
-class LogSink:
-    """Parses line batches and writes each with its checkpoint, in file order; with a
-    partner process, every other batch is parsed and written by the partner.
+Job = tuple[str, LineBatch, Checkpoint, Occurrences]  # origin, lines, checkpoint, numbering
 
-    It reads one stream of lines: the files of one log, in time order (a rotated file, then
-    the file after it). Events that repeat a key within a second are numbered across batches
-    and across that file boundary (`occurrences`, callkpi.events.number_occurrences); resuming
-    inside a file, the count starts from what the file holds before the checkpoint."""
 
-    def __init__(self, store: Store, server: str, stats: IngestStats) -> None:
-        self.store = store
+class BatchParser:
+    """Lines read from a file -> the batch to store (events, quarantined lines, checkpoint).
+    Pickled by its server name alone: a bulk writer may parse in another process. A job
+    carries where the numbering of repeated keys stands at its first line, so it is parsed
+    alike wherever it is parsed."""
+
+    def __init__(self, server: str) -> None:
+        self.server = server
         self.parser = LineParser(server)
-        self.stats = stats
-        self.occurrences = Occurrences()  # where the stream is in its current second
-        self.partner: Partner | None = None
-        self._partners_turn = True
-        self._mine: PreparedBatch | None = None  # to be written after the partner's batch
-        self._bulk = contextlib.AsyncExitStack()
 
-    async def take_partner(self) -> None:
-        if self.partner is None:
-            self.partner = Partner(self.store.path, self.parser.server)
-            await self._bulk.enter_async_context(self.store.bulk_writes())
+    def __reduce__(self) -> tuple[type["BatchParser"], tuple[str]]:
+        return BatchParser, (self.server,)
 
-    async def consume(self, stream: str, origin: str, fid: str, reader: LineReader,
-                      batch_lines: int, progress: Callable[[], None] | None = None) -> None:
-        """Store every complete line the reader has now. `stream` names the checkpoint,
-        `origin` the file being read (a rotated file of the stream, when draining one)."""
-        for batch in reader.batches(batch_lines):
-            checkpoint = Checkpoint(stream, fid, reader.head, reader.offset, reader.line_no,
-                                    time.time())
-            if self.partner is None or not self.partner.ready():
-                events, quarantined = self.parse(batch, origin, self.occurrences)
-                await self.put(Batch(events, quarantined, checkpoint=checkpoint))
-            else:
-                await self._take_turns(origin, batch, checkpoint)
-            self.stats.lines += batch.count
-            if progress:
-                progress()
-
-    async def _take_turns(self, origin: str, batch: LineBatch, checkpoint: Checkpoint) -> None:
-        assert self.partner is not None
-        if self._partners_turn:
-            self.partner.hand(origin, batch, checkpoint, self.occurrences.copy())  # it parses it
-            self.occurrences = self.occurrences_after(batch, self.occurrences)  # its last second
-            await self._write_mine()  # while it parses
-            await self.partner.go()
-            await self.store.upkeep()  # while the partner writes
-        else:
-            events, quarantined = self.parse(batch, origin, self.occurrences)
-            self._mine = self.store.prepare(Batch(events, quarantined, checkpoint=checkpoint))
-        self._partners_turn = not self._partners_turn
-
-    async def _write_mine(self) -> None:
-        """Write our parsed batch once the partner has stored the one before it."""
-        if self._mine is not None:
-            await self._partner_done()
-            await self.put(self._mine)
-            self._mine = None
-
-    async def _partner_done(self) -> None:
-        assert self.partner is not None
-        while self.partner.storing:
-            self.stats.add(await self.partner.stored())
-
-    async def flush(self) -> None:
-        """Everything read so far is stored."""
-        if self.partner is not None:
-            await self._write_mine()
-            await self._partner_done()
-
-    async def close(self) -> None:
-        if self.partner is not None:
-            await self.partner.close()
-            self.partner = None
-            await self._bulk.aclose()
-
-    def resume(self, f: BinaryIO, offset: int) -> None:
-        """A file is read from `offset`: inside it, the occurrences go on from the lines it
-        holds before (read back to the start of their second); at its start, from the file
-        read before it (a rotation of the same log)."""
-        if offset > 0:
-            self.occurrences = self.occurrences_before(f, offset)
-
-    def occurrences_before(self, f: BinaryIO, offset: int) -> Occurrences:
-        """Where the stream is in its second at `offset` of f: that second's events before."""
-        return Occurrences().then(*self._last_second(f, offset))
-
-    def occurrences_after(self, batch: LineBatch, before: Occurrences) -> Occurrences:
-        """Where the stream is after `batch`, going on from `before`, from the events of its
-        last second alone (the partner parses the rest): the next batch need not wait."""
-        return before.then(*self._last_second(io.BytesIO(batch.data), len(batch.data)))
-
-    def _last_second(self, f: BinaryIO, offset: int) -> tuple[int, int, list[Key], bool]:
-        """The last second before `offset` in f: its tsec, how many events it has there,
-        their keys newest first (the newest MAX_RUN: all a count needs), and whether they are
-        all of f's events before `offset`."""
-        tsec, run = -1, 0
-        keys: list[Key] = []
-        for line in lines_before(f, offset):
-            try:
-                event = self.parser.parse(line)
-            except Exception:  # quarantined when it was read: no event, as then
-                continue
-            if run and event.tsec != tsec:
-                return tsec, run, keys, False
-            tsec, run = event.tsec, run + 1
-            if len(keys) < MAX_RUN:
-                keys.append(tuple(event[:len(KEY_COLUMNS)]))
-        return tsec, run, keys, True
+    def __call__(self, job: Job) -> Batch:
+        origin, lines, checkpoint, occurrences = job
+        events, quarantined = self.parse(lines, origin, occurrences)
+        return Batch(events, quarantined, checkpoint=checkpoint)
 
     def parse(self, batch: LineBatch, origin: str, occurrences: Occurrences
               ) -> tuple[list[CallEvent], list[Quarantined]]:
@@ -234,6 +144,88 @@ class LogSink:
         return junk + [Quarantined(SOURCE_QUEUE_LOG, origin, offsets[i], batch.first_line_no + i,
                                    reason, batch.lines[i], now) for i, reason in bad]
 
+
+class LogSink:
+    """Parses line batches and writes each with its checkpoint, in file order: directly, or
+    through the store's bulk writer for a big backfill.
+
+    It reads one stream of lines: the files of one log, in time order (a rotated file, then
+    the file after it). Events that repeat a key within a second are numbered across batches
+    and across that file boundary (`occurrences`, callkpi.events.number_occurrences); resuming
+    inside a file, the count starts from what the file holds before the checkpoint."""
+
+    def __init__(self, store: Store, server: str, stats: IngestStats) -> None:
+        self.store = store
+        self.parse = BatchParser(server)
+        self.stats = stats
+        self.occurrences = Occurrences()  # where the stream is in its current second
+        self.bulk: BulkWriter | None = None
+        self._bulk = contextlib.AsyncExitStack()
+
+    async def take_bulk_writer(self) -> None:
+        if self.bulk is None:
+            self.bulk = await self._bulk.enter_async_context(
+                self.store.bulk_writer(self.parse))
+
+    async def consume(self, stream: str, origin: str, fid: str, reader: LineReader,
+                      batch_lines: int, progress: Callable[[], None] | None = None) -> None:
+        """Store every complete line the reader has now. `stream` names the checkpoint,
+        `origin` the file being read (a rotated file of the stream, when draining one)."""
+        for batch in reader.batches(batch_lines):
+            checkpoint = Checkpoint(stream, fid, reader.head, reader.offset, reader.line_no,
+                                    time.time())
+            if self.bulk is None:  # parsed here: the numbering advances as it goes
+                await self.put(self.parse((origin, batch, checkpoint, self.occurrences)))
+            else:  # parsed when its turn comes, maybe elsewhere: the numbering goes on now
+                await self.bulk.put((origin, batch, checkpoint, self.occurrences.copy()))
+                self.occurrences = self.occurrences_after(batch, self.occurrences)
+            self.stats.lines += batch.count
+            if progress:
+                progress()
+
+    async def flush(self) -> None:
+        """Everything read so far is stored."""
+        if self.bulk is not None:
+            self.stats.add(await self.bulk.flush())
+
+    async def close(self) -> None:
+        self.bulk = None
+        await self._bulk.aclose()
+
+    def resume(self, f: BinaryIO, offset: int) -> None:
+        """A file is read from `offset`: inside it, the occurrences go on from the lines it
+        holds before (read back to the start of their second); at its start, from the file
+        read before it (a rotation of the same log)."""
+        if offset > 0:
+            self.occurrences = self.occurrences_before(f, offset)
+
+    def occurrences_before(self, f: BinaryIO, offset: int) -> Occurrences:
+        """Where the stream is in its second at `offset` of f: that second's events before."""
+        return Occurrences().then(*self._last_second(f, offset))
+
+    def occurrences_after(self, batch: LineBatch, before: Occurrences) -> Occurrences:
+        """Where the stream is after `batch`, going on from `before`, from the events of its
+        last second alone (the bulk writer parses the rest): the next batch need not wait."""
+        return before.then(*self._last_second(io.BytesIO(batch.data), len(batch.data)))
+
+    def _last_second(self, f: BinaryIO, offset: int) -> tuple[int, int, list[Key], bool]:
+        """The last second before `offset` in f: its tsec, how many events it has there,
+        their keys newest first (the newest MAX_RUN: all a count needs), and whether they are
+        all of f's events before `offset`."""
+        tsec, run = -1, 0
+        keys: list[Key] = []
+        for line in lines_before(f, offset):
+            try:
+                event = self.parse.parser.parse(line)
+            except Exception:  # quarantined when it was read: no event, as then
+                continue
+            if run and event.tsec != tsec:
+                return tsec, run, keys, False
+            tsec, run = event.tsec, run + 1
+            if len(keys) < MAX_RUN:
+                keys.append(tuple(event[:len(KEY_COLUMNS)]))
+        return tsec, run, keys, True
+
     def quarantine_fragment(self, origin: str, reader: LineReader, why: str) -> Batch | None:
         """An incomplete last line that will never be completed (its file was rotated away
         or truncated): kept in quarantine, never silently dropped."""
@@ -244,7 +236,7 @@ class LogSink:
             SOURCE_QUEUE_LOG, origin, reader.offset, reader.line_no + 1, why,
             rest.decode("utf-8", "backslashreplace"), time.time())])
 
-    async def put(self, batch: Batch | PreparedBatch) -> None:
+    async def put(self, batch: Batch) -> None:
         self.stats.add(await self.store.write(batch))
 
 
@@ -252,11 +244,11 @@ class LogSink:
 async def ingest_paths(store: Store, paths: list[str], *, server: str, batch_lines: int,
                        full: bool = False,
                        progress: Callable[[int], None] | None = None,
-                       partner_from_bytes: int = PARTNER_FROM_BYTES) -> IngestStats:
+                       bulk_from_bytes: int = BULK_FROM_BYTES) -> IngestStats:
     """Store the events of each file (plain or .gz), resuming where the store's checkpoint
     for that path says unless `full`. `progress` gets the on-disk bytes read since its
-    last call. A file with `partner_from_bytes` or more left to read is shared with a
-    partner process (partner.py)."""
+    last call. From a file with `bulk_from_bytes` or more left to read on, batches go
+    through the store's bulk writer."""
     stats = IngestStats()
     sink = LogSink(store, server, stats)
     # Events are acyclic tuples freed by reference counting; the cyclic collector would
@@ -266,7 +258,7 @@ async def ingest_paths(store: Store, paths: list[str], *, server: str, batch_lin
         for path in in_time_order(paths):
             try:
                 await _ingest_file(sink, path, batch_lines, full, progress,
-                                   partner_from_bytes)
+                                   bulk_from_bytes)
             except LogFileError:
                 await sink.flush()  # what was read before the error is stored
                 raise
@@ -298,9 +290,9 @@ def in_time_order(paths: list[str]) -> list[str]:
 
 
 async def _ingest_file(sink: LogSink, path: str, batch_lines: int, full: bool,
-                       progress: Callable[[int], None] | None, partner_from_bytes: int) -> None:
+                       progress: Callable[[int], None] | None, bulk_from_bytes: int) -> None:
     try:
-        await _read_file(sink, path, batch_lines, full, progress, partner_from_bytes)
+        await _read_file(sink, path, batch_lines, full, progress, bulk_from_bytes)
     except NotALog as exc:
         raise LogFileError(f"{path}: {exc}") from None
     except OSError as exc:
@@ -308,7 +300,7 @@ async def _ingest_file(sink: LogSink, path: str, batch_lines: int, full: bool,
 
 
 async def _read_file(sink: LogSink, path: str, batch_lines: int, full: bool,
-                     progress: Callable[[int], None] | None, partner_from_bytes: int) -> None:
+                     progress: Callable[[int], None] | None, bulk_from_bytes: int) -> None:
     stream = os.path.abspath(path)
     with open_log(resolve_named(path)) as f:
         fid = file_id(os.fstat(f.fileno()))
@@ -320,8 +312,8 @@ async def _read_file(sink: LogSink, path: str, batch_lines: int, full: bool,
         sink.resume(f, offset)
         reader = LineReader(f, offset, line_no, first)
         done = disk_position(f)
-        if os.fstat(f.fileno()).st_size - done >= partner_from_bytes:  # .gz: compressed size
-            await sink.take_partner()
+        if os.fstat(f.fileno()).st_size - done >= bulk_from_bytes:  # .gz: compressed size
+            await sink.take_bulk_writer()
 
         def advance() -> None:
             nonlocal done

@@ -190,7 +190,9 @@ async def _call_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str 
     else:
         columns, names, sum_params = _sum_columns(kpi, end_of_data)
         keys = "entered_bucket, queue" if group == "bucket" else "''"
-        outcome, group_by = "outcome", f"{keys}, outcome"
+        # PostgreSQL refuses a constant in GROUP BY
+        outcome, group_by = "outcome", "entered_bucket, queue, outcome" if group == "bucket" \
+            else "outcome"
     sql = (f"SELECT {keys}, {outcome}, {columns} FROM queue_calls WHERE {where}"
            f" GROUP BY {group_by}")
     width = 2 if group == "bucket" else 1

@@ -12,6 +12,7 @@
 #   /etc/callkpi/callkpi.toml    the configuration (0640 root:callkpi), only if there is none
 #   /etc/callkpi/listen.env      the AMI secret for callkpi-listen (0600 root:root), empty
 #   /etc/callkpi/email.env       recipients and SMTP password for callkpi-email (0600), empty
+#   /etc/callkpi/store.env       the PostgreSQL password every unit reads (0600), empty
 #   /var/lib/callkpi             the database directory (0750 callkpi:callkpi)
 #   /etc/systemd/system/callkpi-*.service, callkpi-email.timer      the units, not enabled
 #   /usr/share/doc/callkpi       the documentation the units point to
@@ -78,6 +79,7 @@ configuration() {
   env_file listen.env "CALLKPI_AMI_SECRET=<the secret of [callkpi] in /etc/asterisk/manager.conf>"
   env_file email.env "CALLKPI_EMAIL_TO=manager@example.com team-leads@example.com" \
                      "CALLKPI_SMTP_PASSWORD=<the relay password, if [smtp] username is set>"
+  env_file store.env "CALLKPI_STORE_PASSWORD=<the password, if [store] db is a postgresql:// URL>"
   install -d -m 0750 -o "$ACCOUNT" -g "$ACCOUNT" "$STATE"
 }
 

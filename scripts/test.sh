@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite from a fresh clone, real Asterisk and Chromium included:
+# The whole test suite from a fresh clone, real Asterisk, PostgreSQL and Chromium included:
 #   system packages -> virtualenv -> types (mypy) -> sandbox Asterisk (cached in
-#   /var/tmp/callkpi) -> pytest.
+#   /var/tmp/callkpi) -> pytest (which starts a throwaway PostgreSQL cluster for the run and
+#   stops it at the end).
 # Extra arguments go to pytest (e.g. scripts/test.sh -k store).
 set -euo pipefail
 cd "$(dirname "$0")/.."

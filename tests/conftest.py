@@ -1,20 +1,110 @@
 """Shared fixtures; and in CI (env CI set) a skipped test fails the run: every part of
-callkpi, the real-Asterisk and browser tests included, must actually run there."""
+callkpi, the real-Asterisk, PostgreSQL and browser tests included, must actually run there.
+
+Backends: a test that uses `store`, `store_url` or `make_store_url` runs on the backends its
+`pytest.mark.backends(...)` names (module or test), SQLite alone where it names none
+(`--all-backends`: both, to see what those tests need to pass on PostgreSQL). PostgreSQL
+tests share one throwaway cluster per run (callkpi.testing.pgcluster: initdb in a temporary
+directory, a free loopback port, stopped at the end), each test in its own new database.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable, Iterator
 
 import pytest
 
 from callkpi.store import Store, open_store
+from callkpi.testing.pgcluster import Cluster, ClusterError
+
+BACKENDS = ("sqlite", "postgresql")
+TEMPLATE = "callkpi_template"  # a migrated store: each test's database is a copy of it
+_names = itertools.count(1)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--all-backends", action="store_true",
+                     help="run every test that uses a store on SQLite and on PostgreSQL")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "backends(*names): the store backends the module's store tests run on")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("backends")
+    if marker:
+        names = marker.args
+    else:
+        names = BACKENDS if metafunc.config.getoption("--all-backends") else ("sqlite",)
+    metafunc.parametrize("backend", names, scope="function")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    try:
+        cluster = Cluster().start()
+    except ClusterError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL test cluster unavailable: {exc}")
+        pytest.skip(f"PostgreSQL test cluster unavailable: {exc}")
+    try:
+        cluster.sql(f"CREATE DATABASE {TEMPLATE}")
+        _migrate(cluster.url(TEMPLATE))
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _migrate(url: str) -> None:
+    import asyncio
+
+    async def run() -> None:
+        store = await open_store(url)
+        await store.close()
+
+    asyncio.run(run())
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await open_store(tmp_path / "callkpi.db")
+def make_store_url(request: pytest.FixtureRequest, backend: str,
+                   tmp_path) -> Iterator[Callable[..., str]]:
+    """Makes the URL of a new store of the test's backend at each call; `empty=True`: a
+    database with no schema yet (PostgreSQL; a SQLite file is always new)."""
+    created: list[str] = []
+    cluster = request.getfixturevalue("pg_cluster") if backend == "postgresql" else None
+
+    def make(empty: bool = False) -> str:
+        n = next(_names)
+        if cluster is None:
+            return f"sqlite://{tmp_path / f'callkpi-{n}.db'}"
+        name = f"test_{os.getpid()}_{n}"
+        cluster.sql(f"CREATE DATABASE {name}"
+                    + ("" if empty else f" TEMPLATE {TEMPLATE} STRATEGY FILE_COPY"))
+        created.append(name)
+        return cluster.url(name)
+
+    yield make
+    for name in created:
+        assert cluster is not None
+        cluster.sql(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def store_url(make_store_url: Callable[..., str]) -> str:
+    """The URL of a new store of the test's backend."""
+    return make_store_url()
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = await open_store(store_url)
     yield s
     await s.close()
 

@@ -26,8 +26,8 @@ SAMPLE_DAY = ["--from", "2026-11-24", "--to", "2026-11-24"]
 QUEUE_LOG = "/var/log/asterisk/queue_log"
 CONFIG = ["--config", "/etc/callkpi/callkpi.toml"]
 PATHS = ["/etc/callkpi", "/etc/callkpi/callkpi.toml", "/etc/callkpi/listen.env",
-         "/etc/callkpi/email.env", "/var/lib/callkpi", "/opt/callkpi", "/usr/local/bin/callkpi",
-         "/usr/share/doc/callkpi"]
+         "/etc/callkpi/email.env", "/etc/callkpi/store.env", "/var/lib/callkpi",
+         "/opt/callkpi", "/usr/local/bin/callkpi", "/usr/share/doc/callkpi"]
 
 
 def main(base: Path, scratch: Path, wheels: Path, debs: Path, source: Path) -> None:

@@ -1,15 +1,18 @@
 """The survey server over real sockets: a fake Asterisk (callkpi/testing/fakeasterisk.py) plays
-scripted callers against `AgiServer`, and the rows in a real SQLite store are checked."""
+scripted callers against `AgiServer`, and the rows in a real store (SQLite and PostgreSQL) are
+checked."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
 import sqlite3
 import time
 
+import psycopg
 import pytest
 
 from agi_plugin import survey as survey_module
@@ -19,6 +22,9 @@ from agi_plugin.survey import load_questions
 from callkpi.config import Config, ConfigError
 from callkpi.events import SOURCE_AGI, Kind, make_event
 from callkpi.store import Batch
+from callkpi.store_postgres import connection_params
+
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 UID = "1795491290.7"
 LINKED = "1795491290.5"
@@ -37,13 +43,15 @@ def make_config(**survey) -> Config:
 
 
 @pytest.fixture
-async def serve(store):
+async def serve(store, tmp_path):
     """serve(config=None, **kwargs) -> a started AgiServer on a free loopback port."""
     servers = []
 
     async def start(config: Config | None = None, **kwargs) -> AgiServer:
         config = config or make_config()
-        config.store.db = store.path  # the spool goes beside it
+        config.store.db = store.path  # a file store's spool goes beside it
+        if "://" in store.path and not config.agi.spool:  # a server's: it needs its own
+            config.agi.spool = str(tmp_path / "spool")
         server = await AgiServer(config, store, **kwargs).start()
         servers.append(server)
         return server
@@ -381,17 +389,33 @@ async def test_callers_never_wait_for_the_stores_write_lock(serve, store):
     """An ingest or a report holding the write lock for seconds delays the answers' arrival in
     the store, never the caller: the survey ends while the lock is still held."""
     server = await serve()
-    blocker = sqlite3.connect(store.path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")  # what a big ingest batch does
-    try:
+    async with write_lock_held(store):
         call = await caller(["4", "2"]).run("127.0.0.1", server.port)
         assert call.commands[-1].startswith("STREAM FILE auth-thankyou")
         assert server.writer.pending == 2 and await brief(store) == []
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
     await finished(server, timeout_s=60)
     assert await brief(store) == [("q1", "4", "answered"), ("q2", "2", "answered")]
+
+
+@contextlib.asynccontextmanager
+async def write_lock_held(store):
+    """What a big ingest batch does: SQLite's write lock, PostgreSQL's write-sequence row."""
+    if "://" not in store.path:
+        blocker = sqlite3.connect(store.path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        return
+    params = {**connection_params(store.path), "autocommit": False}
+    async with await psycopg.AsyncConnection.connect(**params) as conn:
+        await conn.execute("SELECT seq FROM write_seq FOR UPDATE")
+        try:
+            yield
+        finally:
+            await conn.rollback()
 
 
 async def test_a_call_is_surveyed_once(serve, store, caplog):

@@ -104,6 +104,7 @@ def test_configuration_and_directories(installed: dict[str, Any]) -> None:
         "/etc/callkpi/callkpi.toml": "640 root callkpi regular file",
         "/etc/callkpi/listen.env": "600 root root regular file",
         "/etc/callkpi/email.env": "600 root root regular file",
+        "/etc/callkpi/store.env": "600 root root regular file",
         "/var/lib/callkpi": "750 callkpi callkpi directory",
         "/opt/callkpi": "755 root root directory",
         "/usr/local/bin/callkpi": "777 root root symbolic link",

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,9 +25,10 @@ from callkpi.cli import cli
 from callkpi.events import KEY_COLUMNS, Kind
 from callkpi.store import Batch
 from callkpi.store import open_store
-from log_fixture import generate_log, snapshot
-from queue_log_parser.ingest import PARTNER_FROM_BYTES, ingest_paths
+from log_fixture import durable_checkpoint, generate_log, snapshot
+from queue_log_parser.ingest import BULK_FROM_BYTES, ingest_paths
 
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "examples"
 SAMPLE = EXAMPLES / "queue_log.sample"
@@ -123,11 +125,12 @@ VALID = st.sampled_from(SAMPLE.read_text().splitlines())
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(before=VALID, junk=st.binary(max_size=300), after=VALID)
 async def test_arbitrary_bytes_never_crash_nor_lose_the_lines_around_them(tmp_path_factory,
+                                                                          make_store_url,
                                                                           before, junk, after):
     tmp = tmp_path_factory.mktemp("prop")
     log = tmp / "queue_log"
     log.write_bytes(before.encode() + b"\n" + junk + b"\n" + after.encode() + b"\n")
-    store = await open_store(tmp / "p.db")
+    store = await open_store(make_store_url())
     try:
         result = await ingest(store, log)
         keys = {tuple(r) for r in await store.fetch_all(
@@ -178,57 +181,58 @@ def test_cli_summary_missing_file_and_db_option(tmp_path):
 
 
 # ---------------------------------------------------------------- kill -9 mid-ingest
-def durable_offset(db: Path) -> int:
-    """The checkpoint another process has committed (plain sqlite3: the store's migration
-    must not race the ingest's own)."""
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            found = conn.execute("SELECT offset FROM checkpoints").fetchall()
-    except sqlite3.OperationalError:  # not created yet
-        return 0
-    return found[0][0] if found else 0
+def durable_offset(url: str) -> int:
+    return durable_checkpoint(url, "offset")
 
 
-def partner_processes(db: Path) -> list[int]:
+def partner_processes(url: str) -> list[int]:
+    """The SQLite bulk writer's partner processes writing to `url`."""
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             args = cmdline.read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"queue_log_parser.partner" in args and str(db).encode() in args:
+        if b"callkpi.store_sqlite_bulk" in args and url.removeprefix("sqlite://").encode() in args:
             found.append(int(cmdline.parent.name))
     return found
 
 
-def run_ingest(db: Path, log: Path) -> subprocess.Popen:
+def run_ingest(url: str, log: Path) -> subprocess.Popen:
     env = {**os.environ, "CALLKPI_CONFIG": os.devnull, "CALLKPI_SERVER_NAME": "pbx",
            "CALLKPI_QUEUE_LOG_BATCH_LINES": "5000"}
-    return subprocess.Popen([str(CALLKPI), "ingest", "--db", str(db), str(log)], env=env,
+    return subprocess.Popen([str(CALLKPI), "ingest", "--db", url, str(log)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-async def test_kill_9_mid_ingest_then_rerun_gives_the_same_store(tmp_path):
+async def test_kill_9_mid_ingest_then_rerun_gives_the_same_store(tmp_path, make_store_url,
+                                                                backend):
+    """Killed at three points of its way (the first time with its bulk writer's partner
+    process, on SQLite), the ingest's reruns leave what one uninterrupted run leaves."""
     log = tmp_path / "queue_log"
     generate_log(log, 150_000, seed=3)
-    assert log.stat().st_size >= PARTNER_FROM_BYTES  # the partner process is killed too
+    assert log.stat().st_size >= BULK_FROM_BYTES  # the bulk writer is killed too
     with log.open("ab") as f:
         f.write(b"junk line\n1|1.1|q|NONE|ABANDON|x|1|2\n")  # quarantine rows too
-    clean, killed = tmp_path / "clean.db", tmp_path / "killed.db"
+    clean, killed = make_store_url(), make_store_url()
     assert run_ingest(clean, log).wait(120) == 0
-    proc = run_ingest(killed, log)
-    deadline = time.monotonic() + 60
-    while not (durable_offset(killed) and partner_processes(killed)):
-        assert time.monotonic() < deadline, "the ingest never got going"
-        time.sleep(0.01)  # kill it once some batches are durable, before the end
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    deadline = time.monotonic() + 5
-    while partner_processes(killed) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not partner_processes(killed)  # it died with its parent: no write after this
+    size = log.stat().st_size
+    for eighths in (1, 3, 5):
+        partner = backend == "sqlite" and size - durable_offset(killed) >= BULK_FROM_BYTES
+        proc = run_ingest(killed, log)
+        deadline = time.monotonic() + 60
+        # kill it once that much is durable, before the end
+        while not (durable_offset(killed) > size * eighths // 8
+                   and (not partner or partner_processes(killed))):
+            assert proc.poll() is None, "the ingest ended before it was killed"
+            assert time.monotonic() < deadline, "the ingest never got going"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while partner_processes(killed) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not partner_processes(killed)  # it died with its parent: no write after this
     partial = await snapshot(killed)
     assert partial[2] and partial[2][0][3] < log.stat().st_size  # it was killed mid-way
     assert run_ingest(killed, log).wait(120) == 0

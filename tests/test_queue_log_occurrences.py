@@ -24,9 +24,9 @@ from callkpi.events import (
     base_discr,
     number_occurrences,
 )
+from callkpi import store_sqlite_bulk
 from callkpi.store import Batch, open_store
 from log_fixture import generate_log, snapshot
-from queue_log_parser import partner as partner_module
 from queue_log_parser import tailer
 from queue_log_parser.ingest import Follower, IngestStats, LogSink, ingest_paths
 from queue_log_parser.parser import LineParser
@@ -207,12 +207,12 @@ async def stored_kinds(db: Path) -> Counter:
 
 
 async def ingest(db: Path, *paths: Path, full: bool = False, batch_lines: int = 3,
-                 partner_from_bytes: int = 1 << 62) -> IngestStats:
+                 bulk_from_bytes: int = 1 << 62) -> IngestStats:
     store = await open_store(db)
     try:
         return await ingest_paths(store, [str(p) for p in paths], server="pbx",
                                   batch_lines=batch_lines, full=full,
-                                  partner_from_bytes=partner_from_bytes)
+                                  bulk_from_bytes=bulk_from_bytes)
     finally:
         await store.close()
 
@@ -308,14 +308,14 @@ async def test_tail_across_a_rotation_in_the_middle_of_the_second(tmp_path):
     assert await store_keys(tmp_path / "tail.db") == await store_keys(whole)
 
 
-async def test_a_partner_process_numbers_on_from_the_batch_before(tmp_path, monkeypatch):
-    ready = partner_module.Partner.ready
+async def test_a_bulk_writers_partner_process_numbers_on_from_the_batch_before(tmp_path, monkeypatch):
+    ready = store_sqlite_bulk.Partner.ready
 
     def ready_once_started(self):  # use the partner from the first batch (see its tests)
         self._conn.poll(120)
         return ready(self)
 
-    monkeypatch.setattr(partner_module.Partner, "ready", ready_once_started)
+    monkeypatch.setattr(store_sqlite_bulk.Partner, "ready", ready_once_started)
     log = tmp_path / "queue_log"
     generate_log(log, 3_000, seed=11)
     lines = log.read_text().splitlines(keepends=True)
@@ -323,7 +323,7 @@ async def test_a_partner_process_numbers_on_from_the_batch_before(tmp_path, monk
         lines[at:at] = REENTER
     log.write_text("".join(lines))
     await ingest(tmp_path / "alone.db", log)
-    await ingest(tmp_path / "shared.db", log, partner_from_bytes=0)
+    await ingest(tmp_path / "shared.db", log, bulk_from_bytes=0)
     assert await snapshot(tmp_path / "shared.db") == await snapshot(tmp_path / "alone.db")
     assert await stored_kinds(tmp_path / "shared.db") == {Kind.ENTER_QUEUE: 4,
                                                           Kind.EXIT_EMPTY: 4}

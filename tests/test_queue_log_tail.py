@@ -6,14 +6,18 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from callkpi.events import KEY_COLUMNS
+from log_fixture import durable_checkpoint
 from queue_log_parser.ingest import Follower, IngestStats, LogSink
+
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 SAMPLE = Path(__file__).parent.parent / "examples" / "queue_log.sample"
 LINES = SAMPLE.read_text().splitlines(keepends=True)
@@ -147,28 +151,23 @@ async def test_an_unfinished_line_of_a_rotated_file_is_quarantined_not_lost(stor
     assert len(await stored(store)) == 4
 
 
-def stored_lines(db: Path, want: int, timeout: float = 30) -> int:
+def stored_lines(url: str, want: int, timeout: float = 30) -> int:
     """Wait until another process's tail has durably stored `want` lines."""
     deadline, line_no = time.monotonic() + timeout, 0
     while time.monotonic() < deadline:
-        try:
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-                found = conn.execute("SELECT line_no FROM checkpoints").fetchall()
-            line_no = found[0][0] if found else 0
-        except sqlite3.OperationalError:  # not created yet
-            pass
+        line_no = durable_checkpoint(url, "line_no")
         if line_no >= want:
             break
         time.sleep(0.02)
     return line_no
 
 
-def test_cli_tail_stores_as_it_goes_and_exits_0_on_sigterm(tmp_path):
-    log, db = tmp_path / "queue_log", tmp_path / "t.db"
+def test_cli_tail_stores_as_it_goes_and_exits_0_on_sigterm(tmp_path, store_url):
+    log, db = tmp_path / "queue_log", store_url
     log.write_text("".join(LINES[:5]))
     env = {**os.environ, "CALLKPI_CONFIG": os.devnull, "CALLKPI_QUEUE_LOG_POLL_S": "0.05",
            "CALLKPI_SERVER_NAME": "pbx"}
-    proc = subprocess.Popen([str(CALLKPI), "tail", "--db", str(db), str(log)], env=env,
+    proc = subprocess.Popen([str(CALLKPI), "tail", "--db", db, str(log)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert stored_lines(db, 5) == 5
@@ -183,7 +182,7 @@ def test_cli_tail_stores_as_it_goes_and_exits_0_on_sigterm(tmp_path):
 
 
 def test_cli_tail_defaults_to_the_configured_path_and_rejects_a_missing_directory(tmp_path):
-    log, db = tmp_path / "queue_log", tmp_path / "t.db"
+    log, db = tmp_path / "queue_log", f"sqlite://{tmp_path / 't.db'}"
     env = {**os.environ, "CALLKPI_CONFIG": os.devnull, "CALLKPI_QUEUE_LOG_POLL_S": "0.05",
            "CALLKPI_QUEUE_LOG_PATH": str(log)}
     proc = subprocess.Popen([str(CALLKPI), "tail", "--db", str(db)], env=env,

@@ -1,15 +1,18 @@
-"""A partner process for a big backfill: it parses and stores every other batch of lines.
+"""The SQLite store's bulk writer: a backfill's batches shared with a partner process.
 
 SQLite takes one writer at a time and a batch takes about as long to parse as to store, so
 one process alone leaves the second core idle for half the ingest. With a partner, the two
 processes take turns at the store and each parses its next batch while the other stores.
-The batches still commit in file order: the partner stores a batch only once told that
-every batch before it is stored (`go`), and this process stores its own only once the partner
-has reported the one before it. A checkpoint therefore never passes a batch that is not
-stored, and a kill -9 of either process leaves what a one-process ingest would have left.
-Events that repeat a key within a second are numbered in file order across the two
-(callkpi.events.number_occurrences): each batch goes with the occurrences before it, and this
-process counts those after it from the batch's last second alone, without waiting.
+The batches still commit in the order they were put: the partner stores a batch only once
+told that every batch before it is stored (`go`), and this process stores its own only once
+the partner has reported the one before it. A checkpoint therefore never passes a batch that
+is not stored, and a kill -9 of either process leaves what a one-process ingest would have
+left. While one process writes, the other copies the WAL into the database (`upkeep`),
+which would otherwise land on a commit.
+
+Measured against the other design, one writer fed by a pool of parsing processes, the
+partner is faster on two cores: a pool's parsed events must be unpickled by the writer,
+~0.6 µs a row on the writer's critical path (docs/scaling.md).
 
 On Linux the partner dies with its parent (PR_SET_PDEATHSIG), so an orphan never writes
 after a rerun has started.
@@ -27,57 +30,108 @@ import socket
 import subprocess
 import sys
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from callkpi.errors import UserError
-from callkpi.events import Checkpoint, Occurrences
-from callkpi.store import Batch, WriteResult
-from callkpi.store import open_store
-from queue_log_parser.tailer import LineBatch
+from callkpi.store import Parse, StoreError, WriteResult
+
+if TYPE_CHECKING:
+    from callkpi.store_sqlite import SqliteStore, _Prepared
 
 GO = "go"
 PR_SET_PDEATHSIG = 1
 
 
-class PartnerError(UserError):
+class PartnerError(StoreError):
     """The partner process failed or died; everything before its batch is stored."""
 
 
-class Partner:
-    """This side of the partner process: hands it batches and takes turns with it."""
+class SqliteBulkWriter:
+    """Takes turns at the store with a partner process once it is up (~0.2 s); until then,
+    parses and writes alone."""
 
-    def __init__(self, db_path: str, server: str) -> None:
+    def __init__(self, store: "SqliteStore", parse: Parse) -> None:
+        self.store = store
+        self.parse = parse
+        self.partner = Partner(store.path, parse)
+        self._partners_turn = True
+        self._mine: _Prepared | None = None  # to be written after the partner's batch
+        self._result = WriteResult()
+
+    async def put(self, job: Any) -> None:
+        if not self.partner.ready():
+            self._result.add(await self.store.write(self.parse(job)))
+            return
+        if self._partners_turn:
+            self.partner.hand(job)  # it parses while we write ours
+            await self._write_mine()
+            await self.partner.go()
+            await self.store.upkeep()  # while the partner writes
+        else:
+            self._mine = self.store.prepare(self.parse(job))
+        self._partners_turn = not self._partners_turn
+
+    async def flush(self) -> WriteResult:
+        await self._write_mine()
+        await self._partner_done()
+        result, self._result = self._result, WriteResult()
+        return result
+
+    async def _write_mine(self) -> None:
+        """Write our parsed batch once the partner has stored the one before it."""
+        if self._mine is not None:
+            await self._partner_done()
+            mine, self._mine = self._mine, None
+            self._result.add(await self.store.write_prepared(mine))
+
+    async def _partner_done(self) -> None:
+        while self.partner.storing:
+            self._result.add(await self.partner.stored())
+
+    async def close(self) -> None:
+        await self.partner.close()
+
+
+@contextlib.asynccontextmanager
+async def bulk_writer(store: "SqliteStore", parse: Parse) -> AsyncIterator[SqliteBulkWriter]:
+    async with store.deferred_upkeep():
+        writer = SqliteBulkWriter(store, parse)
+        try:
+            yield writer
+        finally:
+            await writer.close()
+
+
+class Partner:
+    """This side of the partner process: hands it jobs and takes turns with it."""
+
+    def __init__(self, db_path: str, parse: Parse) -> None:
         # A fresh interpreter (not fork: this process has aiosqlite's threads running; not
         # multiprocessing's spawn: it would re-run the caller's __main__), talking pickled
         # messages over a socket pair. Its own session: a Ctrl-C stops this process, which
         # then stops the partner, rather than both at once.
         ours, theirs = socket.socketpair()
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "queue_log_parser.partner", str(theirs.fileno()),
-             db_path, server, str(os.getpid())],
+            [sys.executable, "-m", __name__, str(theirs.fileno()), db_path, str(os.getpid())],
             pass_fds=(theirs.fileno(),), start_new_session=True)
         theirs.close()
         self._conn = Connection(ours.detach())
+        self._conn.send(parse)
         self._handing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._handing.set_result(None)
         self._ready = False
         self.storing = 0  # batches the partner was told to store and has not reported
 
     def ready(self) -> bool:
-        """Has the partner started? Does not wait: until then, this process goes on
-        alone."""
+        """Has the partner started? Does not wait: until then, this process goes on alone."""
         if not self._ready and self._conn.poll():
             self._receive("ready")  # (or why it could not start)
             self._ready = True
         return self._ready
 
-    def hand(self, origin: str, batch: LineBatch, checkpoint: Checkpoint,
-             occurrences: Occurrences) -> None:
-        """Give the partner the next batch to parse, numbering its events on from
-        `occurrences` (it stores it when told `go`). Sent from a thread: the partner reads it
-        only when it has finished what it is doing."""
-        self._handing = asyncio.ensure_future(
-            asyncio.to_thread(self._send, (origin, batch, checkpoint, occurrences)))
+    def hand(self, job: Any) -> None:
+        """Give the partner the next job to parse (it stores it when told `go`). Sent from a
+        thread: the partner reads it only when it has finished what it is doing."""
+        self._handing = asyncio.ensure_future(asyncio.to_thread(self._send, job))
 
     async def go(self) -> None:
         """Every batch before the one handed last is stored: the partner may store it."""
@@ -88,7 +142,7 @@ class Partner:
     async def stored(self) -> WriteResult:
         """Wait for the partner's report of the oldest batch it was told to store."""
         # the partner answers in its own time: wait off the event loop
-        result = await asyncio.to_thread(self._receive, "stored")
+        result: WriteResult = await asyncio.to_thread(self._receive, "stored")
         self.storing -= 1
         return result
 
@@ -141,12 +195,12 @@ class Partner:
 
 
 # ---------------------------------------------------------------- the partner process
-def serve(conn: Connection, db_path: str, server: str, parent: int) -> None:
-    """The partner's whole life: parse each batch handed over, store it on `go`."""
+def serve(conn: Connection, db_path: str, parent: int) -> None:
+    """The partner's whole life: parse each job handed over, store it on `go`."""
     _die_with(parent)
-    gc.disable()  # as in the parent's ingest: events are acyclic, freed by refcount
+    gc.disable()  # as in a backfill: events are acyclic, freed by reference counting
     try:
-        asyncio.run(_serve(conn, db_path, server))
+        asyncio.run(_serve(conn, db_path))
     except (EOFError, OSError):
         pass  # the parent is gone: it reports, not us
     except Exception as exc:  # told to the parent, which prints it as one line
@@ -154,28 +208,26 @@ def serve(conn: Connection, db_path: str, server: str, parent: int) -> None:
             conn.send(("failed", f"{type(exc).__name__}: {exc}"))
 
 
-async def _serve(conn: Connection, db_path: str, server: str) -> None:
-    from queue_log_parser.ingest import IngestStats, LogSink  # ingest imports this module
+async def _serve(conn: Connection, db_path: str) -> None:
+    from callkpi.store_sqlite import SqliteStore
 
-    store = await open_store(db_path)
-    async with store, store.bulk_writes():
-        sink = LogSink(store, server, IngestStats())
+    parse: Parse = conn.recv()
+    store = await SqliteStore.open(db_path)
+    async with store, store.deferred_upkeep():
         conn.send(("ready", None))
         # Blocking receives are fine here: this process has nothing else to do meanwhile.
-        while (message := conn.recv()) is not None:
-            origin, batch, checkpoint, occurrences = message
-            events, quarantined = sink.parse(batch, origin, occurrences)
-            prepared = store.prepare(Batch(events, quarantined, checkpoint=checkpoint))
+        while (job := conn.recv()) is not None:
+            prepared = store.prepare(parse(job))
             if conn.recv() is None:  # the parent stopped before this batch's turn
                 return
-            result = await store.write(prepared)
+            result = await store.write_prepared(prepared)
             conn.send(("stored", result))
             await store.upkeep()  # while the parent writes
 
 
 def main(argv: list[str]) -> None:
-    fd, db_path, server, parent = argv
-    serve(Connection(int(fd)), db_path, server, int(parent))
+    fd, db_path, parent = argv
+    serve(Connection(int(fd)), db_path, int(parent))
 
 
 def _die_with(parent: int) -> None:
@@ -188,3 +240,4 @@ def _die_with(parent: int) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+
