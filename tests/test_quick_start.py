@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from agi_plugin.spool import read_segment
+from simulator.truth import Truth
+
 ROOT = Path(__file__).parent.parent
 BIN = Path(sys.executable).parent  # this checkout's venv: the README's .venv/bin
 
@@ -58,3 +61,28 @@ def test_the_quick_start_report_shows_every_kpi(tmp_path, zone):
     page = (tmp_path / "report.html").read_text()
     for shown in ('data-kpi="csat_pct"', "(settled)", "Agent attrition"):
         assert shown in page, shown
+
+
+def test_the_sample_s_survey_answers_are_what_its_callers_pressed():
+    """The shipped answers against the simulated callers of the same run: each question's
+    stored value and reason is how the caller's last action at it ended (docs/survey.md)."""
+    truth = Truth.read(ROOT / "examples" / "truth-20261202.json")
+    segment = read_segment(ROOT / "examples" / "survey-20261202.jsonl")
+    assert segment.quarantined == []
+    stored = {(e.call_id, e.discr): (e.value, e.reason) for e in segment.events}
+    digits = {"q1": "12345", "q2": "12"}
+    expected = {}
+    for call in truth.calls:
+        for question, action in call.survey.items():
+            if action == "hangup":
+                expected[call.uniqueid, question] = ("", "hangup")
+            elif action == "none":
+                expected[call.uniqueid, question] = ("", "no-response")
+            elif action in digits[question]:
+                expected[call.uniqueid, question] = (action, "answered")
+            else:  # `*` is given as "invalid", another digit as itself
+                expected[call.uniqueid, question] = ("" if action == "invalid" else action,
+                                                     "invalid")
+    assert stored == expected
+    assert {reason for _, reason in stored.values()} == {"answered", "invalid", "hangup",
+                                                          "no-response"}
