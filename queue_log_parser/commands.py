@@ -12,10 +12,10 @@ from typing import Callable
 
 import click
 
+from agi_plugin.spool import SUFFIX, store_spool_files
 from callkpi.cli_common import db_option, get_config, open_configured_store, run
 from callkpi.config import Config
 from callkpi.service import log_to_stderr, run_until_signalled
-from agi_plugin.spool import SUFFIX, store_spool_files
 from callkpi.store import Store, WriteResult
 from queue_log_parser.ingest import IngestStats, LogFileError, ingest_paths, tail_path
 

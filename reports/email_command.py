@@ -115,21 +115,20 @@ def old_spellings(start: dt.date | None, end: dt.date | None, day: dt.date | Non
 
 
 def _deprecated(old: str, new: str) -> None:
-    lang = manager_lang()
+    lang = manager_lang(get_config(click.get_current_context()))
     text = lang.gettext("%(old)s is now %(new)s; the old spelling goes in the next release",
                         old=in_text(old, lang), new=in_text(new, lang))
     click.echo(lang.gettext("Warning: %(text)s", text=text), err=True)
 
 
-def manager_lang() -> Lang:
+def manager_lang(config: Config) -> Lang:
     """The language of the command's messages: the report's ([report] locale, --locale)."""
-    report = get_config(click.get_current_context()).report
-    return get_lang(report.locale, report.calendar)
+    return get_lang(config.report.locale, config.report.calendar)
 
 
 async def email_days(config: Config, days: Sequence[dt.date], recipients: Sequence[str],
                      force: bool, dry_run: bool) -> None:
-    lang = get_lang(config.report.locale, config.report.calendar)
+    lang = manager_lang(config)
     store = await open_configured_store(config, create=False)
     async with store:
         for day in days:
