@@ -38,7 +38,7 @@ from agi_plugin.ratelog import RateLimitedLog
 from callkpi.config import Config, ConfigError
 from callkpi.errors import UserError
 from callkpi.events import COLUMNS, SOURCE_AGI, CallEvent, CallLink, Quarantined
-from callkpi.store import Batch, Store
+from callkpi.store import Batch, Store, WriteResult
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -175,6 +175,24 @@ def read_segment(path: Path) -> Segment:
                 segment.links.extend(links)
             position += len(raw)
     return segment
+
+
+async def store_spool_files(store: Store, paths: Sequence[Path], server: str) -> WriteResult:
+    """Survey answers in the spool's line format into the store (`callkpi ingest FILE.jsonl`):
+    the segments of a spool no server will drain (its store moved: a SQLite spool sits beside
+    the old file), or a copy of one. Every answer is stored as `server`'s, as an ingested
+    queue_log line is; an answer stored already is skipped (its natural key), an unreadable
+    line quarantined with its file and line number."""
+    result = WriteResult()
+    for path in paths:
+        segment = read_segment(path)
+        events = [e._replace(server=server) for e in segment.events]
+        links = [link._replace(server=server) for link in segment.links]
+        for lo in range(0, max(len(events), 1), BATCH_ANSWERS):
+            result.add(await store.write(Batch(
+                events=events[lo:lo + BATCH_ANSWERS], links=links if lo == 0 else (),
+                quarantined=segment.quarantined if lo == 0 else ())))
+    return result
 
 
 class AnswerWriter:

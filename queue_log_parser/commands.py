@@ -1,4 +1,5 @@
-"""`callkpi ingest` and `callkpi tail`: thin shells over queue_log_parser.ingest."""
+"""`callkpi ingest` and `callkpi tail`: thin shells over queue_log_parser.ingest (and, for
+survey answers in the spool's format, agi_plugin.spool)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ import asyncio
 import functools
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 import click
 
+from agi_plugin.spool import SUFFIX, store_spool_files
 from callkpi.cli_common import db_option, get_config, open_configured_store, run
 from callkpi.config import Config
 from callkpi.service import log_to_stderr, run_until_signalled
-from callkpi.store import Store
+from callkpi.store import Store, WriteResult
 from queue_log_parser.ingest import IngestStats, LogFileError, ingest_paths, tail_path
 
 
@@ -25,14 +28,21 @@ from queue_log_parser.ingest import IngestStats, LogFileError, ingest_paths, tai
 @click.pass_context
 def ingest(ctx: click.Context, paths: tuple[str, ...], full: bool) -> None:
     """Store the events of queue_log files (plain or rotated .gz), resuming where the last
-    run stopped; events already stored are skipped."""
+    run stopped, and the survey answers of *.jsonl files (the survey server's spool
+    format); events already stored are skipped."""
     config = get_config(ctx)
     log_to_stderr()  # what the reading says about the files: a link resolved, a FIFO refused
     for path in paths:
         if not os.path.exists(path):
             raise LogFileError(f"{path}: no such file")
-    stats = run(ingest_with_progress(config, list(paths), full))
-    click.echo(stats.summary())
+    answers = [path for path in paths if path.endswith(SUFFIX)]
+    logs = [path for path in paths if not path.endswith(SUFFIX)]
+    if logs:
+        click.echo(run(ingest_with_progress(config, logs, full)).summary())
+    if answers:
+        stored = run(ingest_answers(config, answers))
+        click.echo(f"survey answers stored {stored.stored}, duplicates skipped "
+                   f"{stored.duplicates}, quarantined {stored.quarantined}")
 
 
 async def ingest_with_progress(config: Config, paths: list[str], full: bool) -> IngestStats:
@@ -43,6 +53,16 @@ async def ingest_with_progress(config: Config, paths: list[str], full: bool) -> 
         size = sum(os.path.getsize(p) for p in paths)
         with click.progressbar(length=size, label="ingesting", file=sys.stderr) as bar:
             return await _ingest(store, config, paths, full, bar.update)
+
+
+async def ingest_answers(config: Config, paths: list[str]) -> WriteResult:
+    store = await open_configured_store(config, create=True)
+    async with store:
+        try:
+            return await store_spool_files(store, [Path(p) for p in paths],
+                                           config.server.name)
+        except OSError as exc:
+            raise LogFileError(f"{exc.filename}: {exc.strerror}") from None
 
 
 async def _ingest(store: Store, config: Config, paths: list[str], full: bool,

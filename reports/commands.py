@@ -21,7 +21,9 @@ from callkpi.config import Config
 from callkpi.store import Store
 from reports import roster
 from reports.facts import FactsResult, known_queues, queue_seen, refresh_facts
+from reports.i18n import lang as get_lang
 from reports.kpis import INTERVALS, ReportError, build_report, check_request
+from reports.notices import report_warnings, report_written
 from reports.options import language_options
 from reports.render_csv import TABLES
 
@@ -50,10 +52,14 @@ def report(ctx: click.Context, start: dt.date, end: dt.date, queue: str | None,
     config = get_config(ctx)
     data = run(_report(config, start, end, queue, interval))
     text = render(data, fmt, csv_table, config)
+    lang = get_lang(config.report.locale, data["period"]["calendar"])
     if output:
         write_output(output, text)
+        click.echo(report_written(output, lang))
     else:
         click.echo(text, nl=False)
+    for warning in report_warnings(data, lang):
+        click.echo(warning, err=True)
 
 
 async def _report(config: Config, start: dt.date, end: dt.date, queue: str | None,

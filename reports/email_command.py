@@ -19,8 +19,10 @@ from callkpi.cli_common import (
     run,
 )
 from callkpi.config import Config, ConfigError
+from reports.i18n import Lang, lang as get_lang
 from reports.kpis import report_timezone
 from reports.mailer import BEING_SENT, SENT_NOW, Outcome, send_report, write_report_eml
+from reports.notices import day_in_text, in_text
 from reports.options import language_options
 
 
@@ -113,35 +115,48 @@ def old_spellings(start: dt.date | None, end: dt.date | None, day: dt.date | Non
 
 
 def _deprecated(old: str, new: str) -> None:
-    click.echo(f"Warning: {old} is now {new}; the old spelling goes in the next release",
-               err=True)
+    lang = manager_lang(get_config(click.get_current_context()))
+    text = lang.gettext("%(old)s is now %(new)s; the old spelling goes in the next release",
+                        old=in_text(old, lang), new=in_text(new, lang))
+    click.echo(lang.gettext("Warning: %(text)s", text=text), err=True)
+
+
+def manager_lang(config: Config) -> Lang:
+    """The language of the command's messages: the report's ([report] locale, --locale)."""
+    return get_lang(config.report.locale, config.report.calendar)
 
 
 async def email_days(config: Config, days: Sequence[dt.date], recipients: Sequence[str],
                      force: bool, dry_run: bool) -> None:
+    lang = manager_lang(config)
     store = await open_configured_store(config, create=False)
     async with store:
         for day in days:
             if dry_run:
                 path = await write_report_eml(store, config, day, recipients, Path.cwd())
-                click.echo(f"{day}: wrote {path}")
+                click.echo(lang.gettext("%(day)s: wrote %(path)s", day=day_in_text(day, lang),
+                                        path=in_text(path, lang)))
             else:
                 say(day, recipients, await send_report(store, config, day, recipients,
-                                                      force=force))
+                                                      force=force), lang)
 
 
-def say(day: dt.date, recipients: Sequence[str], outcome: Outcome) -> None:
-    to = ", ".join(recipients)
+def say(day: dt.date, recipients: Sequence[str], outcome: Outcome, lang: Lang) -> None:
+    _ = lang.gettext
+    shown = {"day": day_in_text(day, lang),
+             "to": lang.comma.join(in_text(r, lang) for r in recipients)}
     if outcome.status == SENT_NOW:
-        click.echo(f"{day}: sent to {to}")
+        click.echo(_("%(day)s: sent to %(to)s", **shown))
         for recipient, reply in outcome.refused.items():
-            click.echo(f"{day}: the relay refused {recipient} ({reply}); the others got it",
-                       err=True)
+            click.echo(_("%(day)s: the relay refused %(recipient)s (%(reply)s); the others "
+                         "got it", recipient=in_text(recipient, lang), reply=in_text(reply, lang),
+                         day=shown["day"]), err=True)
     elif outcome.status == BEING_SENT:
-        click.echo(f"{day}: being sent to {to} by another run ({outcome.sender}); "
-                   "not sent again")
+        click.echo(_("%(day)s: being sent to %(to)s by another run (%(sender)s); not sent "
+                     "again", sender=in_text(outcome.sender, lang), **shown))
     else:
-        click.echo(f"{day}: already sent to {to} (--force sends it again)")
+        click.echo(_("%(day)s: already sent to %(to)s (%(force)s sends it again)",
+                     force=in_text("--force", lang), **shown))
 
 
 def pick_days(config: Config, yesterday: bool, start: dt.date | None, end: dt.date | None

@@ -37,6 +37,13 @@ NBSP = "\u00a0"  # between a number and its unit, so "81.2 %" never breaks acros
 NATIVE_DIGITS = {"arabext": "۰۱۲۳۴۵۶۷۸۹"}
 
 
+# Unicode's explicit bidi formatting characters (embeddings, overrides, isolates, marks):
+# removed from every name, which is isolated by markup or FSI ... PDI instead.
+BIDI_CONTROLS = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068"
+                                       "\u2069\u200e\u200f\u061c"))
+FSI, PDI = "\u2068", "\u2069"  # first-strong isolate ... pop: the plain-text isolate
+
+
 def N_(message: str) -> str:
     """Marks a string for translation where it is defined; it is translated where shown."""
     return message
@@ -205,6 +212,17 @@ def _jalali_names(code: str, which: str) -> list[str]:
         which = "weekdays"
     names: list[str] = getattr(jdatetime.date, f"j_{which}_{suffix}")
     return names
+
+
+def clean(value: Any) -> str:
+    """A name with the bidi controls it may carry removed."""
+    return str(value).translate(BIDI_CONTROLS)
+
+
+def isolate_text(value: Any) -> str:
+    """A name for plain text (mail summary, subject, a command's message): controls removed,
+    Unicode isolate."""
+    return FSI + clean(value) + PDI
 
 
 def lang(code: str = "en", calendar: str = "") -> Lang:

@@ -16,8 +16,7 @@ import base64
 import datetime as dt
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any, Callable
-from zoneinfo import ZoneInfo
+from typing import Any
 
 import css_inline
 import jinja2
@@ -25,7 +24,8 @@ from markupsafe import Markup, escape
 
 from callkpi.config import ReportConfig
 from reports.calendar import JALALI
-from reports.i18n import DASH, NBSP, Lang, N_, lang as get_lang
+from reports.i18n import DASH, NBSP, Lang, N_, clean, isolate_text, lang as get_lang
+from reports.notices import agent_warnings, fcr_known
 
 HEADLINE = (
     ("service_level_pct", N_("Service level")),
@@ -96,30 +96,15 @@ ADVICE = {
 # duration better lower.
 LOWER_BETTER_PCT = {"abandon_rate_pct", "repeat_call_rate_pct", "ivr_hangup_pct",
                     "attrition_pct"}
-# Unicode's explicit bidi formatting characters (embeddings, overrides, isolates, marks):
-# removed from every name, which is isolated by markup instead.
-BIDI_CONTROLS = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068"
-                                       "\u2069\u200e\u200f\u061c"))
-FSI, PDI = "\u2068", "\u2069"  # first-strong isolate ... pop: the plain-text isolate
 MAX_TABLE_ROWS = 62  # rows of the trend and staffing tables (two months of days)
 
 # @media rules cannot be inlined; keeping them lets a phone use the narrow layout.
 _inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
 
 
-def clean(value: Any) -> str:
-    """A name with the bidi controls it may carry removed."""
-    return str(value).translate(BIDI_CONTROLS)
-
-
 def isolate(value: Any) -> Markup:
     """A name for the page: escaped, bidi controls removed, in its own bidi isolate."""
     return Markup("<bdi>%s</bdi>") % escape(clean(value))
-
-
-def isolate_text(value: Any) -> str:
-    """A name for plain text (mail summary, subject): controls removed, Unicode isolate."""
-    return FSI + clean(value) + PDI
 
 
 @lru_cache(maxsize=None)
@@ -199,7 +184,7 @@ def render_text(report: dict[str, Any], *, title: str | None = None,
                        asa=lang.duration(row["asa_s"]),
                        abandoned=lang.pct(row["abandon_rate_pct"])))
     lines += _text_survey(report["survey"], lang)
-    warnings = _agent_warnings(report["warnings"], lang, isolate_text)
+    warnings = agent_warnings(report["warnings"], lang, isolate_text)
     if warnings:
         lines += ["", *warnings]
     return "\n".join(lines).replace(NBSP, " ") + "\n"  # plain text: plain spaces
@@ -311,7 +296,7 @@ def _context(report: dict[str, Any], title: str | None, targets: dict[str, float
         "agents": agents,
         "survey": report["survey"],
         "survey_notes": _survey_notes(report["survey"], lang),
-        "agent_warnings": _agent_warnings(warnings, lang, isolate),
+        "agent_warnings": agent_warnings(warnings, lang, isolate),
         "staffing_unknown": any(r.get("agents_staffed") is None for r in staffing),
         "totals": totals,
         "settings": report["settings"],
@@ -356,7 +341,7 @@ def _fcr_tile(report: dict[str, Any], target: float | None, lang: Lang) -> Tile:
         tile = _tile("fcr_pct", label, value, report["previous_totals"].get("fcr_pct"),
                      target, lang)
         return replace(tile, notes=(survey,))
-    known = _fcr_known(report["period"], report["settings"], lang)
+    known = fcr_known(report["period"], report["settings"], lang)
     settled = report.get("fcr_settled") or {}
     if settled.get("fcr_pct") is None:
         return replace(_tile("fcr_pct", label, None, None, target, lang), value=_("pending"),
@@ -373,19 +358,6 @@ def _fcr_tile(report: dict[str, Any], target: float | None, lang: Lang) -> Tile:
             day=known)))
 
 
-def _fcr_known(period: dict[str, Any], settings: dict[str, Any], lang: Lang) -> str:
-    """When the period's last first contact leaves its repeat window: the period's end plus
-    the window, in the report's zone ("28 Nov 2026"; with the time when not at midnight)."""
-    moment = dt.datetime.fromisoformat(period["end"]) + dt.timedelta(
-        hours=settings["repeat_window_h"])
-    try:
-        moment = moment.astimezone(ZoneInfo(period["timezone"]))
-    except (ValueError, KeyError, OSError):  # an unknown zone: the period's own offset
-        pass
-    shown = lang.date(moment.date())
-    return shown if moment.time() == dt.time() else f"{shown} {lang.time(moment)}"
-
-
 def _survey_notes(survey: dict[str, Any], lang: Lang) -> list[str]:
     """The survey answers CSAT and FCR leave out (docs/kpis.md, rule 16)."""
     notes = []
@@ -400,38 +372,6 @@ def _survey_notes(survey: dict[str, Any], lang: Lang) -> list[str]:
             "%(num)s answers came from a second survey of the same call: not counted.",
             survey["repeat_surveys"]))
     return notes
-
-
-def _agent_warnings(warnings: dict[str, list[str]], lang: Lang,
-                    name: Callable[[str], str]) -> list[str]:
-    """One line for each thing about the agents the log cannot tell (docs/kpis.md, rules
-    14 and 17). `name` isolates a name, a command or a setting: `isolate` for the page
-    (the line is then markup), `isolate_text` for plain text."""
-    lines = []
-    helpers = {"listen": name("callkpi listen"), "setting": name("[agents] names"),
-               "file": name("callkpi.toml")}
-    unknown = warnings.get("staffed_unknown") or []
-    if unknown:
-        lines.append(lang.ngettext(
-            "Staffed time, occupancy and calls per hour unknown for %(num)s agent: the log "
-            "never showed the agent log in during this period (a static member, or one "
-            "logged in before the oldest log callkpi read). %(listen)s learns it from "
-            "Asterisk.",
-            "Staffed time, occupancy and calls per hour unknown for %(num)s agents: the log "
-            "never showed them log in during this period (static members, or logged in "
-            "before the oldest log callkpi read). %(listen)s learns it from Asterisk.",
-            len(unknown), **helpers))
-    interfaces = warnings.get("agents_like_interfaces") or []
-    if interfaces:
-        lines.append(lang.ngettext(
-            "%(num)s agent is named by its member interface (%(example)s), so one person can "
-            "show as two rows: give it its name in %(setting)s in %(file)s, or run "
-            "%(listen)s, which learns the names from Asterisk.",
-            "%(num)s agents are named by their member interface (%(example)s), so one person "
-            "can show as two rows: give them their names in %(setting)s in %(file)s, or run "
-            "%(listen)s, which learns the names from Asterisk.", len(interfaces),
-            example=name(interfaces[0]), **helpers))
-    return lines
 
 
 def _shown_target(key: str, target: float | None, lang: Lang) -> str | None:

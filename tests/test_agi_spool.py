@@ -140,3 +140,40 @@ async def test_a_spool_that_cannot_be_written_keeps_answers_in_memory(store, tmp
     assert await stored(store) == [("1795491290.1", "4")]
     assert "cannot write survey answers to the spool" in caplog.text
     await writer.stop(5)
+
+
+def test_ingest_stores_a_left_spools_answers_once_as_this_pbxs(tmp_path):
+    """`callkpi ingest FILE.jsonl`: a spool no server drains (the store moved) goes into the
+    store under [server] name, as a queue_log does; again, nothing is doubled; a cut line is
+    quarantined with its place; a missing file is one line."""
+    from click.testing import CliRunner
+
+    from callkpi.cli import cli
+
+    segment = tmp_path / "000000000001.jsonl"
+    links = [CallLink("pbx1", "1795491290.1", "1795491290.1", 1795491301.0)]
+    segment.write_bytes(encode(answer(1), links) + encode(answer(2), []) + b'{"event": ["pb')
+    db = tmp_path / "callkpi.db"
+    env = {"CALLKPI_SERVER_NAME": "pbx7"}
+    first = CliRunner().invoke(cli, ["ingest", "--db", str(db), str(segment)], env=env)
+    assert first.exit_code == 0, first.output
+    assert first.output == "survey answers stored 2, duplicates skipped 0, quarantined 1\n"
+    again = CliRunner().invoke(cli, ["ingest", "--db", str(db), str(segment)], env=env)
+    # the cut line is in the quarantine already
+    assert again.output == "survey answers stored 0, duplicates skipped 2, quarantined 0\n"
+
+    async def rows() -> tuple[list[tuple], ...]:
+        from callkpi.store import open_store
+
+        async with await open_store(str(db)) as store:
+            return (await store.fetch_all("SELECT server, call_id, value, source FROM events"
+                                          " ORDER BY call_id"),
+                    await store.fetch_all("SELECT server, uniqueid FROM call_links"),
+                    await store.fetch_all("SELECT origin, line_no FROM quarantine"))
+
+    events, stored_links, quarantined = asyncio.run(rows())
+    assert events == [("pbx7", "1795491290.1", "4", "agi"), ("pbx7", "1795491290.2", "4", "agi")]
+    assert stored_links == [("pbx7", "1795491290.1")]
+    assert {q[1] for q in quarantined} == {3}
+    missing = CliRunner().invoke(cli, ["ingest", "--db", str(db), str(tmp_path / "x.jsonl")])
+    assert missing.exit_code != 0 and "x.jsonl: no such file" in missing.output

@@ -490,3 +490,29 @@ def test_an_unknown_time_zone(cli_config, day):
                      env={"CALLKPI_REPORT_TIMEZONE": "Mars/Olympus"})
     assert result.exit_code == 1
     assert result.stderr == "Error: unknown time zone 'Mars/Olympus' in [report]\n"
+
+
+def test_callkpi_email_tells_the_manager_in_persian(smtp_server, cli_config):
+    """[report] locale = "fa": what the command says is Persian, the day a Jalali date; the
+    addresses and options it names stay as typed, each in its own isolate."""
+    port, inbox = smtp_server()
+    config = str(cli_config(port))
+    env = {"CALLKPI_REPORT_LOCALE": "fa"}
+    args = ["--config", config, "email", "--from", "2026-11-24", "--to", "2026-11-24",
+            "--recipient", "boss@example.com", "--recipient", "team@example.com"]
+    first = callkpi(*args, env=env)
+    assert first.exit_code == 0, first.output
+    assert first.stdout == ("۳ آذر ۱۴۰۵: برای \u2068boss@example.com\u2069، "
+                            "\u2068team@example.com\u2069 فرستاده شد\n")
+    again = callkpi(*args, env=env)
+    assert again.stdout == ("۳ آذر ۱۴۰۵: پیش‌تر برای \u2068boss@example.com\u2069، "
+                            "\u2068team@example.com\u2069 فرستاده شده است (\u2068--force\u2069 "
+                            "آن را دوباره می‌فرستد)\n")
+    old = callkpi("--config", config, "email", "--locale", "fa", "--date", "2026-11-23",
+                  "--recipient", "boss@example.com")
+    assert old.exit_code == 0, old.output
+    assert old.stderr == ("هشدار: \u2068--date DAY\u2069 اکنون \u2068--from DAY --to DAY\u2069 "
+                          "است؛ شکل قدیمی در نسخهٔ بعدی حذف می‌شود\n")
+    messages = first.stdout + again.stdout + old.stdout + old.stderr
+    assert not re.search(r"[A-Za-z0-9]", re.sub("\u2068[^\u2069]*\u2069", "", messages))
+    assert len(inbox.mails) == 2

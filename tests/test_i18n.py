@@ -3,6 +3,7 @@ language's numbers, durations and dates; names isolated from the text around the
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import html
 import re
@@ -51,6 +52,31 @@ def test_every_marked_string_has_a_persian_translation():
     obsolete = [m.id for m in fa if m.id and (m.id if isinstance(m.id, str) else m.id[0])
                 not in messages]
     assert not obsolete, f"translations of strings no longer used: {obsolete}"
+
+
+# what `callkpi report` and `callkpi email` tell the manager who runs them goes through the
+# catalog; the other commands' messages (ingest, agents, facts, ...) are for admins, in English
+MANAGER_MESSAGES = {ROOT / "reports" / "email_command.py": None,
+                    ROOT / "reports" / "commands.py": {"report"}}
+
+
+@pytest.mark.parametrize("path", sorted(MANAGER_MESSAGES), ids=lambda p: p.name)
+def test_the_manager_s_command_messages_are_marked_for_translation(path):
+    """A `click.echo` of `report` or `email` prints a translated text, never a literal or an
+    f-string (the catalog test above then makes sure it has its Persian)."""
+    functions = MANAGER_MESSAGES[path]
+    tree = ast.parse(path.read_text())
+    scopes = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+              and (functions is None or node.name in functions)]
+    assert scopes, path
+    literal = []
+    for scope in scopes:
+        for call in ast.walk(scope):
+            if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                    and call.func.attr == "echo" and call.args
+                    and isinstance(call.args[0], (ast.Constant, ast.JoinedStr, ast.BinOp))):
+                literal.append(f"{path.name}:{call.lineno}")
+    assert not literal, f"echo of text not marked for translation: {literal}"
 
 
 def test_translations_keep_their_placeholders():

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import datetime as dt
 import email
 import email.policy
 import io
 import json
 import re
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
@@ -54,7 +56,7 @@ async def _store(path: str, c: Calls) -> None:
 def invoke(env, *args):
     result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout  # (stderr: the warnings beside the numbers)
 
 
 def numbers(report: dict) -> dict:
@@ -135,8 +137,9 @@ def test_the_nightly_mail_in_persian(loaded, tmp_path, monkeypatch):
     output = invoke(loaded, "email", "--from", "1405-09-03", "--to", "1405-09-03",
                     "--locale", "fa",
                     "--recipient", "manager@example.com", "--dry-run")
-    assert "2026-11-24: wrote" in output
-    raw = (tmp_path / "callkpi-report-2026-11-24.eml").read_bytes()
+    eml = tmp_path / "callkpi-report-2026-11-24.eml"
+    assert output == f"۳ آذر ۱۴۰۵: در \u2068{eml}\u2069 نوشته شد\n"  # the manager's language
+    raw = eml.read_bytes()
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert message["Subject"] == "گزارش مرکز تماس: سه‌شنبه ۳ آذر ۱۴۰۵"
     plain = message.get_body(("plain",)).get_content()
@@ -154,3 +157,27 @@ def test_a_jalali_month_by_mail_is_one_mail_per_day(loaded, tmp_path, monkeypatc
                     "--dry-run")
     assert output.count(": wrote ") == 30
     assert output.splitlines()[0].startswith("2026-11-22: wrote")
+
+
+def latin_outside_names(text: str) -> list[str]:
+    """Latin letters and ASCII digits of a command's message, leaving out what it isolates
+    (paths, addresses, names: U+2068 ... U+2069)."""
+    return re.findall(r"[A-Za-z0-9]+", re.sub("\u2068[^\u2069]*\u2069", "", text))
+
+
+def test_the_report_command_tells_the_manager_in_persian(loaded, tmp_path):
+    """What `report` says to the one who runs it: the file written, and beside the numbers
+    what is not settled yet (here: the period, not over)."""
+    out = tmp_path / "آذر.json"
+    today = dt.datetime.now(ZoneInfo("Asia/Tehran")).date().isoformat()  # never over
+    result = CliRunner().invoke(cli, ["report", "--from", today, "--to", today,
+                                      "--locale", "fa", "-o", str(out)], env=loaded)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"گزارش در \u2068{out}\u2069 نوشته شد\n"
+    warnings = result.stderr.splitlines()
+    assert warnings[0] == "هشدار: این دوره هنوز تمام نشده است: ارقام آن هنوز در حال افزایش‌اند."
+    assert latin_outside_names(result.stdout + result.stderr) == []
+    english = CliRunner().invoke(cli, ["report", "--from", today, "--to", today,
+                                       "-o", str(out)], env=loaded)
+    assert english.stdout == f"report written to {out}\n"
+    assert english.stderr.startswith("Warning: The period is not over yet")

@@ -470,3 +470,27 @@ async def test_the_kpi_layer_s_unknowns_reach_the_page_and_the_mail(store):
     persian = words(render_html(report, locale="fa"))
     assert "۵۰٫۰٪ برای ۲۹ آبان ۱۴۰۵ (قطعی)" in persian
     assert "۲ نخستین تماس این دوره در انتظار، نتیجه در ۷ آذر ۱۴۰۵" in persian
+
+
+def test_what_the_report_command_warns_of_in_both_languages():
+    from reports.i18n import lang
+    from reports.notices import report_warnings
+
+    report = make_report(warnings={"staffed_unknown": ["PJSIP/1005"],
+                                   "agents_like_interfaces": ["PJSIP/1005\u202e"]})
+    report["period"]["generated_at"] = "2026-11-24T15:00:00+01:00"  # the day is not over
+    report["totals"] = report["totals"] | {"open": 2, "fcr_pending": 1}
+    english = report_warnings(report, lang("en"))
+    assert [w[:40] for w in english] == [
+        "Warning: The period is not over yet: its", "Warning: 2 callers were still waiting at",
+        "Warning: FCR is not settled: 1 first con", "Warning: Staffed time, occupancy and cal",
+        "Warning: 1 agent is named by its member "]
+    assert "known on 28 Nov 2026." in english[2] and "(PJSIP/1005)" in english[4]
+    persian = report_warnings(report, lang("fa", "jalali"))
+    assert len(persian) == 5 and all(w.startswith("هشدار: ") for w in persian)
+    assert "\u2068PJSIP/1005\u2069" in persian[4] and "\u202e" not in "".join(persian)
+    outside = re.sub("\u2068[^\u2069]*\u2069", "", "".join(persian))
+    assert not re.search(r"[A-Za-z0-9]", outside)
+    settled = make_report()
+    settled["totals"] = settled["totals"] | {"fcr_pending": 0}
+    assert report_warnings(settled, lang("en")) == []

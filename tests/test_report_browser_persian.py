@@ -7,37 +7,20 @@ The mail's HTML is checked the same way: it is the same page with cid: images.""
 from __future__ import annotations
 
 import io
-import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from browser_fixture import browser, load  # noqa: F401 (browser: a fixture)
 from report_fixture import agent, kpis, make_report
 from reports.render_html import render_email_parts, render_html
 
 pytestmark = pytest.mark.browser
 
 PHONE, DESKTOP = 390, 1280
-CHROMIUM = "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        message = "chromium is not installed (scripts/system-deps.sh installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        args = ["--no-sandbox"] if os.geteuid() == 0 else []
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
-        yield browser
-        browser.close()
 
 
 def persian_report(locale: str = "fa") -> dict:
@@ -59,15 +42,6 @@ def persian_report(locale: str = "fa") -> dict:
     report["period"] |= {"calendar": "jalali" if locale == "fa" else "gregorian",
                          "timezone": "Asia/Tehran", "end": "2026-11-25T00:00:00+03:30"}
     return report
-
-
-def load(browser, page_html: str, width: int, tmp_path: Path):
-    path = tmp_path / f"report-{width}.html"
-    path.write_text(page_html, "utf-8")
-    page = browser.new_page(viewport={"width": width, "height": 900})
-    page.goto(path.as_uri())
-    page.wait_for_load_state("load")
-    return page
 
 
 @pytest.mark.parametrize("locale", ["fa", "en"])
