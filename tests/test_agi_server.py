@@ -259,8 +259,9 @@ async def test_allow_list_refuses_other_sources(serve, store, caplog, tmp_path):
     assert len(await brief(store)) == 2
 
 
-async def test_non_loopback_bind_needs_an_allow_list(store):
+async def test_non_loopback_bind_needs_an_allow_list(store, tmp_path):
     config = make_config()
+    config.agi.spool = str(tmp_path / "spool")  # not ./callkpi.db-agi-spool
     config.agi.bind = "0.0.0.0"
     with pytest.raises(ConfigError, match="allow"):
         AgiServer(config, store)
