@@ -38,8 +38,8 @@ from callkpi.config import Config  # noqa: E402
 from callkpi.events import Kind, make_event  # noqa: E402
 from callkpi.store import Batch  # noqa: E402
 from callkpi.store import open_store  # noqa: E402
-from reports.facts import (  # noqa: E402
-    BUCKET_S, CALL_COLUMNS, SURVEY_COLUMNS, settings_fingerprint)
+from callkpi.queries.facts import CALL_COLUMNS, SURVEY_COLUMNS  # noqa: E402
+from reports.facts import BUCKET_S, settings_fingerprint  # noqa: E402
 from reports.kpis import build_report  # noqa: E402
 from reports.render_json import render_json  # noqa: E402
 

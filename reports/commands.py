@@ -20,7 +20,8 @@ from callkpi.cli_common import (
 from callkpi.config import Config
 from callkpi.store import Store
 from reports import roster
-from reports.facts import FactsResult, known_queues, queue_seen, refresh_facts
+from callkpi.queries.facts import known_queues, queue_seen
+from reports.facts import FactsResult, refresh_facts
 from reports.kpis import INTERVALS, ReportError, build_report, check_request
 from reports.options import language_options
 from reports.render_csv import TABLES
