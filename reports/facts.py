@@ -26,11 +26,9 @@ from typing import Any, Iterable, Sequence
 from callkpi.config import KpiConfig
 from callkpi.events import Kind, base_discr, occurrence
 from callkpi.queries import facts as q
+from callkpi.queries.facts import BUCKET_S
 from callkpi.store import Store, Transaction
 
-# Queue calls are summed per 15-minute UTC bucket of their entry (column entered_bucket):
-# every real time zone offset is a whole number of quarter hours.
-BUCKET_S = 900
 
 # caller numbers per statement when updating their calls' gaps
 GAP_CHUNK = 500

@@ -9,6 +9,11 @@ from typing import Any, AsyncIterator, Iterable, NamedTuple, Sequence
 from callkpi.queries import Reader, marks
 from callkpi.store import Store, Transaction
 
+# Queue calls are summed per 15-minute UTC bucket of their entry (queue_calls.entered_bucket,
+# survey answers by entered_tsec / BUCKET_S): every real time zone offset is a whole number
+# of quarter hours. Change it and the facts must be derived again.
+BUCKET_S = 900
+
 # the columns of a derived row, in the order the facts layer builds its tuples
 CALL_COLUMNS = (
     "id", "server", "call_id", "queue", "entered_ts", "entered_tsec", "ended_ts", "outcome",
