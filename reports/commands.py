@@ -62,14 +62,14 @@ async def _report(config: Config, start: dt.date, end: dt.date, queue: str | Non
     check_request(config, start, end, interval)
     store = await open_configured_store(config, create=False)
     async with store:
+        await refresh_facts(store, config.kpi, names=config.agents.names)
         if queue is not None:
-            await _require_queue(store, config, queue)
+            await _require_queue(store, queue)
         return await build_report(store, config, start, end, queue, interval)
 
 
-async def _require_queue(store: Store, config: Config, queue: str) -> None:
+async def _require_queue(store: Store, queue: str) -> None:
     """A report of a mistyped queue would be a report of nothing: say so instead."""
-    await refresh_facts(store, config.kpi)
     if not await queue_seen(store, queue):
         known = await known_queues(store)
         listed = ", ".join(known[:SHOWN_QUEUES]) or "none yet"

@@ -19,6 +19,7 @@ from callkpi.cli_common import (
     run,
 )
 from callkpi.config import Config, ConfigError
+from reports.facts import refresh_facts
 from reports.kpis import report_timezone
 from reports.mailer import BEING_SENT, SENT_NOW, Outcome, send_report, write_report_eml
 from reports.options import language_options
@@ -121,6 +122,7 @@ async def email_days(config: Config, days: Sequence[dt.date], recipients: Sequen
                      force: bool, dry_run: bool) -> None:
     store = await open_configured_store(config, create=False)
     async with store:
+        await refresh_facts(store, config.kpi, names=config.agents.names)
         for day in days:
             if dry_run:
                 path = await write_report_eml(store, config, day, recipients, Path.cwd())

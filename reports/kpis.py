@@ -391,12 +391,22 @@ def report_timezone(configured: str) -> str:
     return "UTC"
 
 
+async def refresh_and_build(store: Store, config: Config, start: dt.date, end: dt.date,
+                            queue: str | None = None, interval: str = "day") -> dict[str, Any]:
+    """The report as of the latest events: the facts brought up to date first (a write),
+    then `build_report` (a read). What a reader that shows the latest numbers calls."""
+    check_request(config, start, end, interval)
+    await refresh_facts(store, config.kpi, names=config.agents.names)
+    return await build_report(store, config, start, end, queue, interval)
+
+
 async def build_report(store: Store, config: Config, start: dt.date, end: dt.date,
                        queue: str | None = None, interval: str = "day") -> dict[str, Any]:
-    """The report over the local days start..end inclusive (see docs/reports.md)."""
+    """The report over the local days start..end inclusive (see docs/reports.md), from the
+    facts as they were last refreshed: a pure read, writing nothing (`refresh_and_build`
+    refreshes them first)."""
     tz = check_request(config, start, end, interval)
     kpi = config.kpi
-    await refresh_facts(store, kpi, names=config.agents.names)
     end_of_data = await data_end(store) or 0.0
     calendar = calendar_for(config.report.calendar, config.report.locale)
     period = Period(start, end, tz, calendar)

@@ -213,7 +213,8 @@ def tls_context(smtp: SmtpConfig) -> ssl.SSLContext:
 async def send_report(store: Store, config: Config, day: dt.date, recipients: Sequence[str],
                       force: bool = False) -> Outcome:
     """E-mail the report of one day unless it was sent to these recipients already (or
-    `force`) or another run is sending it; record it as sent."""
+    `force`) or another run is sending it; record it as sent. The report is read from the
+    facts as last refreshed: `callkpi email` refreshes them once before its days."""
     key = recipients_key(recipients)
     if not force and await already_sent(store, day, key):
         return Outcome(ALREADY_SENT)
