@@ -620,7 +620,23 @@ def _clipped(start: float, stop: float, lo: float, hi: float | None) -> float:
 async def refresh_facts(store: Store, kpi: KpiConfig, *, rebuild: bool = False,
                         names: dict[str, str] | None = None) -> FactsResult:
     """Bring the facts up to date with the events table (everything again with rebuild).
-    `names`: member interface -> member name from the config ([agents] names)."""
+    `names`: member interface -> member name from the config ([agents] names). Refreshes
+    at once (in one process or several) are safe: one that builds on the facts it read
+    (not a rebuild) writes nothing if another refresh wrote them meanwhile, and starts
+    again from theirs."""
+    while True:
+        try:
+            return await _refresh(store, kpi, rebuild, names)
+        except _Overtaken:
+            continue
+
+
+class _Overtaken(Exception):
+    """Another refresh committed while this one derived: its facts would be stale."""
+
+
+async def _refresh(store: Store, kpi: KpiConfig, rebuild: bool,
+                   names: dict[str, str] | None) -> FactsResult:
     state = await q.facts_state(store)
     settings = settings_fingerprint(kpi, names)
     rebuild = rebuild or state.get("settings") != settings
@@ -646,6 +662,8 @@ async def refresh_facts(store: Store, kpi: KpiConfig, *, rebuild: bool = False,
     deriver.finish(data_end)
     answers = await _link_answers(store, deriver, w0)
     async with store.transaction() as tx:
+        if not await q.claim_facts(tx, state.get("written"), overwrite=w0 is None):
+            raise _Overtaken
         await q.store_aliases(tx, learned)
         await q.clear_facts(tx, w0)
         await q.insert_queue_calls(tx, [c.row() for c in deriver.calls])

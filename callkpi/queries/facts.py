@@ -4,6 +4,7 @@ ivr_paths), the member names it learned (agent_aliases) and its watermark (facts
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, AsyncIterator, Iterable, NamedTuple, Sequence
 
 from callkpi.queries import Reader, marks
@@ -111,7 +112,8 @@ async def linked_ids(store: Store, server: str, uniqueid: str) -> list[str]:
 
 # ------------------------------------------------------------------------ facts: reads
 async def facts_state(store: Store) -> dict[str, str]:
-    """The refresh's state: events_id (its watermark), settings, data_end."""
+    """The refresh's state: events_id (its watermark), settings, data_end, written (a
+    mark of the last write: claim_facts)."""
     return dict(await store.fetch_all("SELECT name, value FROM facts_state"))
 
 
@@ -267,6 +269,27 @@ async def set_caller_gaps(tx: Transaction,
     await tx.executemany(
         "UPDATE queue_calls SET prev_gap_s = ?, next_gap_s = ?, fcr_prev_gap_s = ?"
         " WHERE id = ?", gaps)
+
+
+async def claim_facts(tx: Transaction, seen: str | None, *, overwrite: bool) -> bool:
+    """Claim the facts for this refresh's write: their mark (facts_state `written`, a new
+    value at every refresh's write) as this refresh read it, `seen` (None: none yet), is
+    replaced by a new one. False, changing nothing, when another refresh wrote them since,
+    unless `overwrite` (a rebuild's facts depend on none written before). As a write
+    transaction's first statement it also holds off every other refresh until this one
+    commits: SQLite's write lock does already, and on PostgreSQL the row's lock makes a
+    second refresh wait, then find the mark changed."""
+    mark = uuid.uuid4().hex
+    if overwrite:
+        await tx.execute("INSERT INTO facts_state (name, value) VALUES ('written', ?)"
+                         " ON CONFLICT (name) DO UPDATE SET value = excluded.value", (mark,))
+        return True
+    if seen is None:
+        return bool(await tx.execute(
+            "INSERT INTO facts_state (name, value) VALUES ('written', ?)"
+            " ON CONFLICT (name) DO NOTHING", (mark,)))
+    return bool(await tx.execute(
+        "UPDATE facts_state SET value = ? WHERE name = 'written' AND value = ?", (mark, seen)))
 
 
 async def set_facts_state(tx: Transaction, state: dict[str, str]) -> None:
