@@ -101,7 +101,8 @@ def render(report_data: dict[str, Any], fmt: str, csv_table: str = "queues",
 @db_option
 @click.pass_context
 def facts(ctx: click.Context, rebuild: bool) -> None:
-    """Bring the per-call facts up to date with the events (reports do this first)."""
+    """Bring the per-call facts up to date with the events (report and email do this
+    first)."""
     config = get_config(ctx)
     result = run(_facts(config, rebuild))
     if result.since is None and not rebuild and result.calls == 0 and result.events == 0:
