@@ -18,9 +18,9 @@ from callkpi.cli_common import (
     write_output,
 )
 from callkpi.config import Config
+from callkpi.queries.facts import known_queues, queue_seen
 from callkpi.store import Store
 from reports import roster
-from callkpi.queries.facts import known_queues, queue_seen
 from reports.facts import FactsResult, refresh_facts
 from reports.kpis import INTERVALS, ReportError, build_report, check_request
 from reports.options import language_options
