@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Awaitable, TypeVar
 
 from agi_plugin.protocol import AgiHangup, AgiProtocolError, Reply, arguments, quote
 from agi_plugin.ratelog import RateLimitedLog
@@ -27,9 +27,11 @@ from agi_plugin.session import AgiSession
 from agi_plugin.spool import AnswerWriter
 from callkpi.config import ConfigError, SurveyConfig
 from callkpi.events import SOURCE_AGI, CallEvent, CallLink, Kind, make_event
+from callkpi.queries import survey as queries
 from callkpi.store import Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 KINDS = ("csat", "resolution")
 ANSWERED, INVALID, NO_RESPONSE, HANGUP = "answered", "invalid", "no-response", "hangup"
@@ -262,12 +264,8 @@ class SkipRules:
         if not call.caller_number:
             return False  # anonymous callers cannot be recognised
         since = int(time.time() - self.config.skip_recent_days * 86400)
-        rows = await self._read(
-            "SELECT 1 FROM events WHERE kind = ? AND tsec >= ? AND server = ?"
-            " AND caller_number = ? AND reason = ? AND call_id <> ? LIMIT 1",
-            (Kind.SURVEY_ANSWER, since, self.server, call.caller_number, ANSWERED,
-             call.call_id))
-        return bool(rows)
+        return await self._read(queries.caller_answered_since(
+            self.store, self.server, call.caller_number, since, ANSWERED, call.call_id), False)
 
     async def _talk_s(self, call: SurveyCall) -> float | None:
         """The call's talk time from its complete (or transfer) event, which the AMI listener
@@ -275,13 +273,11 @@ class SkipRules:
         if it has not arrived within TALK_LOOKUP_S."""
         deadline = time.monotonic() + TALK_LOOKUP_S
         while True:
-            rows = await self._read(
-                "SELECT talk_s FROM events WHERE tsec >= ? AND server = ? AND call_id = ?"
-                " AND kind IN (?, ?) AND talk_s IS NOT NULL ORDER BY ts DESC LIMIT 1",
-                (_started(call.call_id) - LOOKBACK_S, self.server, call.call_id,
-                 Kind.COMPLETE, Kind.TRANSFER))
-            if rows:
-                return float(rows[0][0])
+            talk_s = await self._read(queries.talk_time(
+                self.store, self.server, call.call_id, _started(call.call_id) - LOOKBACK_S),
+                None)
+            if talk_s is not None:
+                return talk_s
             if time.monotonic() >= deadline:
                 self.limited.log(
                     logging.WARNING, "no-talk-time",
@@ -291,14 +287,14 @@ class SkipRules:
                 return None
             await asyncio.sleep(TALK_LOOKUP_STEP_S)
 
-    async def _read(self, sql: str, params: tuple) -> list[tuple]:
-        """A skip rule's lookup; [] (not known) when the store fails or is slow."""
+    async def _read(self, lookup: Awaitable[T], unknown: T) -> T:
+        """A skip rule's lookup; `unknown` when the store fails or is slow."""
         try:
             async with asyncio.timeout(STORE_READ_S):
-                return await self.store.fetch_all(sql, params)
+                return await lookup
         except Exception as exc:  # TimeoutError included: never a reason to keep the caller
             self._unknown(exc)
-            return []
+            return unknown
 
     def _unknown(self, exc: Exception) -> None:
         why = f"no answer within {STORE_READ_S:g} s" if isinstance(exc, TimeoutError) \
@@ -340,20 +336,15 @@ class SurveyedLookup:
             self._querying = None
 
     async def _query(self, batch: dict[str, list[asyncio.Future[bool]]]) -> None:
-        marks = ", ".join("?" * len(batch))
         try:
-            rows = await self.store.fetch_all(
-                f"SELECT DISTINCT call_id FROM events WHERE tsec >= ? AND server = ?"
-                f" AND kind = ? AND call_id IN ({marks})",
-                (min(map(_started, batch)) - LOOKBACK_S, self.server, Kind.SURVEY_ANSWER,
-                 *batch))
+            found = await queries.surveyed_calls(self.store, self.server, list(batch),
+                                                 min(map(_started, batch)) - LOOKBACK_S)
         except Exception as exc:  # each caller decides what an unknown means
             for waiting in batch.values():
                 for answer in waiting:
                     if not answer.done():
                         answer.set_exception(exc)
             return
-        found = {row[0] for row in rows}
         for call_id, waiting in batch.items():
             for answer in waiting:
                 if not answer.done():  # a caller that gave up has cancelled it

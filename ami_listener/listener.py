@@ -30,6 +30,7 @@ from ami_listener.mapping import ENDS, AmiMapper, Mapped, Snapshot, StoredCall, 
 from callkpi.config import AmiConfig, Config
 from callkpi.errors import UserError
 from callkpi.events import SOURCE_AMI, CallEvent, CallLink, Checkpoint, Kind, make_event
+from callkpi.queries import events as queries
 from callkpi.store import Batch, Store, StoreUnavailable, WriteResult
 from callkpi.store import open_store
 from callkpi.service import summary_line
@@ -50,7 +51,6 @@ STATUS_VARIABLES = "MEMBERNAME,QEORIGINALPOS"
 # Without Status (an account with no `write = reporting`), how far back the store is read for
 # calls still open at a login.
 RECALL_HORIZON_S = 4 * 3600.0
-RECALL_CHUNK = 500  # uniqueids per IN (...) list
 RECALL_KINDS = (Kind.ENTER_QUEUE, Kind.CONNECT, Kind.HOLD, Kind.UNHOLD, *sorted(ENDS))
 
 
@@ -290,26 +290,15 @@ class Listener:
             if not ages:
                 return {}
             since = now - max(ages) - 2
-        rows = await self.store.fetch_all(
-            "SELECT call_id, kind, queue, agent, ts, position FROM events"
-            " WHERE server = ? AND tsec >= ? AND call_id <> ''"
-            f" AND kind IN ({', '.join('?' * len(RECALL_KINDS))}) ORDER BY ts",
-            (self.server, int(since), *RECALL_KINDS))
+        rows = await queries.call_events_since(self.store, self.server, int(since),
+                                               RECALL_KINDS)
         calls = stored_calls(rows)
         if snapshot.channels is not None or not calls:
             return calls  # Status gives the channels
-        links = await self._links("uniqueid", list(calls))
-        links += await self._links("linked_id", sorted({linked for _, linked in links}))
+        links = await queries.links_of_channels(self.store, self.server, list(calls))
+        links += await queries.links_of_calls(self.store, self.server,
+                                              sorted({linked for _, linked in links}))
         return stored_calls(rows, links)
-
-    async def _links(self, column: str, values: list[str]) -> list[tuple[str, str]]:
-        found: list[tuple[str, str]] = []
-        for start in range(0, len(values), RECALL_CHUNK):
-            chunk = values[start:start + RECALL_CHUNK]
-            found += [(uid, linked) for uid, linked in await self.store.fetch_all(
-                f"SELECT uniqueid, linked_id FROM call_links WHERE server = ?"
-                f" AND {column} IN ({', '.join('?' * len(chunk))})", (self.server, *chunk))]
-        return found
 
     async def _ping_loop(self, conn: AmiConnection) -> None:
         """A half-open socket (peer gone, no FIN) never errors on read: only a Ping tells."""

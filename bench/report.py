@@ -5,8 +5,8 @@ machine, the ratio much less.
 
 The store is filled directly at the facts layer (queue_calls, survey answers, agent sessions
 and pauses, plus IVR and ring-no-answer events), with the facts watermark set, so what is
-timed is what a nightly report costs once the facts are current: build_report (its facts
-refresh finds nothing new) and the renderer. On PostgreSQL the store is then vacuumed and
+timed is what a nightly report costs once the facts are current: refresh_and_build (its
+facts refresh finds nothing new) and the renderer. On PostgreSQL the store is then vacuumed and
 analysed, as autovacuum does to a store in use.
 
     .venv/bin/python bench/report.py [--calls 1000000] [--db postgresql://...]
@@ -38,9 +38,9 @@ from callkpi.config import Config  # noqa: E402
 from callkpi.events import Kind, make_event  # noqa: E402
 from callkpi.store import Batch  # noqa: E402
 from callkpi.store import open_store  # noqa: E402
-from reports.facts import (  # noqa: E402
-    BUCKET_S, CALL_COLUMNS, SURVEY_COLUMNS, settings_fingerprint)
-from reports.kpis import build_report  # noqa: E402
+from callkpi.queries.facts import CALL_COLUMNS, SURVEY_COLUMNS  # noqa: E402
+from reports.facts import BUCKET_S, settings_fingerprint  # noqa: E402
+from reports.kpis import refresh_and_build  # noqa: E402
 from reports.render_json import render_json  # noqa: E402
 
 MONTH_START = dt.date(2026, 3, 1)
@@ -137,7 +137,7 @@ async def time_report(path: str, config: Config) -> tuple[dict, float]:
     store = await open_store(path)
     async with store:
         t0 = time.perf_counter()
-        report = await build_report(store, config, MONTH_START,
+        report = await refresh_and_build(store, config, MONTH_START,
                                     MONTH_START + dt.timedelta(days=DAYS - 1))
         render_json(report)
         return report, time.perf_counter() - t0
@@ -153,7 +153,7 @@ def time_html(path: str, config: Config) -> float:
     async def run() -> None:
         store = await open_store(path)
         async with store:
-            report = await build_report(store, config, MONTH_START,
+            report = await refresh_and_build(store, config, MONTH_START,
                                         MONTH_START + dt.timedelta(days=DAYS - 1))
             render_html(report)
 

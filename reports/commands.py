@@ -18,9 +18,10 @@ from callkpi.cli_common import (
     write_output,
 )
 from callkpi.config import Config
+from callkpi.queries.facts import known_queues, queue_seen
 from callkpi.store import Store
 from reports import roster
-from reports.facts import FactsResult, known_queues, queue_seen, refresh_facts
+from reports.facts import FactsResult, refresh_facts
 from reports.i18n import lang as get_lang
 from reports.kpis import INTERVALS, ReportError, build_report, check_request
 from reports.notices import report_warnings, report_written
@@ -67,14 +68,14 @@ async def _report(config: Config, start: dt.date, end: dt.date, queue: str | Non
     check_request(config, start, end, interval)
     store = await open_configured_store(config, create=False)
     async with store:
+        await refresh_facts(store, config.kpi, names=config.agents.names)
         if queue is not None:
-            await _require_queue(store, config, queue)
+            await _require_queue(store, queue)
         return await build_report(store, config, start, end, queue, interval)
 
 
-async def _require_queue(store: Store, config: Config, queue: str) -> None:
+async def _require_queue(store: Store, queue: str) -> None:
     """A report of a mistyped queue would be a report of nothing: say so instead."""
-    await refresh_facts(store, config.kpi)
     if not await queue_seen(store, queue):
         known = await known_queues(store)
         listed = ", ".join(known[:SHOWN_QUEUES]) or "none yet"
@@ -106,7 +107,8 @@ def render(report_data: dict[str, Any], fmt: str, csv_table: str = "queues",
 @db_option
 @click.pass_context
 def facts(ctx: click.Context, rebuild: bool) -> None:
-    """Bring the per-call facts up to date with the events (reports do this first)."""
+    """Bring the per-call facts up to date with the events (report and email do this
+    first)."""
     config = get_config(ctx)
     result = run(_facts(config, rebuild))
     if result.since is None and not rebuild and result.calls == 0 and result.events == 0:

@@ -19,6 +19,7 @@ from callkpi.cli_common import (
     run,
 )
 from callkpi.config import Config, ConfigError
+from reports.facts import refresh_facts
 from reports.i18n import Lang, lang as get_lang
 from reports.kpis import report_timezone
 from reports.mailer import BEING_SENT, SENT_NOW, Outcome, send_report, write_report_eml
@@ -131,6 +132,7 @@ async def email_days(config: Config, days: Sequence[dt.date], recipients: Sequen
     lang = manager_lang(config)
     store = await open_configured_store(config, create=False)
     async with store:
+        await refresh_facts(store, config.kpi, names=config.agents.names)
         for day in days:
             if dry_run:
                 path = await write_report_eml(store, config, day, recipients, Path.cwd())

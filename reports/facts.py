@@ -25,11 +25,10 @@ from typing import Any, Iterable, Sequence
 
 from callkpi.config import KpiConfig
 from callkpi.events import Kind, base_discr, occurrence
-from callkpi.store import Store
+from callkpi.queries import facts as q
+from callkpi.queries.facts import BUCKET_S
+from callkpi.store import Store, Transaction
 
-# Queue calls are summed per 15-minute UTC bucket of their entry (column entered_bucket):
-# every real time zone offset is a whole number of quarter hours.
-BUCKET_S = 900
 
 # caller numbers per statement when updating their calls' gaps
 GAP_CHUNK = 500
@@ -85,22 +84,7 @@ CALL_PHASE = {Kind.QUEUE_START: 0, Kind.SHUTDOWN: 0, Kind.ENTER_QUEUE: 1, Kind.C
               Kind.HOLD: 3, Kind.UNHOLD: 3, **{k: 4 for k in CALL_ENDS},
               Kind.DISPOSITION: 5, Kind.SURVEY_ANSWER: 6, Kind.INFO: 6}
 
-CALL_COLUMNS = (
-    "id", "server", "call_id", "queue", "entered_ts", "entered_tsec", "ended_ts", "outcome",
-    "wait_s", "connect_ts", "agent", "bridged_s", "talk_s", "hold_s", "acw_s",
-    "caller_number", "disposition", "transferred", "prev_gap_s", "next_gap_s", "unsettled",
-    "entered_bucket", "ended_by_restart", "fcr_contact", "fcr_prev_gap_s",
-)
-IVR_COLUMNS = ("id", "server", "call_id", "first_ts", "ts", "tsec", "path", "node", "outcome",
-               "queue")
-SURVEY_COLUMNS = (
-    "id", "server", "call_id", "queue_call", "queue", "agent", "entered_tsec", "answered",
-    "question", "kind", "value", "status", "ts", "session", "counted",
-)
-
-Event = tuple[Any, ...]  # a row of FACT_SQL's columns, in that order
-FACT_SQL = ("SELECT id, server, call_id, kind, queue, agent, ts, wait_s, talk_s, reason,"
-            " caller_number, value, discr, extra FROM events")
+Event = q.FactEvent  # an event as the facts read it (FACT_COLUMNS, in that order)
 
 
 @dataclass
@@ -636,26 +620,37 @@ def _clipped(start: float, stop: float, lo: float, hi: float | None) -> float:
 async def refresh_facts(store: Store, kpi: KpiConfig, *, rebuild: bool = False,
                         names: dict[str, str] | None = None) -> FactsResult:
     """Bring the facts up to date with the events table (everything again with rebuild).
-    `names`: member interface -> member name from the config ([agents] names)."""
-    state = await _read_state(store)
+    `names`: member interface -> member name from the config ([agents] names). Refreshes
+    at once (in one process or several) are safe: one that builds on the facts it read
+    (not a rebuild) writes nothing if another refresh wrote them meanwhile, and starts
+    again from theirs."""
+    while True:
+        try:
+            return await _refresh(store, kpi, rebuild, names)
+        except _Overtaken:
+            continue
+
+
+class _Overtaken(Exception):
+    """Another refresh committed while this one derived: its facts would be stale."""
+
+
+async def _refresh(store: Store, kpi: KpiConfig, rebuild: bool,
+                   names: dict[str, str] | None) -> FactsResult:
+    state = await q.facts_state(store)
     settings = settings_fingerprint(kpi, names)
     rebuild = rebuild or state.get("settings") != settings
     watermark = 0 if rebuild else int(state.get("events_id", 0))
-    (last_id, data_end) = (await store.fetch_all("SELECT max(id), max(ts) FROM events"))[0]
-    if last_id is None or (last_id <= watermark and not rebuild):
+    last_id, data_end = await q.events_end(store)
+    if last_id is None or data_end is None or (last_id <= watermark and not rebuild):
         return FactsResult(0, 0, None)
     learned, renamed_since = await _learn_aliases(store, watermark, last_id, rebuild)
     w0 = None if rebuild else await _rederive_from(store, watermark, renamed_since)
     deriver = Deriver(kpi, await _aliases(store, learned), names)
     if w0 is not None:
         await _resume(store, deriver, w0)
-    sql = FACT_SQL + f" WHERE kind IN ({_marks(FACT_KINDS)}) AND id <= ?"
-    params: list[Any] = [*FACT_KINDS, last_id]
-    if w0 is not None:
-        sql += " AND tsec >= ?"
-        params.append(int(w0))
     instant: list[Event] = []
-    async for ev in store.iter_rows(sql + " ORDER BY ts, id", params):
+    async for ev in q.fact_events(store, FACT_KINDS, last_id, None if w0 is None else int(w0)):
         if w0 is not None and ev[6] < w0:
             continue
         if instant and ev[6] != instant[0][6]:
@@ -667,33 +662,27 @@ async def refresh_facts(store: Store, kpi: KpiConfig, *, rebuild: bool = False,
     deriver.finish(data_end)
     answers = await _link_answers(store, deriver, w0)
     async with store.transaction() as tx:
-        await _store_aliases(tx, learned)
-        await _clear(tx, w0)
-        await tx.executemany(insert_sql("queue_calls", CALL_COLUMNS),
-                             [c.row() for c in deriver.calls])
-        await tx.executemany(
-            "INSERT INTO agent_sessions (server, agent, queue, start_ts, end_ts)"
-            " VALUES (?, ?, ?, ?, ?)",
-            [(s.server, s.agent, s.label, s.start, s.end) for s in deriver.sessions])
-        await tx.executemany(
-            "INSERT INTO agent_pauses (server, agent, reason, start_ts, end_ts)"
-            " VALUES (?, ?, ?, ?, ?)",
-            [(p.server, p.agent, p.label, p.start, p.end) for p in deriver.pauses])
-        await tx.executemany(insert_sql("survey_answers", SURVEY_COLUMNS), answers)
-        await tx.executemany(insert_sql("ivr_paths", IVR_COLUMNS), deriver.ivr_rows())
+        if not await q.claim_facts(tx, state.get("written"), overwrite=w0 is None):
+            raise _Overtaken
+        await q.store_aliases(tx, learned)
+        await q.clear_facts(tx, w0)
+        await q.insert_queue_calls(tx, [c.row() for c in deriver.calls])
+        await q.insert_sessions(tx, (q.Span(s.server, s.agent, s.label, s.start, s.end)
+                                     for s in deriver.sessions))
+        await q.insert_pauses(tx, (q.Span(p.server, p.agent, p.label, p.start, p.end)
+                                   for p in deriver.pauses))
+        await q.insert_survey_answers(tx, answers)
+        await q.insert_ivr_paths(tx, deriver.ivr_rows())
         numbers = None if w0 is None else {c.caller_number for c in deriver.calls}
         await _update_caller_gaps(tx, numbers)
-        for name, value in (("events_id", last_id), ("settings", settings),
-                            ("data_end", data_end)):
-            await tx.execute(
-                "INSERT INTO facts_state (name, value) VALUES (?, ?)"
-                " ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, str(value)))
+        await q.set_facts_state(tx, {"events_id": str(last_id), "settings": settings,
+                                     "data_end": str(data_end)})
     return FactsResult(deriver.events, len(deriver.calls), w0)
 
 
 async def data_end(store: Store) -> float | None:
     """The time of the last event the facts were built from (FCR windows end there)."""
-    value = (await _read_state(store)).get("data_end")
+    value = (await q.facts_state(store)).get("data_end")
     return float(value) if value not in (None, "None") else None
 
 
@@ -705,34 +694,25 @@ def settings_fingerprint(kpi: KpiConfig, names: dict[str, str] | None = None) ->
                        "names": names or {}}, sort_keys=True)
 
 
-async def _read_state(store: Store) -> dict[str, str]:
-    return dict(await store.fetch_all("SELECT name, value FROM facts_state"))
-
-
 async def _rederive_from(store: Store, watermark: int, renamed_since: float | None) -> float:
     """w0: the earliest time any fact the new events can change starts (see module doc)."""
-    (t_new,) = (await store.fetch_all("SELECT min(ts) FROM events WHERE id > ?", (watermark,)))[0]
+    t_new = await q.first_ts_after(store, watermark)
+    assert t_new is not None  # called only when there are events past the watermark
     lookback = max(ACW_PAUSE_WINDOW_S + max([0.0, *await _wrapups(store)]), SHUTDOWN_GAP_S)
     candidates = [t_new] + ([renamed_since] if renamed_since is not None else [])
-    for sql, params in (
-        ("SELECT min(entered_ts) FROM queue_calls WHERE unsettled = 1 OR ended_ts >= ?",
-         (t_new - lookback,)),
-        ("SELECT min(c.entered_ts) FROM queue_calls c JOIN events e"
-         " ON e.server = c.server AND e.call_id = c.call_id"
-         " WHERE e.id > ? AND e.call_id <> ''", (watermark,)),
+    for value in (
+        await q.first_entry_unsettled_or_ended_since(store, t_new - lookback),
+        await q.first_entry_named_after(store, watermark),
         # an IVR path the new events name (its queue entry, another choice)
-        ("SELECT min(p.first_ts) FROM ivr_paths p JOIN events e"
-         " ON e.server = p.server AND e.call_id = p.call_id"
-         " WHERE e.id > ? AND e.call_id <> ''", (watermark,)),
+        await q.first_ivr_path_named_after(store, watermark),
     ):
-        (value,) = (await store.fetch_all(sql, params))[0]
         if value is not None:
             candidates.append(value)
     return min(candidates)
 
 
 async def _wrapups(store: Store) -> list[float]:
-    state = await _read_state(store)
+    state = await q.facts_state(store)
     settings = json.loads(state.get("settings", "{}"))
     return [float(v) for v in settings.get("wrapup_s", {}).values()]
 
@@ -742,35 +722,14 @@ async def _resume(store: Store, deriver: Deriver, w0: float) -> None:
     their stored start, open: their end (if any) is among the events replayed from w0. An
     agent logged in for months does not make every refresh reread those months. Each
     server's last event before w0 is when Asterisk was last known up."""
-    where = "start_ts < ? AND (end_ts IS NULL OR end_ts >= ?)"
-    for server, agent, queue, start in await store.fetch_all(
-            f"SELECT server, agent, queue, start_ts FROM agent_sessions WHERE {where}", (w0, w0)):
+    for server, agent, queue, start, _end in await q.sessions_open_at(store, w0):
         session = Interval(server, agent, queue, start)
         deriver.sessions.append(session)
         deriver.open_sessions[(server, agent, queue)] = session
-    for server, agent, reason, start in await store.fetch_all(
-            f"SELECT server, agent, reason, start_ts FROM agent_pauses WHERE {where}", (w0, w0)):
+    for server, agent, reason, start, _end in await q.pauses_open_at(store, w0):
         deriver._open_pause(server, agent, reason, start)
-    kinds = _marks(FACT_KINDS)
-    for server, last in await store.fetch_all(
-            f"SELECT server, max(ts) FROM events WHERE tsec = (SELECT max(tsec) FROM events"
-            f" WHERE tsec <= ? AND ts < ? AND kind IN ({kinds})) AND ts < ? AND kind IN"
-            f" ({kinds}) GROUP BY server", (int(w0), w0, *FACT_KINDS, w0, *FACT_KINDS)):
+    for server, last in await q.last_seen_before(store, w0, FACT_KINDS):
         deriver.restarts[server] = _Restart(last_seen=last)
-
-
-async def _clear(tx: Any, w0: float | None) -> None:
-    if w0 is None:
-        for table in ("queue_calls", "agent_sessions", "agent_pauses", "survey_answers",
-                      "ivr_paths"):
-            await tx.execute(f"DELETE FROM {table}")
-        return
-    await tx.execute("DELETE FROM queue_calls WHERE entered_ts >= ?", (w0,))
-    # what began later, and what _resume() rebuilds
-    await tx.execute("DELETE FROM agent_sessions WHERE end_ts IS NULL OR end_ts >= ?", (w0,))
-    await tx.execute("DELETE FROM agent_pauses WHERE end_ts IS NULL OR end_ts >= ?", (w0,))
-    await tx.execute("DELETE FROM survey_answers WHERE ts >= ?", (w0,))
-    await tx.execute("DELETE FROM ivr_paths WHERE first_ts >= ?", (w0,))
 
 
 # ------------------------------------------------------------------------ member names
@@ -783,23 +742,18 @@ async def _learn_aliases(store: Store, watermark: int, last_id: int, rebuild: bo
     both, and the earliest start of a stored session named by an interface it renames: the
     facts are derived again from there."""
     learned: dict[tuple[str, str], str] = {}
-    for server, agent, extra in await store.fetch_all(
-            f"SELECT server, agent, extra FROM events WHERE id > ? AND id <= ? AND"
-            f" source = 'ami' AND kind IN ({_marks(ALIAS_KINDS)}) ORDER BY id",
-            (0 if rebuild else watermark, last_id, *ALIAS_KINDS)):
+    for server, agent, extra in await q.alias_events(store, 0 if rebuild else watermark,
+                                                     last_id, ALIAS_KINDS):
         interface = json.loads(extra).get("interface", "") if extra else ""
         if interface and agent and interface != agent:
             learned[(server, interface)] = agent
     if not learned:
         return [], None
-    known = {(s, i): n for s, i, n in await store.fetch_all(
-        "SELECT server, interface, name FROM agent_aliases")}
+    known = await q.agent_aliases(store)
     new = [(s, i, n) for (s, i), n in learned.items() if known.get((s, i)) != n]
     since = None
     for server, interface, _name in new:
-        (start,) = (await store.fetch_all(
-            "SELECT min(start_ts) FROM agent_sessions WHERE server = ? AND agent = ?",
-            (server, interface)))[0]
+        start = await q.first_session_start(store, server, interface)
         if start is not None:
             since = start if since is None else min(since, start)
     return new, since
@@ -807,16 +761,9 @@ async def _learn_aliases(store: Store, watermark: int, last_id: int, rebuild: bo
 
 async def _aliases(store: Store, learned: list[tuple[str, str, str]]
                    ) -> dict[tuple[str, str], str]:
-    aliases = {(s, i): n for s, i, n in await store.fetch_all(
-        "SELECT server, interface, name FROM agent_aliases")}
+    aliases = await q.agent_aliases(store)
     aliases.update({(s, i): n for s, i, n in learned})
     return aliases
-
-
-async def _store_aliases(tx: Any, learned: list[tuple[str, str, str]]) -> None:
-    await tx.executemany(
-        "INSERT INTO agent_aliases (server, interface, name) VALUES (?, ?, ?)"
-        " ON CONFLICT (server, interface) DO UPDATE SET name = excluded.name", learned)
 
 
 # ------------------------------------------------------------------------ surveys
@@ -851,64 +798,50 @@ async def _first_sessions(store: Store, rows: list[list], w0: float | None
     earliest: dict[int, tuple[float, int, str]] = {}
     stored: list[tuple] = []
     calls = sorted({r[3] for r in rows})
-    for lo in range(0, len(calls) if w0 is not None else 0, GAP_CHUNK):
-        chunk = calls[lo:lo + GAP_CHUNK]
-        stored += await store.fetch_all(
-            f"SELECT queue_call, ts, id, session FROM survey_answers WHERE ts < ? AND"
-            f" queue_call IN ({_marks(chunk)})", (w0, *chunk))
+    if w0 is not None:
+        for lo in range(0, len(calls), GAP_CHUNK):
+            stored += await q.answers_before(store, w0, calls[lo:lo + GAP_CHUNK])
     for queue_call, ts, aid, session in [*stored, *((r[3], r[12], r[0], r[13]) for r in rows)]:
         if queue_call not in earliest or (ts, aid) < earliest[queue_call][:2]:
             earliest[queue_call] = (ts, aid, session)
-    return {q: e[2] for q, e in earliest.items()}
+    return {call: e[2] for call, e in earliest.items()}
 
 
 async def _rated_call(store: Store, deriver: Deriver, server: str, call_id: str,
                       linkedid: str, ts: float) -> tuple | None:
     ids = [i for i in dict.fromkeys([call_id, linkedid]) if i]
-    ids += [r[0] for r in await store.fetch_all(
-        "SELECT linked_id FROM call_links WHERE server = ? AND uniqueid = ?", (server, call_id))]
+    ids += await q.linked_ids(store, server, call_id)
     for rid in dict.fromkeys(ids):
         if calls := deriver.by_call_id.get((server, rid)):
             call = calls[-1]
             return (call.id, call.queue, call.agent, call.entered_ts,
                     int(call.outcome == "answered"))
-    rows = await store.fetch_all(
-        f"SELECT id, queue, agent, entered_ts, outcome FROM queue_calls WHERE server = ?"
-        f" AND (call_id IN ({_marks(ids)}) OR call_id IN (SELECT uniqueid FROM call_links"
-        f" WHERE server = ? AND linked_id IN ({_marks(ids)}))) AND entered_ts <= ?"
-        f" ORDER BY entered_ts DESC", (server, *ids, server, *ids, ts))
-    if not rows:
+    rated = await q.latest_call_rated(store, server, ids, ts)
+    if rated is None:
         return None
-    qc_id, queue, agent, entered, outcome = rows[0]
-    return qc_id, queue, agent, entered, int(outcome == "answered")
+    return (rated.id, rated.queue, rated.agent, rated.entered_ts,
+            int(rated.outcome == "answered"))
 
 
 # ------------------------------------------------------------------------ caller gaps
-async def _update_caller_gaps(tx: Any, numbers: set[str] | None) -> None:
+async def _update_caller_gaps(tx: Transaction, numbers: set[str] | None) -> None:
     """prev_gap_s / next_gap_s: seconds to the nearest queue call from the same number that
     is another phone call (another call_id), for FCR and repeat calls; fcr_prev_gap_s: to
     the nearest earlier *answered* one (an abandoned attempt is no prior contact). All
     numbers, or the given ones (in chunks: a database caps the parameters of a statement)."""
-    select = ("SELECT id, caller_number, call_id, entered_ts, outcome FROM queue_calls"
-              " WHERE caller_number <> ''")
-    order = " ORDER BY caller_number, entered_ts, id"
     if numbers is None:
-        await _write_gaps(tx, await tx.fetch_all(select + order))
+        await _write_gaps(tx, await q.calls_of_numbers(tx, None))
         return
     wanted = sorted(numbers - {""})
     for lo in range(0, len(wanted), GAP_CHUNK):
-        chunk = wanted[lo:lo + GAP_CHUNK]
-        await _write_gaps(tx, await tx.fetch_all(
-            f"{select} AND caller_number IN ({_marks(chunk)}){order}", chunk))
+        await _write_gaps(tx, await q.calls_of_numbers(tx, wanted[lo:lo + GAP_CHUNK]))
 
 
-async def _write_gaps(tx: Any, rows: list[tuple]) -> None:
+async def _write_gaps(tx: Transaction, rows: list[q.GapRow]) -> None:
     updates = []
     for number_rows in _group_by_number(rows):
         updates.extend(_gaps(number_rows))
-    await tx.executemany(
-        "UPDATE queue_calls SET prev_gap_s = ?, next_gap_s = ?, fcr_prev_gap_s = ?"
-        " WHERE id = ?", updates)
+    await q.set_caller_gaps(tx, updates)
 
 
 def _group_by_number(rows: list[tuple]) -> Iterable[list[tuple]]:
@@ -953,26 +886,3 @@ def _nearest_other_call(calls: list[tuple[str, float]], counts: list[bool] | Non
             before_latest = latest[1]
         latest = (call_id, t)
     return out
-
-
-def _marks(values: Iterable[Any]) -> str:
-    return ", ".join("?" for _ in values)
-
-
-def insert_sql(table: str, columns: tuple[str, ...]) -> str:
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({_marks(columns)})"
-
-
-async def queue_seen(store: Store, queue: str) -> bool:
-    """Has the store ever seen `queue` (a call in it, or a member)?"""
-    rows = await store.fetch_all(
-        "SELECT EXISTS (SELECT 1 FROM queue_calls WHERE queue = ?)"
-        " OR EXISTS (SELECT 1 FROM agent_sessions WHERE queue = ?)", (queue, queue))
-    return bool(rows[0][0])
-
-
-async def known_queues(store: Store) -> list[str]:
-    """Every queue the store has seen, by name."""
-    rows = await store.fetch_all(
-        "SELECT queue FROM queue_calls UNION SELECT queue FROM agent_sessions ORDER BY 1")
-    return [queue for (queue,) in rows]

@@ -1,9 +1,9 @@
 """The KPI engine: the report dict every renderer (JSON, CSV, HTML, e-mail) reads.
 
-docs/kpis.md defines each KPI; this module computes exactly that. The heavy lifting is SQL:
-the queue calls of the period are summed per (15-minute bucket, queue, outcome) in one
-grouped query over the covering index queue_calls_report (and per agent in another); Python
-then folds the groups into local-time intervals, queues and hours. Every real time zone
+docs/kpis.md defines each KPI; this module computes exactly that. The heavy lifting is SQL
+(callkpi/queries/kpis.py): the queue calls of the period are summed per (15-minute bucket,
+queue, outcome) in one grouped query over the covering index queue_calls_report (and per
+agent in another); Python then folds the groups into local-time intervals, queues and hours. Every real time zone
 offset is a whole number of quarter hours, so a 15-minute UTC bucket never straddles a local
 hour, day or week boundary, DST changes included.
 """
@@ -15,67 +15,23 @@ import bisect
 import datetime as dt
 import os
 import re
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal
 from zoneinfo import ZoneInfo
 
 from callkpi.config import Config, KpiConfig
 from callkpi.errors import UserError
-from callkpi.events import Kind
+from callkpi.queries import kpis as q
+from callkpi.queries.kpis import ABANDON_CURVE_S, WAIT_BELOW, WAIT_BINS
 from callkpi.store import Store
 from reports import roster, staffing
 from reports.calendar import (INTERVALS, Period, add_calendar_labels, calendar_for,
                               local_midnight)
 from reports.facts import BUCKET_S, data_end, refresh_facts
 
-WAIT_BINS = (0, 10, 20, 30, 60, 120, 300)  # histogram bin edges, seconds; the last is open
-ABANDON_CURVE_S = (0, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300)
-
-# The queue calls of a period are grouped by (bucket, queue, outcome): the outcome counts are
-# the groups' sizes, and these sums are taken per group; _fold() keeps the ones that mean
-# something for the group's outcome (talk of answered calls, short waits of abandons, ...).
-# Parameters are named; their values come from _sum_columns(). Each count is
-# COUNT(CASE <branches> END): the calls the branches give 1 (NULL is not counted; cheaper per
-# row than SUM of 1 or 0). FCR classes are CASE chains (cheaper per row than ANDs of ORs) that
-# first rule out calls that are no first contact (anonymous, not its phone call's contact leg,
-# or the number's answered call within the window before).
-_NOT_FIRST = ("WHEN caller_number = '' THEN NULL WHEN fcr_contact = 0 THEN NULL"
-              " WHEN fcr_prev_gap_s <= ? THEN NULL")
-CALL_COUNTS = (
-    ("short", "WHEN wait_s < ? THEN 1", ("short",)),
-    ("in_sl", "WHEN wait_s <= ? THEN 1", ("sl",)),
-    ("held", "WHEN hold_s > 0 THEN 1", ()),
-    ("known", "WHEN caller_number <> '' THEN 1", ()),
-    ("repeats", "WHEN caller_number = '' THEN NULL WHEN prev_gap_s <= ? THEN 1", ("window",)),
-    ("fcr_resolved", f"{_NOT_FIRST} WHEN next_gap_s <= ? THEN NULL WHEN entered_ts <= ? THEN 1",
-     ("window", "window", "window_over")),
-    ("fcr_repeat", f"{_NOT_FIRST} WHEN next_gap_s <= ? THEN 1", ("window", "window")),
-    ("fcr_first", f"{_NOT_FIRST} ELSE 1", ("window",)),
-    ("converted", "WHEN disposition IN ({codes}) THEN 1", ("codes",)),
-    # the wait histogram, cumulative: waits below each bin edge (constants, not input)
-    *((f"wait_lt_{edge}", f"WHEN wait_s < {edge} THEN 1", ()) for edge in WAIT_BINS[1:]),
-)
-WAIT_BELOW = tuple(f"wait_lt_{edge}" for edge in WAIT_BINS[1:])
-CALL_AGGREGATES = (
-    ("calls", "COUNT(*)"),
-    ("wait", "SUM(wait_s)"),
-    ("waits", "COUNT(wait_s)"),
-    ("max_wait", "MAX(wait_s)"),
-    ("transferred", "SUM(transferred)"),
-    ("talk", "SUM(talk_s)"),
-    ("hold", "SUM(hold_s)"),
-    ("acw", "SUM(acw_s)"),
-    # answered calls whose talk is known (ended, and not cut by a restart): the averages'
-    # denominator
-    ("handled", "COUNT(talk_s)"),
-    ("ended_by_restart", "SUM(ended_by_restart)"),
-)
 # outcomes whose wait counts in the average wait (a closed call has none; an open one no end)
 WAITED = ("answered", "abandoned", "timeout", "exit_key", "exit_empty", "withdrawn")
 ANSWERED_ONLY = ("in_sl", "held", "fcr_resolved", "fcr_repeat", "fcr_first", "converted",
                  "transferred", "talk", "hold", "acw", "handled", "ended_by_restart")
-SURVEY_SUMS = ("csat_valid", "csat_good", "csat_total", "resolution_answers", "resolution_yes",
-               "scored_calls")
-IVR_SUMS = ("ivr_calls", "ivr_self_service", "ivr_to_queue", "ivr_hangup")
 
 
 class ReportError(UserError):
@@ -109,33 +65,6 @@ def _merge(into: dict[tuple, Sums], key: tuple, sums: Sums) -> None:
         mine.add(sums)
 
 
-def _sum_columns(kpi: KpiConfig, end_of_data: float, only: frozenset[str] | None = None
-                 ) -> tuple[str, list[str], list[Any]]:
-    """The SELECT list of the per-group sums (all, or those named in `only`), their names and
-    their parameters."""
-    values: dict[str, list[Any]] = {
-        "short": [kpi.short_abandon_s], "sl": [kpi.service_level_s],
-        "window": [kpi.repeat_window_h * 3600],
-        # a call's repeat window is over when it entered at least a window before the data end
-        "window_over": [end_of_data - kpi.repeat_window_h * 3600],
-        "codes": list(kpi.conversion_codes)}
-    codes = ", ".join("?" for _ in kpi.conversion_codes) or "NULL"
-    names, parts, params = [], [], []
-    for name, expr in CALL_AGGREGATES:
-        if only is not None and name not in only:
-            continue
-        names.append(name)
-        parts.append(expr)
-    for name, case, param_names in CALL_COUNTS:
-        if only is not None and name not in only:
-            continue
-        names.append(name)
-        parts.append(f"COUNT(CASE {case.replace('{codes}', codes)} END)")
-        for param in param_names:
-            params.extend(values[param])
-    return ", ".join(parts), names, params
-
-
 def _fold(outcome: str, group: dict[str, Any]) -> Sums:
     """One (…, outcome) group's sums as the named totals queue_kpis() reads."""
     calls = group["calls"]
@@ -162,53 +91,20 @@ def _fcr_pending(sums: Sums) -> int:
     return sums["fcr_first"] - sums["fcr_resolved"] - sums["fcr_repeat"]
 
 
-def _range(lo: int, hi: int, queue: str | None, column: str = "entered_tsec"
-           ) -> tuple[str, list[Any]]:
-    where = f"{column} >= ? AND {column} < ?"
-    params: list[Any] = [lo, hi]
-    if queue is not None:
-        where += " AND queue = ?"
-        params.append(queue)
-    return where, params
-
-
-# what the agent table needs of each agent's answered calls
-AGENT_SUMS = frozenset(("calls", "talk", "hold", "acw", "converted", "fcr_resolved",
-                        "fcr_repeat", "fcr_first", "handled", "ended_by_restart"))
-
-
 async def _call_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None,
-                     end_of_data: float, group: str) -> dict[tuple, Sums]:
+                     end_of_data: float, group: q.Group) -> dict[tuple, Sums]:
     """Sums of the queue calls that entered in [lo, hi), per (queue, bucket), per agent or
     in total."""
-    where, params = _range(lo // BUCKET_S, hi // BUCKET_S, queue, "entered_bucket")
-    if group == "agent":
-        columns, names, sum_params = _sum_columns(kpi, end_of_data, AGENT_SUMS)
-        where += " AND outcome = 'answered' AND agent <> ''"
-        # one outcome: grouping by agent alone sorts a shorter key
-        keys, outcome, group_by = "agent", "'answered'", "agent"
-    else:
-        columns, names, sum_params = _sum_columns(kpi, end_of_data)
-        keys = "entered_bucket, queue" if group == "bucket" else "''"
-        # PostgreSQL refuses a constant in GROUP BY
-        outcome, group_by = "outcome", "entered_bucket, queue, outcome" if group == "bucket" \
-            else "outcome"
-    sql = (f"SELECT {keys}, {outcome}, {columns} FROM queue_calls WHERE {where}"
-           f" GROUP BY {group_by}")
-    width = 2 if group == "bucket" else 1
     out: dict[tuple, Sums] = {}
-    for row in await store.fetch_all(sql, [*sum_params, *params]):
-        key = (row[1], row[0]) if group == "bucket" else tuple(row[:width])
-        _merge(out, key, _fold(row[width], dict(zip(names, row[width + 1:]))))
+    for key, outcome, sums in await q.call_groups(store, kpi, lo, hi, queue, end_of_data,
+                                                  group):
+        _merge(out, key, _fold(outcome, sums))
     return out
 
 
-# An answered call's handle time (talk + hold + ACW) as a span from its connect (entry +
-# wait), from columns of the covering index. Occupancy is time-sliced: an agent's handle time
-# in a period is that of the calls that entered in it (summed anyway), less what runs past
-# its end, plus what calls that entered in the day before it ran into it.
-W_START = "(entered_ts + COALESCE(wait_s, 0))"
-W_END = f"({W_START} + talk_s + COALESCE(hold_s, 0) + COALESCE(acw_s, 0))"
+# Occupancy is time-sliced: an agent's handle time in a period is that of the calls that
+# entered in it (summed anyway), less what runs past its end, plus what calls that entered in
+# the day before it ran into it.
 CARRY_OVER_S = 86400
 
 
@@ -216,72 +112,29 @@ async def _work_across(store: Store, lo: int, hi: int, queue: str | None
                        ) -> dict[str, float]:
     """Per agent: handle time inside [lo, hi) of calls that entered in the day before it,
     less the handle time after hi of calls that entered in the day before hi."""
-    out: dict[str, float] = {}
-    for first, last, sign in ((lo - CARRY_OVER_S, lo, 1.0), (hi - CARRY_OVER_S, hi, -1.0)):
-        where, params = _range(first // BUCKET_S, last // BUCKET_S, queue, "entered_bucket")
-        edge = lo if sign > 0 else hi
-        # carried in: min(end, hi) - lo; spilled out: end - max(start, hi)
-        part = (f"CASE WHEN {W_END} > ? THEN ? ELSE {W_END} END - ?" if sign > 0 else
-                f"{W_END} - CASE WHEN {W_START} > ? THEN {W_START} ELSE ? END")
-        part_params = [hi, hi, lo] if sign > 0 else [hi, hi]
-        for agent, work in await store.fetch_all(
-                f"SELECT agent, SUM({part}) FROM queue_calls WHERE {where}"
-                f" AND outcome = 'answered' AND agent <> '' AND talk_s IS NOT NULL"
-                f" AND {W_END} > ? GROUP BY agent", [*part_params, *params, edge]):
-            out[agent] = out.get(agent, 0.0) + sign * work
+    out = await q.handle_time_carried_in(store, lo, hi, queue, lo - CARRY_OVER_S)
+    for agent, work in (await q.handle_time_spilled_out(store, hi, queue,
+                                                        hi - CARRY_OVER_S)).items():
+        out[agent] = out.get(agent, 0.0) - work
     return out
 
 
-# the survey answers are read by this expression's range, in its order: the index
-# survey_answers_bucket leads with it (a period starts and ends on a bucket boundary)
-SURVEY_BUCKET = f"entered_tsec / {BUCKET_S}"
-
-
-def _survey_range(lo: int, hi: int, queue: str | None) -> tuple[str, list[Any]]:
-    return _range(lo // BUCKET_S, hi // BUCKET_S, queue, SURVEY_BUCKET)
-
-
 async def _survey_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None,
-                       group: str) -> dict[tuple, Sums]:
+                       group: Literal["bucket", "agent"]) -> dict[tuple, Sums]:
     valid = [str(d) for d in range(1, kpi.csat_scale + 1)]
     good = [d for d in valid if int(d) >= csat_good_min(kpi)]
-    marks = lambda values: ", ".join("?" for _ in values) or "NULL"  # noqa: E731
-    where, params = _survey_range(lo, hi, queue)
-    keys = "agent" if group == "agent" else f"{SURVEY_BUCKET}, queue"  # the index's order
-    csat = f"kind = 'csat' AND status = 'answered' AND value IN ({marks(valid)})"
-    resolution = "kind = 'resolution' AND status = 'answered' AND value IN ('1', '2')"
-    sql = (f"SELECT {keys},"
-           f" COUNT(CASE WHEN {csat} THEN 1 END),"
-           f" COUNT(CASE WHEN {csat} AND value IN ({marks(good)}) THEN 1 END),"
-           f" SUM(CASE WHEN {csat} THEN CAST(value AS INTEGER) ELSE 0 END),"
-           f" COUNT(CASE WHEN {resolution} THEN 1 END),"
-           f" COUNT(CASE WHEN {resolution} AND value = '1' THEN 1 END),"
-           f" COUNT(DISTINCT CASE WHEN {csat} AND answered = 1 THEN queue_call END)"
-           # an orphan (its call unknown) and a second survey of a call count in neither
-           f" FROM survey_answers WHERE {where} AND counted = 1 AND queue_call IS NOT NULL"
-           f" GROUP BY {keys}")
-    width = 1 if group == "agent" else 2
-    rows = await store.fetch_all(sql, [*valid, *valid, *good, *valid, *valid, *params])
-    return {tuple(reversed(r[:width])): Sums(zip(SURVEY_SUMS, r[width:])) for r in rows}
+    return {key: Sums(sums) for key, sums in
+            (await q.survey_groups(store, lo, hi, queue, group, valid, good)).items()}
 
 
 async def _ivr_sums(store: Store, lo: int, hi: int, queue: str | None) -> dict[tuple, Sums]:
     """IVR exits are not queue calls: counted from the ivr-exit events (queue = target) and
-    from the IVR paths of QueueMetrics-style IVRAPPEND lines (facts table ivr_paths)."""
-    where, params = _range(lo, hi, queue, column="tsec")
-    sql = (f"SELECT queue, tsec / {BUCKET_S}, COUNT(*),"
-           f" COUNT(CASE WHEN value = 'self-service' THEN 1 END),"
-           f" COUNT(CASE WHEN value = 'to-queue' THEN 1 END),"
-           f" COUNT(CASE WHEN value = 'hangup' THEN 1 END)"
-           f" FROM (SELECT queue, tsec, value FROM events WHERE kind = ? AND {where}"
-           f" UNION ALL SELECT queue, tsec, outcome FROM ivr_paths WHERE {where}) AS exits"
-           f" GROUP BY queue, tsec / {BUCKET_S}")
-    rows = await store.fetch_all(sql, [Kind.IVR_EXIT, *params, *params])
-    return {tuple(r[:2]): Sums(zip(IVR_SUMS, r[2:])) for r in rows}
+    from the IVR paths of QueueMetrics-style IVRAPPEND lines."""
+    return {key: Sums(sums) for key, sums in (await q.ivr_groups(store, lo, hi, queue)).items()}
 
 
 async def _bucket_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None,
-                       end_of_data: float, group: str = "bucket") -> dict[tuple, Sums]:
+                       end_of_data: float, group: q.Group = "bucket") -> dict[tuple, Sums]:
     """Everything summed per (queue, 15-minute bucket), or in total (group="total")."""
     merged: dict[tuple, Sums] = {}
     for part in await asyncio.gather(_call_sums(store, kpi, lo, hi, queue, end_of_data, group),
@@ -393,16 +246,13 @@ def agent_kpis(s: dict[str, Any], staffed_s: float | None, paused_s: float | Non
 async def _agent_times(store: Store, kpi: KpiConfig, lo: float, hi: float, queue: str | None
                        ) -> tuple[dict[str, float], dict[str, float]]:
     """(staffed seconds, non-wrap-up paused seconds while staffed) per agent in [lo, hi)."""
-    where = "start_ts < ? AND (end_ts IS NULL OR end_ts > ?)"
     sessions: dict[str, list[tuple[float, float]]] = {}
-    sql = f"SELECT agent, queue, start_ts, end_ts FROM agent_sessions WHERE {where}"
-    for agent, q, start, end in await store.fetch_all(sql, (hi, lo)):
-        if queue is None or q == queue:
+    for agent, in_queue, start, end in await q.sessions_overlapping(store, lo, hi):
+        if queue is None or in_queue == queue:
             sessions.setdefault(agent, []).append(_clip(start, end, lo, hi))
     staffed = {a: _union(spans) for a, spans in sessions.items()}
     paused: dict[str, float] = {}
-    sql = f"SELECT agent, reason, start_ts, end_ts FROM agent_pauses WHERE {where}"
-    for agent, reason, start, end in await store.fetch_all(sql, (hi, lo)):
+    for agent, reason, start, end in await q.pauses_overlapping(store, lo, hi):
         if reason in kpi.wrapup_reasons or agent not in staffed:
             continue
         span = _clip(start, end, lo, hi)
@@ -430,12 +280,6 @@ def _overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
     return max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
 
 
-async def _ring_no_answer(store: Store, lo: int, hi: int, queue: str | None) -> dict[str, int]:
-    where, params = _range(lo, hi, queue, column="tsec")
-    sql = f"SELECT agent, COUNT(*) FROM events WHERE kind = ? AND {where} GROUP BY agent"
-    return dict(await store.fetch_all(sql, [Kind.RING_NO_ANSWER, *params]))
-
-
 async def _agents(store: Store, kpi: KpiConfig, period: Period, queue: str | None,
                   end_of_data: float) -> dict[str, dict[str, Any]]:
     lo, hi = period.start_ts, period.end_ts
@@ -443,7 +287,7 @@ async def _agents(store: Store, kpi: KpiConfig, period: Period, queue: str | Non
         _call_sums(store, kpi, lo, hi, queue, end_of_data, "agent"),
         _survey_sums(store, kpi, lo, hi, queue, "agent"),
         _agent_times(store, kpi, lo, min(hi, end_of_data), queue),
-        _ring_no_answer(store, lo, hi, queue),
+        q.ring_no_answer_counts(store, lo, hi, queue),
         _work_across(store, lo, hi, queue))
     for key, sums in surveys.items():
         _merge(calls, key, sums)
@@ -471,12 +315,8 @@ def _wait_histogram(total: Sums) -> list[dict]:
 async def _abandon_curve(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None
                          ) -> list[dict]:
     """Share of the abandoned calls (as counted in `abandoned`) that had waited <= t."""
-    where, params = _range(lo // BUCKET_S, hi // BUCKET_S, queue, "entered_bucket")
-    curve = ", ".join("COUNT(CASE WHEN wait_s <= ? THEN 1 END)" for _ in ABANDON_CURVE_S)
-    abandoned, *by_t = (await store.fetch_all(
-        f"SELECT COUNT(*), {curve} FROM queue_calls WHERE {where}"
-        f" AND outcome = 'abandoned' AND wait_s >= ?",
-        [*ABANDON_CURVE_S, *params, kpi.short_abandon_s]))[0]
+    abandoned, by_t = await q.abandoned_by_wait(store, lo, hi, queue, kpi.short_abandon_s,
+                                                ABANDON_CURVE_S)
     return [{"wait_s": t, "abandoned_pct": pct(n, abandoned)}
             for t, n in zip(ABANDON_CURVE_S, by_t)]
 
@@ -492,30 +332,22 @@ def _hourly(buckets: dict[tuple, Sums], period: Period) -> list[dict]:
 
 # ---------------------------------------------------------------------------- survey
 async def _survey_summary(store: Store, lo: int, hi: int, queue: str | None) -> dict[str, Any]:
-    where, params = _survey_range(lo, hi, queue)
     questions: dict[str, dict[str, Any]] = {}
-    rows = await store.fetch_all(
-        f"SELECT question, kind, status, value, counted, queue_call IS NULL, COUNT(*)"
-        f" FROM survey_answers WHERE {where}"
-        f" GROUP BY question, kind, status, value, counted, queue_call IS NULL"
-        f" ORDER BY question, value", params)
     orphans = repeats = 0
-    for question, kind, status, value, counted, orphan, count in rows:
+    for question, kind, status, value, counted, orphan, count in await q.answer_groups(
+            store, lo, hi, queue):
         if not counted:  # a second survey of a call: stored, never counted
             repeats += count
             continue
         orphans += count if orphan else 0
-        q = questions.setdefault(question, {"kind": kind, "answers": {}, "invalid": 0,
-                                            "no_response": 0, "hangup": 0})
+        entry = questions.setdefault(question, {"kind": kind, "answers": {}, "invalid": 0,
+                                                "no_response": 0, "hangup": 0})
         if status == "answered":
-            q["answers"][value] = q["answers"].get(value, 0) + count
+            entry["answers"][value] = entry["answers"].get(value, 0) + count
         elif status in ("invalid", "no-response", "hangup"):
-            q[status.replace("-", "_")] += count
-    (surveys, incomplete), = await store.fetch_all(
-        f"SELECT COUNT(*), SUM(hung_up) FROM (SELECT server, call_id,"
-        f" MAX(CASE WHEN status = 'hangup' THEN 1 ELSE 0 END) AS hung_up FROM survey_answers"
-        f" WHERE {where} AND counted = 1 GROUP BY server, call_id) AS surveyed", params)
-    return {"questions": questions, "surveys": surveys, "incomplete": incomplete or 0,
+            entry[status.replace("-", "_")] += count
+    surveys, incomplete = await q.surveys_and_hangups(store, lo, hi, queue)
+    return {"questions": questions, "surveys": surveys, "incomplete": incomplete,
             # answers whose call the store has not seen (counted here, not in CSAT or FCR;
             # they link when the call's events arrive) and answers of a second survey
             "orphans": orphans, "repeat_surveys": repeats}
@@ -559,12 +391,22 @@ def report_timezone(configured: str) -> str:
     return "UTC"
 
 
+async def refresh_and_build(store: Store, config: Config, start: dt.date, end: dt.date,
+                            queue: str | None = None, interval: str = "day") -> dict[str, Any]:
+    """The report as of the latest events: the facts brought up to date first (a write),
+    then `build_report` (a read). What a reader that shows the latest numbers calls."""
+    check_request(config, start, end, interval)
+    await refresh_facts(store, config.kpi, names=config.agents.names)
+    return await build_report(store, config, start, end, queue, interval)
+
+
 async def build_report(store: Store, config: Config, start: dt.date, end: dt.date,
                        queue: str | None = None, interval: str = "day") -> dict[str, Any]:
-    """The report over the local days start..end inclusive (see docs/reports.md)."""
+    """The report over the local days start..end inclusive (see docs/reports.md), from the
+    facts as they were last refreshed: a pure read, writing nothing (`refresh_and_build`
+    refreshes them first)."""
     tz = check_request(config, start, end, interval)
     kpi = config.kpi
-    await refresh_facts(store, kpi, names=config.agents.names)
     end_of_data = await data_end(store) or 0.0
     calendar = calendar_for(config.report.calendar, config.report.locale)
     period = Period(start, end, tz, calendar)
@@ -704,13 +546,8 @@ async def _fcr_settled(store: Store, kpi: KpiConfig, period: Period,
     first, last = days
     lo = local_midnight(first, period.tz)
     hi = local_midnight(last + dt.timedelta(days=1), period.tz)
-    columns, names, params = _sum_columns(
-        kpi, end_of_data, frozenset(("fcr_first", "fcr_resolved", "fcr_repeat")))
-    where, range_params = _range(lo // BUCKET_S, hi // BUCKET_S, queue, "entered_bucket")
-    row = (await store.fetch_all(
-        f"SELECT {columns} FROM queue_calls WHERE {where} AND outcome = 'answered'",
-        [*params, *range_params]))[0]
-    return {"from": first.isoformat(), "to": last.isoformat(), **_fcr_of(dict(zip(names, row)))}
+    sums = await q.fcr_sums(store, kpi, lo, hi, queue, end_of_data)
+    return {"from": first.isoformat(), "to": last.isoformat(), **_fcr_of(sums)}
 
 
 def _fcr_of(sums: dict[str, Any]) -> dict[str, Any]:
@@ -729,8 +566,7 @@ def looks_like_interface(name: str) -> bool:
 
 async def agents_like_interfaces(store: Store) -> list[str]:
     """Agents of the facts (as last refreshed) named like a member interface."""
-    rows = await store.fetch_all("SELECT DISTINCT agent FROM agent_sessions")
-    return sorted(a for (a,) in rows if looks_like_interface(a))
+    return sorted(a for a in await q.session_agents(store) if looks_like_interface(a))
 
 
 def _warnings(agent_table: dict[str, dict[str, Any]]) -> dict[str, list[str]]:

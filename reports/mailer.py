@@ -34,6 +34,7 @@ from typing import Any, Sequence
 from callkpi.config import Config, SmtpConfig
 from callkpi.errors import UserError
 from callkpi.net import is_loopback
+from callkpi.queries import mail as q
 from callkpi.store import Store
 from reports.kpis import build_report
 from reports.render_html import render_email_parts, render_text, subject_line
@@ -45,19 +46,6 @@ SMTP_TIMEOUT_S = 30.0
 QUIT_TIMEOUT_S = 5.0  # saying goodbye once the relay has taken the mail
 # A claim by a process on another host (a shared store) counts as abandoned after this long.
 CLAIM_LEASE_S = 3600.0
-
-SENT = "SELECT 1 FROM reports_sent WHERE day = ? AND recipients = ?"
-RECORD_SENT = """
-INSERT INTO reports_sent (day, recipients, sent_at) VALUES (?, ?, ?)
-ON CONFLICT (day, recipients) DO UPDATE SET sent_at = excluded.sent_at
-"""
-CLAIM = """
-INSERT INTO report_claims (day, recipients, owner, claimed_at) VALUES (?, ?, ?, ?)
-ON CONFLICT (day, recipients) DO NOTHING
-"""
-CLAIMED_BY = "SELECT owner, claimed_at FROM report_claims WHERE day = ? AND recipients = ?"
-TAKE_OVER = "UPDATE report_claims SET owner = ?, claimed_at = ? WHERE day = ? AND recipients = ?"
-RELEASE = "DELETE FROM report_claims WHERE day = ? AND recipients = ? AND owner = ?"
 
 SENT_NOW, ALREADY_SENT, BEING_SENT = "sent", "already sent", "being sent"
 
@@ -225,7 +213,8 @@ def tls_context(smtp: SmtpConfig) -> ssl.SSLContext:
 async def send_report(store: Store, config: Config, day: dt.date, recipients: Sequence[str],
                       force: bool = False) -> Outcome:
     """E-mail the report of one day unless it was sent to these recipients already (or
-    `force`) or another run is sending it; record it as sent."""
+    `force`) or another run is sending it; record it as sent. The report is read from the
+    facts as last refreshed: `callkpi email` refreshes them once before its days."""
     key = recipients_key(recipients)
     if not force and await already_sent(store, day, key):
         return Outcome(ALREADY_SENT)
@@ -239,11 +228,11 @@ async def send_report(store: Store, config: Config, day: dt.date, recipients: Se
         raise MailMaybeSent(f"{day}: {exc}; check that {key} got it, then --force sends it "
                             "again if not") from None
     except MailError:  # the relay did not take it: a retry sends it
-        await store.execute(RELEASE, (day.isoformat(), key, me))
+        await q.release_claim(store, day, key, me)
         raise
     async with store.transaction() as tx:
-        await tx.execute(RECORD_SENT, (day.isoformat(), key, time.time()))
-        await tx.execute(RELEASE, (day.isoformat(), key, me))
+        await q.record_sent(tx, day, key, time.time())
+        await q.release_claim(tx, day, key, me)
     return Outcome(SENT_NOW, refused)
 
 
@@ -254,22 +243,22 @@ async def claim(store: Store, day: dt.date, key: str, me: str, force: bool) -> O
     this run's first check and its claim is then seen, on any backend's isolation level."""
     for _ in range(3):  # a claim can go between our insert and our read of it
         async with store.transaction() as tx:
-            if await tx.execute(CLAIM, (day.isoformat(), key, me, time.time())):
-                if not force and await tx.fetch_all(SENT, (day.isoformat(), key)):
-                    await tx.execute(RELEASE, (day.isoformat(), key, me))
+            if await q.claim(tx, day, key, me, time.time()):
+                if not force and await q.was_sent(tx, day, key):
+                    await q.release_claim(tx, day, key, me)
                     return Outcome(ALREADY_SENT)
                 return None
-            rows = await tx.fetch_all(CLAIMED_BY, (day.isoformat(), key))
-            if not rows:
+            held = await q.claim_of(tx, day, key)
+            if held is None:
                 continue
-            (holder, since), = rows
+            holder, since = held
             if is_running(holder, since):
                 return Outcome(BEING_SENT, sender=describe(holder, since))
             if not force:
                 raise MailError(f"{day}: an earlier run ({describe(holder, since)}) stopped "
                                 f"while sending this report to {key}: it may have gone. Check "
                                 "that it arrived, then --force sends it again if not")
-            await tx.execute(TAKE_OVER, (me, time.time(), day.isoformat(), key))
+            await q.take_over_claim(tx, day, key, me, time.time())
             return None
     raise MailError(f"{day}: cannot claim the sending of this report (claims keep changing)")
 
@@ -332,7 +321,7 @@ async def report_message(store: Store, config: Config, day: dt.date,
 
 
 async def already_sent(store: Store, day: dt.date, key: str) -> bool:
-    return bool(await store.fetch_all(SENT, (day.isoformat(), key)))
+    return await q.was_sent(store, day, key)
 
 
 def recipients_key(recipients: Sequence[str]) -> str:

@@ -17,15 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from callkpi.errors import UserError
+from callkpi.queries import roster as q
 from callkpi.store import Store, Transaction
-
-PERIODS = "SELECT name, hired_on, left_on FROM agent_employment"
-# an import row without a leaving date says nothing about one the roster has
-UPSERT = """
-INSERT INTO agent_employment (name, hired_on, left_on) VALUES (?, ?, ?)
-ON CONFLICT (name, hired_on) DO UPDATE
-    SET left_on = COALESCE(excluded.left_on, agent_employment.left_on)
-"""
 
 
 class RosterError(UserError):
@@ -69,7 +62,7 @@ async def add_agent(store: Store, name: str, hired_on: dt.date) -> str:
             raise RosterError(
                 f"{name!r} was employed until {periods[-1].left_on}: a hire on {hired_on} "
                 "overlaps that (a re-hire starts after the leaving day)")
-        await tx.execute(UPSERT, (name, hired_on.isoformat(), None))
+        await q.upsert_periods(tx, [q.PeriodRow(name, hired_on, None)])
     if periods:
         return f"{name} hired again on {hired_on} (left on {periods[-1].left_on})"
     return f"added {name} (hired {hired_on})"
@@ -82,9 +75,7 @@ async def correct_hire(store: Store, name: str, hired_on: dt.date) -> str:
         latest = _latest(periods, name)
         corrected = Employment(name, hired_on, latest.left_on)
         _check_period(corrected, periods[:-1], f"{name!r}")
-        await tx.execute("UPDATE agent_employment SET hired_on = ? WHERE name = ?"
-                         " AND hired_on = ?", (hired_on.isoformat(), name,
-                                               latest.hired_on.isoformat()))
+        await q.set_hired_on(tx, name, latest.hired_on, hired_on)
     return f"corrected the hire date of {name}: {latest.hired_on} -> {hired_on}"
 
 
@@ -121,8 +112,7 @@ async def correct_leave(store: Store, name: str, left_on: dt.date) -> str:
 
 async def list_agents(store: Store) -> list[Employment]:
     """Every employment period, by name then hire date."""
-    rows = await store.fetch_all(PERIODS + " ORDER BY name, hired_on")
-    return [_employment(row) for row in rows]
+    return [Employment(*row) for row in await q.all_periods(store)]
 
 
 async def import_csv(store: Store, path: str | Path) -> int:
@@ -133,13 +123,12 @@ async def import_csv(store: Store, path: str | Path) -> int:
     rows = [(line, _parse_row(row, line, path)) for line, row in _csv_rows(path)]
     async with store.transaction() as tx:
         merged: dict[str, dict[dt.date, Employment]] = defaultdict(dict)
-        for period in map(_employment, await tx.fetch_all(PERIODS)):
+        for period in (Employment(*row) for row in await q.all_periods(tx)):
             merged[period.name][period.hired_on] = period
         for line, period in rows:
             _merge(merged[period.name], period, f"{path}:{line}")
-        await tx.executemany(UPSERT, [
-            (p.name, p.hired_on.isoformat(), p.left_on and p.left_on.isoformat())
-            for _, p in rows])
+        await q.upsert_periods(tx, [q.PeriodRow(p.name, p.hired_on, p.left_on)
+                                    for _, p in rows])
     return len(rows)
 
 
@@ -197,19 +186,11 @@ def _latest(periods: list[Employment], name: str) -> Employment:
 
 
 async def _periods(tx: Transaction, name: str) -> list[Employment]:
-    rows = await tx.fetch_all(PERIODS + " WHERE name = ? ORDER BY hired_on", (name,))
-    return [_employment(row) for row in rows]
+    return [Employment(*row) for row in await q.periods_of(tx, name)]
 
 
 async def _set_left(tx: Transaction, period: Employment, left_on: dt.date) -> None:
-    await tx.execute("UPDATE agent_employment SET left_on = ? WHERE name = ? AND hired_on = ?",
-                     (left_on.isoformat(), period.name, period.hired_on.isoformat()))
-
-
-def _employment(row: tuple) -> Employment:
-    name, hired_on, left_on = row
-    return Employment(name, dt.date.fromisoformat(hired_on),
-                      dt.date.fromisoformat(left_on) if left_on else None)
+    await q.set_left_on(tx, period.name, period.hired_on, left_on)
 
 
 def _check_name(name: str) -> None:

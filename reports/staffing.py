@@ -9,6 +9,7 @@ import bisect
 from typing import Any, Callable
 
 from callkpi.config import KpiConfig
+from callkpi.queries import kpis as queries
 from callkpi.store import Store
 from reports.erlang import agents_needed
 
@@ -21,17 +22,12 @@ async def staffed_seconds(store: Store, kpi: KpiConfig, starts: list[int], hi: f
     """Agent-seconds logged in and not paused (wrap-up counts as working), per (interval
     index, queue) and per interval over all queues (an agent in two queues counts once)."""
     lo = starts[0]
-    where = "start_ts < ? AND (end_ts IS NULL OR end_ts > ?)"
     by_queue: dict[tuple[str, str], list[Span]] = {}
-    for agent, q, start, end in await store.fetch_all(
-            f"SELECT agent, queue, start_ts, end_ts FROM agent_sessions WHERE {where}",
-            (hi, lo)):
-        if queue is None or q == queue:
-            by_queue.setdefault((agent, q), []).append(_clip(start, end, lo, hi))
+    for agent, in_queue, start, end in await queries.sessions_overlapping(store, lo, hi):
+        if queue is None or in_queue == queue:
+            by_queue.setdefault((agent, in_queue), []).append(_clip(start, end, lo, hi))
     paused: dict[str, list[Span]] = {}
-    for agent, reason, start, end in await store.fetch_all(
-            f"SELECT agent, reason, start_ts, end_ts FROM agent_pauses WHERE {where}",
-            (hi, lo)):
+    for agent, reason, start, end in await queries.pauses_overlapping(store, lo, hi):
         if reason not in kpi.wrapup_reasons:
             paused.setdefault(agent, []).append(_clip(start, end, lo, hi))
     per_queue: dict[tuple[int, str], float] = {}

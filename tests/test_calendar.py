@@ -12,7 +12,7 @@ import pytest
 from callkpi.config import Config, ReportConfig
 from callkpi.dates import DateError, parse_date, parse_month
 from reports.calendar import GREGORIAN, JALALI, Period, calendar_for, jalali_timestamp
-from reports.kpis import build_report
+from reports.kpis import refresh_and_build
 from test_facts_helpers import Calls
 
 TEHRAN = ZoneInfo("Asia/Tehran")
@@ -125,8 +125,8 @@ async def test_a_jalali_period_selects_exactly_the_calls_of_its_gregorian_days(
                              dt.date.fromisoformat(gregorian_to))
     calls, inside = boundary_calls(first, last)
     await calls.store_in(store)
-    jalali = await build_report(store, tehran(), first, last, interval="day")
-    gregorian = await build_report(store, tehran("gregorian"), first, last, interval="day")
+    jalali = await refresh_and_build(store, tehran(), first, last, interval="day")
+    gregorian = await refresh_and_build(store, tehran("gregorian"), first, last, interval="day")
     assert jalali["totals"]["offered"] == jalali["totals"]["answered"] == inside
     assert jalali["totals"] == gregorian["totals"]
     assert [row["offered"] for row in jalali["intervals"]] == [2] * ((last - first).days + 1)
@@ -140,13 +140,13 @@ async def test_week_intervals_of_a_jalali_month_split_on_saturdays(store):
     first, last = parse_month("1405-09")
     calls, inside = boundary_calls(first, last)
     await calls.store_in(store)
-    report = await build_report(store, tehran(), first, last, interval="week")
+    report = await refresh_and_build(store, tehran(), first, last, interval="week")
     weeks = report["intervals"]
     assert [w["start_jalali"][:10] for w in weeks] == [
         "1405-09-01", "1405-09-07", "1405-09-14", "1405-09-21", "1405-09-28"]
     assert all(dt.date.fromisoformat(w["start"][:10]).weekday() == 5 for w in weeks[1:])
     assert sum(w["offered"] for w in weeks) == inside
-    months = await build_report(store, tehran(), first - dt.timedelta(days=1), last,
+    months = await refresh_and_build(store, tehran(), first - dt.timedelta(days=1), last,
                                 interval="month")
     assert [m["start_jalali"][:10] for m in months["intervals"]] == ["1405-08-30", "1405-09-01"]
     assert [m["offered"] for m in months["intervals"]] == [2, inside]

@@ -30,6 +30,7 @@ from ports import free_port
 from queue_log_parser.ingest import ingest_paths
 from report_fixture import empty_report, make_report
 from reports.email_command import local_today
+from reports.facts import refresh_facts
 from reports.mailer import (ALREADY_SENT, SENT_NOW, MailError, build_message,
                             recipients_key, send_message, send_report)
 
@@ -311,6 +312,7 @@ async def test_the_mail_of_a_day_recorded_from_real_asterisk(store, smtp_server,
     port, inbox = smtp_server()
     config = config_for(tmp_path, port)
     await ingest_paths(store, [str(SAMPLE)], server="pbx1", batch_lines=1000)
+    await refresh_facts(store, config.kpi)  # as the e-mail job does before sending
     assert (await send_report(store, config, SAMPLE_DAY, ["boss@example.com"])).status == SENT_NOW
     got = inbox.mails[0]["message"]
     plain = got.get_body(("plain",)).get_content()

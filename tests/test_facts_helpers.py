@@ -83,7 +83,7 @@ class Calls:
 
 
 async def calls_by_id(store: Any) -> dict[str, dict[str, Any]]:
-    from reports.facts import CALL_COLUMNS
+    from callkpi.queries.facts import CALL_COLUMNS
 
     rows = await store.fetch_all(f"SELECT {', '.join(CALL_COLUMNS)} FROM queue_calls")
     return {f"{r[2]}@{r[3]}": dict(zip(CALL_COLUMNS, r)) for r in rows}

@@ -29,7 +29,7 @@ from callkpi.store import Batch
 from queue_log_parser.ingest import ingest_paths
 from queue_log_parser.parser import LineParser
 from reports.facts import refresh_facts
-from reports.kpis import build_report
+from reports.kpis import refresh_and_build
 from test_facts_helpers import SERVER, calls_by_id
 
 RECORDINGS = Path(__file__).parent.parent / "examples" / "recordings"
@@ -84,7 +84,7 @@ async def test_a_call_cut_by_kill_9_was_answered_and_its_talk_is_unknown(store):
 async def test_restart_kpis(store):
     await ingest_paths(store, [str(RECORDINGS / "restarts.queue_log")], server=SERVER,
                        batch_lines=1000)
-    t = (await build_report(store, utc(), DAY, DAY))["totals"]
+    t = (await refresh_and_build(store, utc(), DAY, DAY))["totals"]
     assert (t["offered"], t["answered"], t["abandoned"], t["closed"], t["open"]) == (
         8, 4, 0, 4, 0)  # A, D, F twice | B, C, E, H
     assert (t["ended_by_restart"], t["transferred"]) == (1, 1)
@@ -97,7 +97,7 @@ async def test_restart_kpis(store):
 async def test_persistent_members_and_their_pauses_outlive_restarts(store):
     await ingest_paths(store, [str(RECORDINGS / "restarts.queue_log")], server=SERVER,
                        batch_lines=1000)
-    agents = (await build_report(store, utc(), DAY, DAY))["agents"]
+    agents = (await refresh_and_build(store, utc(), DAY, DAY))["agents"]
     # each member 0..6, 8..16, 24..45 (down from the last event before each QUEUESTART)
     for name in ("Agent 1001", "Agent 1002", "Agent 1003"):
         assert agents[name]["staffed_s"] == 35.0, name
@@ -181,13 +181,13 @@ async def test_interface_named_members_are_one_agent(store):
     config = utc()
     await ingest_paths(store, [str(RECORDINGS / "interface-members.queue_log")],
                        server=SERVER, batch_lines=1000)
-    before = (await build_report(store, config, DAY, DAY))["agents"]
+    before = (await refresh_and_build(store, config, DAY, DAY))["agents"]
     assert set(before) == {"Agent 1004", "Local/1004@sim-agents/n"}  # two rows: wrong
     added = make_event(server=SERVER, kind=Kind.MEMBER_ADD, ts=float(raw[1].split("|")[0]),
                        source="ami", queue="support", agent="Agent 1004",
                        extra={"interface": "Local/1004@sim-agents/n"})
     await store.write(Batch(events=[added]))
-    agents = (await build_report(store, config, DAY, DAY))["agents"]
+    agents = (await refresh_and_build(store, config, DAY, DAY))["agents"]
     assert list(agents) == ["Agent 1004"]
     assert agents["Agent 1004"]["staffed_s"] == 9.0  # 1796182847..856
     assert agents["Agent 1004"]["paused_s"] == 1.0  # break 847..848; ACW is wrap-up
@@ -199,7 +199,7 @@ async def test_interface_names_from_the_config(store):
                        server=SERVER, batch_lines=1000)
     config = utc()
     config.agents.names = {"Local/1004@sim-agents/n": "Agent 1004"}
-    report = await build_report(store, config, DAY, DAY)
+    report = await refresh_and_build(store, config, DAY, DAY)
     assert list(report["agents"]) == ["Agent 1004"]
     assert report["agents"]["Agent 1004"]["staffed_s"] == 9.0
 
@@ -219,7 +219,7 @@ async def test_same_second_order_and_file_order_change_nothing(store, tmp_path):
     old.write_text("\n".join(shuffled[:half]) + "\n")
     new.write_text("\n".join(shuffled[half:]) + "\n")
     await ingest_paths(store, [str(new), str(old)], server=SERVER, batch_lines=7)
-    shuffled_report = await build_report(store, utc(), DAY, DAY)
+    shuffled_report = await refresh_and_build(store, utc(), DAY, DAY)
     other = await _fresh_report(tmp_path / "b.db", raw)
     for key in ("totals", "queues", "agents", "intervals"):
         assert _stable(shuffled_report[key]) == _stable(other[key]), key
@@ -231,7 +231,7 @@ async def _fresh_report(path: Path, raw: list[str]) -> dict:
     store = await open_store(path)
     try:
         await store.write(Batch(events=events_of(raw)))
-        return await build_report(store, utc(), DAY, DAY)
+        return await refresh_and_build(store, utc(), DAY, DAY)
     finally:
         await store.close()
 

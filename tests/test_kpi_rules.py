@@ -14,7 +14,7 @@ from callkpi.events import Kind, make_event
 from callkpi.store import Batch
 from queue_log_parser.parser import LineParser
 from reports.facts import refresh_facts
-from reports.kpis import build_report
+from reports.kpis import refresh_and_build
 from test_facts_helpers import SERVER, calls_by_id
 
 T = 1795491291  # 2026-11-24 01:34:51 UTC
@@ -54,7 +54,7 @@ async def store_lines(store, lines: list[str], *more) -> None:
 
 
 async def report(store, config: Config | None = None, day: dt.date = DAY, **kw) -> dict:
-    return await build_report(store, config or cfg(), day, day, **kw)
+    return await refresh_and_build(store, config or cfg(), day, day, **kw)
 
 
 def ami(kind: str, ts: float, **data) -> object:
@@ -140,10 +140,10 @@ async def test_rule12_days_are_the_machine_s_local_days(store, monkeypatch):
     monkeypatch.setenv("TZ", "Asia/Tehran")  # +03:30: 22:00 UTC on the 24th is the 25th
     late = int(dt.datetime(2026, 11, 24, 22, 0, tzinfo=dt.timezone.utc).timestamp())
     await store_lines(store, abandoned(late, "u1", "5550001"))
-    r = await build_report(store, Config(), DAY + dt.timedelta(days=1),
+    r = await refresh_and_build(store, Config(), DAY + dt.timedelta(days=1),
                            DAY + dt.timedelta(days=1))
     assert (r["period"]["timezone"], r["totals"]["offered"]) == ("Asia/Tehran", 1)
-    assert (await build_report(store, Config(), DAY, DAY))["totals"]["offered"] == 0
+    assert (await refresh_and_build(store, Config(), DAY, DAY))["totals"]["offered"] == 0
 
 
 async def test_rule13_csat_is_top_two_box_on_any_scale(store):

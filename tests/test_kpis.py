@@ -9,7 +9,7 @@ import pytest
 from callkpi.config import Config, KpiConfig, ReportConfig
 from callkpi.events import Kind
 from reports import roster
-from reports.kpis import build_report
+from reports.kpis import refresh_and_build
 from test_facts_helpers import Calls, epoch
 
 D = dt.date(2026, 3, 10)
@@ -64,7 +64,7 @@ def day() -> Calls:
 
 async def report_of(store, c: Calls, cfg: Config | None = None, start=D, end=D, **kw) -> dict:
     await c.store_in(store)
-    return await build_report(store, cfg or config(), start, end, **kw)
+    return await refresh_and_build(store, cfg or config(), start, end, **kw)
 
 
 async def test_totals(store):
@@ -195,9 +195,9 @@ async def test_short_abandon_threshold_is_a_setting(store):
     c = Calls().left(Kind.ABANDON, "a1", "q", T, wait=3).left(Kind.ABANDON, "a2", "q", T, wait=8)
     t = (await report_of(store, c, config(short_abandon_s=0.0)))["totals"]
     assert (t["abandoned"], t["short_abandoned"], t["abandon_rate_pct"]) == (2, 0, 100.0)
-    t = (await build_report(store, config(short_abandon_s=5.0), D, D))["totals"]
+    t = (await refresh_and_build(store, config(short_abandon_s=5.0), D, D))["totals"]
     assert (t["abandoned"], t["short_abandoned"], t["abandon_rate_pct"]) == (1, 1, 100.0)
-    t = (await build_report(store, config(short_abandon_s=10.0), D, D))["totals"]
+    t = (await refresh_and_build(store, config(short_abandon_s=10.0), D, D))["totals"]
     assert (t["abandoned"], t["short_abandoned"], t["abandon_rate_pct"]) == (0, 2, None)
 
 
@@ -205,7 +205,8 @@ async def test_call_spanning_midnight_belongs_to_its_entry_day(store):
     c = Calls().answered("m", "q", "A", epoch("2026-03-10T23:59:50+00:00"), wait=30, talk=300)
     r = await report_of(store, c)
     assert (r["totals"]["answered"], r["totals"]["asa_s"]) == (1, 30.0)
-    nxt = await build_report(store, config(), D + dt.timedelta(days=1), D + dt.timedelta(days=1))
+    after = D + dt.timedelta(days=1)
+    nxt = await refresh_and_build(store, config(), after, after)
     assert nxt["totals"]["offered"] == 0
 
 
@@ -238,7 +239,7 @@ async def test_dst_spring_day_has_23_hours(store):
     assert len(starts) == 23
     assert starts[1:3] == ["2026-03-29T01:00:00+01:00", "2026-03-29T03:00:00+02:00"]
     assert [i["offered"] for i in r["intervals"]][1:3] == [1, 1]
-    days = await build_report(store, config("Europe/Paris"), day_, day_ + dt.timedelta(days=1))
+    days = await refresh_and_build(store, config("Europe/Paris"), day_, day_ + dt.timedelta(days=1))
     assert [i["start"] for i in days["intervals"]] == ["2026-03-29T00:00:00+01:00",
                                                        "2026-03-30T00:00:00+02:00"]
 

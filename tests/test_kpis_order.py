@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from callkpi.config import Config
 from callkpi.store import open_store
 from queue_log_parser.ingest import ingest_paths
-from reports.kpis import build_report
+from reports.kpis import refresh_and_build
 
 RECORDINGS = Path(__file__).parent.parent / "examples" / "recordings"
 LINES = [line for name in ("all-scenarios.queue_log", "restarts.queue_log")
@@ -47,7 +47,7 @@ async def report_of(files: list[list[str]]) -> str:
         store = await open_store(Path(tmp) / "callkpi.db")
         try:
             await ingest_paths(store, paths, server="pbx", batch_lines=50)
-            report = await build_report(store, config, *DAYS, interval="day")
+            report = await refresh_and_build(store, config, *DAYS, interval="day")
         finally:
             await store.close()
     return json.dumps({k: report[k] for k in COMPARED}, sort_keys=True)

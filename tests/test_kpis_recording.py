@@ -12,7 +12,7 @@ import pytest
 
 from callkpi.config import Config
 from queue_log_parser.ingest import ingest_paths
-from reports.kpis import build_report
+from reports.kpis import refresh_and_build
 from simulator.truth import ABANDONED, ANSWERED, EXIT_EMPTY, EXIT_KEY, Truth
 from test_facts_helpers import calls_by_id
 
@@ -33,7 +33,7 @@ async def report(store, truth) -> dict:
     await ingest_paths(store, [str(EXAMPLES / "queue_log.sample")], server="pbx",
                        batch_lines=1000)
     day = dt.datetime.fromtimestamp(truth.started_at, dt.timezone.utc).date()
-    return await build_report(store, Config(), day, day)
+    return await refresh_and_build(store, Config(), day, day)
 
 
 async def test_every_queue_call_matches_the_truth(store, report, truth):
@@ -100,7 +100,7 @@ async def test_every_scenario_recorded_on_asterisk_22(store):
     config = Config()
     config.kpi.wrapup_s = {"sales": 2.0}  # as the recording's queues.conf
     day = dt.date(2026, 11, 24)
-    report = await build_report(store, config, day, day)
+    report = await refresh_and_build(store, config, day, day)
     t = report["totals"]
     assert (t["offered"], t["answered"], t["abandoned"], t["timeout"], t["transferred"]) == (
         11, 9, 1, 1, 1)

@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 import pytest
 
 from report_fixture import AGENTS, QUEUES, agent, empty_report, kpis, make_report
-from reports.kpis import build_report
+from reports.kpis import refresh_and_build
 from test_kpi_rules import DAY, H, T, answer, answered, cfg, member, store_lines
 from reports import render_html as r
 from reports.render_html import (duration, fmt, lower_is_better, pct, render_email_parts,
@@ -453,7 +453,7 @@ async def test_the_kpi_layer_s_unknowns_reach_the_page_and_the_mail(store):
              member(T - 600, agent="PJSIP/1009")]  # its member name never learned
     orphan = answer("u9", T + 70, "q1", "csat", "1", "s3")
     await store_lines(store, lines, orphan)
-    report = await build_report(store, cfg(), DAY, DAY, interval="hour")
+    report = await refresh_and_build(store, cfg(), DAY, DAY, interval="hour")
     assert report["warnings"] == {"staffed_unknown": ["Agent 1005"],
                                   "agents_like_interfaces": ["PJSIP/1009"]}
     page = words(render_html(report))
