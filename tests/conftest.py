@@ -1,11 +1,12 @@
 """Shared fixtures; and in CI (env CI set) a skipped test fails the run: every part of
 callkpi, the real-Asterisk, PostgreSQL and browser tests included, must actually run there.
 
-Backends: a test that uses `store`, `store_url` or `make_store_url` runs on the backends its
-`pytest.mark.backends(...)` names (module or test), SQLite alone where it names none
-(`--all-backends`: both, to see what those tests need to pass on PostgreSQL). PostgreSQL
-tests share one throwaway cluster per run (callkpi.testing.pgcluster: initdb in a temporary
-directory, a free loopback port, stopped at the end), each test in its own new database.
+Backends: a test that uses `store`, `store_url` or `make_store_url` runs once on SQLite and
+once on PostgreSQL; a test or module that can only mean one of them (a SQLite file's mode, a
+PostgreSQL server's restart) names it with `pytest.mark.backends(...)` and says why. Run one
+backend alone with `-k sqlite` or `-k postgresql`. PostgreSQL tests share one throwaway cluster
+per run (callkpi.testing.pgcluster: initdb in a temporary directory, a free loopback port,
+stopped at the end), each test in its own new database.
 """
 
 from __future__ import annotations
@@ -25,25 +26,16 @@ TEMPLATE = "callkpi_template"  # a migrated store: each test's database is a cop
 _names = itertools.count(1)
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--all-backends", action="store_true",
-                     help="run every test that uses a store on SQLite and on PostgreSQL")
-
-
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "backends(*names): the store backends the module's store tests run on")
+        "markers", "backends(*names): the only store backends a test or module can run on")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" not in metafunc.fixturenames:
         return
     marker = metafunc.definition.get_closest_marker("backends")
-    if marker:
-        names = marker.args
-    else:
-        names = BACKENDS if metafunc.config.getoption("--all-backends") else ("sqlite",)
-    metafunc.parametrize("backend", names, scope="function")
+    metafunc.parametrize("backend", marker.args if marker else BACKENDS, scope="function")
 
 
 @pytest.fixture(scope="session")

@@ -24,8 +24,6 @@ from callkpi.events import SOURCE_AGI, Kind, make_event
 from callkpi.store import Batch
 from callkpi.store_postgres import connection_params
 
-pytestmark = pytest.mark.backends("sqlite", "postgresql")
-
 UID = "1795491290.7"
 LINKED = "1795491290.5"
 SELECT = ("SELECT call_id, queue, agent, discr, value, reason, caller_number, source, extra"

@@ -18,8 +18,6 @@ from callkpi.events import SOURCE_QUEUE_LOG, Kind, make_event
 from callkpi.store import Batch, StoreUnavailable
 from callkpi.store import open_store
 
-pytestmark = pytest.mark.backends("sqlite", "postgresql")
-
 SECRET = "s3cr3t-never-logged"
 
 

@@ -16,7 +16,6 @@ from callkpi.store_sqlite_bulk import PartnerError
 from log_fixture import generate_log, snapshot
 from queue_log_parser.ingest import ingest_paths
 
-pytestmark = pytest.mark.backends("sqlite", "postgresql")
 PLAIN = 1 << 62  # no file is this big: no bulk writer
 BATCH = 500  # many small batches: many turns
 

@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,7 +27,6 @@ from callkpi.store import open_store
 from log_fixture import durable_checkpoint, generate_log, snapshot
 from queue_log_parser.ingest import BULK_FROM_BYTES, ingest_paths
 
-pytestmark = pytest.mark.backends("sqlite", "postgresql")
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "examples"
 SAMPLE = EXAMPLES / "queue_log.sample"

@@ -11,13 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from callkpi.events import KEY_COLUMNS
 from log_fixture import durable_checkpoint
 from queue_log_parser.ingest import Follower, IngestStats, LogSink
-
-pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 SAMPLE = Path(__file__).parent.parent / "examples" / "queue_log.sample"
 LINES = SAMPLE.read_text().splitlines(keepends=True)
