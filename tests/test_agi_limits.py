@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-import os
 import signal
 import subprocess
 import sys
@@ -20,9 +19,9 @@ import pytest
 from agi_plugin.ratelog import RateLimitedLog
 from agi_plugin.server import RESERVED_FDS, AgiServer, _quiet_loop_errors, connection_limits
 from callkpi.config import AgiConfig, Config, ConfigError
-from callkpi.store import open_store
 from callkpi.testing.fakeasterisk import FakeCall, environment
 from ports import free_port
+from store_helpers import agi_spool, fetch
 from test_agi_commands import wait_listening
 
 CALLKPI = str(Path(sys.executable).parent / "callkpi")
@@ -148,8 +147,7 @@ async def test_the_command_at_1024_open_files_against_1100_idle_connections(stor
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 2048:  # this test's own 1,100 sockets need the room the server lacks
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
-    port = free_port()
-    env = {**os.environ, "CALLKPI_AGI_SPOOL": str(tmp_path / "spool")}
+    port, (_, env) = free_port(), agi_spool(store_url, tmp_path)
     server = subprocess.Popen([CALLKPI, "agi", "--port", str(port), "--db", store_url],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=env, preexec_fn=at_1024_open_files)
@@ -178,8 +176,7 @@ async def test_the_command_at_1024_open_files_against_1100_idle_connections(stor
     assert len(err.splitlines()) < 12, err
     assert "max_connections 1000 lowered to 960" in err
     assert rss_growth_mb < 100, rss_growth_mb
-    async with await open_store(store_url, create=False) as store:
-        rows = await store.fetch_all("SELECT count(*) FROM events WHERE kind = 'survey-answer'")
+    rows = await fetch(store_url, "SELECT count(*) FROM events WHERE kind = 'survey-answer'")
     assert rows == [(40,)]
 
 
