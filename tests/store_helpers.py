@@ -23,6 +23,15 @@ async def fetch(url: str, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return await store.fetch_all(sql, params)
 
 
+def created(url: str) -> str:
+    """`url`, once a store is there (for a test outside an event loop)."""
+    async def create() -> None:
+        await (await open_store(url)).close()
+
+    asyncio.run(create())
+    return url
+
+
 def fetch_now(url: str, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
     """`fetch` for a test outside an event loop."""
     return asyncio.run(fetch(url, sql, params))
@@ -68,3 +77,13 @@ def agi_spool(url: str, tmp_path: Path) -> tuple[Path, dict[str, str]]:
         spool = tmp_path / "agi-spool"
         return spool, {**os.environ, "CALLKPI_AGI_SPOOL": str(spool)}
     return Path(url.removeprefix("sqlite://") + "-agi-spool"), dict(os.environ)
+
+
+def store_exists(url: str) -> bool:
+    """Whether a process has created its store at `url` yet (read without opening the store,
+    whose migration must not race the other process's own)."""
+    if not url.startswith("postgresql://"):
+        return Path(url.removeprefix("sqlite://")).exists()
+    with psycopg.connect(**connection_params(url)) as conn:
+        ((found,),) = conn.execute("SELECT to_regclass('callkpi_schema') IS NOT NULL").fetchall()
+    return bool(found)

@@ -4,7 +4,6 @@ days-sent record, and no password anywhere in what callkpi logs or prints."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import email
 import email.policy
@@ -25,14 +24,13 @@ from click.testing import CliRunner
 
 from callkpi.cli import cli
 from callkpi.config import Config, SmtpConfig, load_config
-from callkpi.store import open_store
 from ports import free_port
 from queue_log_parser.ingest import ingest_paths
 from report_fixture import empty_report, make_report
 from reports.email_command import local_today
 from reports.mailer import (ALREADY_SENT, SENT_NOW, MailError, build_message,
                             recipients_key, send_message, send_report)
-from store_helpers import no_store_error
+from store_helpers import created, no_store_error
 
 RECORDINGS = Path(__file__).parent.parent / "examples" / "recordings"
 
@@ -324,7 +322,7 @@ async def test_the_mail_of_a_day_recorded_from_real_asterisk(store, smtp_server)
 # ------------------------------------------------------------------ callkpi email
 @pytest.fixture
 def cli_config(tmp_path, store_url):
-    asyncio.run(create_store(store_url))
+    created(store_url)
 
     def write(port: int, *extra: str) -> Path:
         path = tmp_path / "callkpi.toml"
@@ -335,10 +333,6 @@ def cli_config(tmp_path, store_url):
             *extra]) + "\n")
         return path
     return write
-
-
-async def create_store(url: str) -> None:
-    await (await open_store(url)).close()
 
 
 def callkpi(*args: str, env: dict[str, str] | None = None):
