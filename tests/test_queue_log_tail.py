@@ -177,8 +177,9 @@ def test_cli_tail_stores_as_it_goes_and_exits_0_on_sigterm(tmp_path, store_url):
     assert err == "INFO callkpi: tail: SIGTERM received, stopping\n"
 
 
-def test_cli_tail_defaults_to_the_configured_path_and_rejects_a_missing_directory(tmp_path):
-    log, db = tmp_path / "queue_log", f"sqlite://{tmp_path / 't.db'}"
+def test_cli_tail_defaults_to_the_configured_path_and_rejects_a_missing_directory(tmp_path,
+                                                                                   store_url):
+    log, db = tmp_path / "queue_log", store_url
     env = {**os.environ, "CALLKPI_CONFIG": os.devnull, "CALLKPI_QUEUE_LOG_POLL_S": "0.05",
            "CALLKPI_QUEUE_LOG_PATH": str(log)}
     proc = subprocess.Popen([str(CALLKPI), "tail", "--db", str(db)], env=env,
