@@ -34,6 +34,15 @@ def test_a_store(monkeypatch, request, backend):
     request.getfixturevalue("store_url")
 '''
 
+MODULE_SKIPPED = '''
+import pytest
+
+pytest.importorskip("no_such_module_here")
+
+def test_never_collected(backend):
+    pass
+'''
+
 EXPECTED_FAILURE = '''
 import pytest
 
@@ -77,3 +86,9 @@ def test_no_postgresql_server_is_an_error_in_ci_and_a_skip_elsewhere(tmp_path, c
 def test_an_expected_failure_is_not_a_skip(tmp_path):
     done = run_suite(tmp_path, EXPECTED_FAILURE, ci=True)
     assert done.returncode == 0 and "2 xfailed" in done.stdout, done.stdout
+
+
+def test_a_module_skipped_whole_fails_ci(tmp_path):
+    done = run_suite(tmp_path, MODULE_SKIPPED, ci=True)
+    assert done.returncode == 1 and "1 skipped" in done.stdout, done.stdout
+    assert "CI: 1 test(s) skipped" in done.stdout and "test_it.py" in done.stdout
