@@ -1,11 +1,12 @@
 """Shared fixtures; and in CI (env CI set) a skipped test fails the run: every part of
 callkpi, the real-Asterisk, PostgreSQL and browser tests included, must actually run there.
 
-Backends: a test that uses `store`, `store_url` or `make_store_url` runs on the backends its
-`pytest.mark.backends(...)` names (module or test), SQLite alone where it names none
-(`--all-backends`: both, to see what those tests need to pass on PostgreSQL). PostgreSQL
-tests share one throwaway cluster per run (callkpi.testing.pgcluster: initdb in a temporary
-directory, a free loopback port, stopped at the end), each test in its own new database.
+Backends: a test that uses `store`, `store_url` or `make_store_url` runs once on SQLite and
+once on PostgreSQL; a test or module that can only mean one of them (a SQLite file's mode, a
+PostgreSQL server's restart) names it with `pytest.mark.backends(...)` and says why. Run one
+backend alone with `-k sqlite` or `-k postgresql`. PostgreSQL tests share one throwaway cluster
+per run (callkpi.testing.pgcluster: initdb in a temporary directory, a free loopback port,
+stopped at the end), each test in its own new database.
 """
 
 from __future__ import annotations
@@ -25,25 +26,16 @@ TEMPLATE = "callkpi_template"  # a migrated store: each test's database is a cop
 _names = itertools.count(1)
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--all-backends", action="store_true",
-                     help="run every test that uses a store on SQLite and on PostgreSQL")
-
-
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "backends(*names): the store backends the module's store tests run on")
+        "markers", "backends(*names): the only store backends a test or module can run on")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" not in metafunc.fixturenames:
         return
     marker = metafunc.definition.get_closest_marker("backends")
-    if marker:
-        names = marker.args
-    else:
-        names = BACKENDS if metafunc.config.getoption("--all-backends") else ("sqlite",)
-    metafunc.parametrize("backend", names, scope="function")
+    metafunc.parametrize("backend", marker.args if marker else BACKENDS, scope="function")
 
 
 @pytest.fixture(scope="session")
@@ -96,6 +88,21 @@ def make_store_url(request: pytest.FixtureRequest, backend: str,
         cluster.sql(f"DROP DATABASE {name} WITH (FORCE)")
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_store_url(request: pytest.FixtureRequest,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One new store per module and backend, for a module whose tests all read what one
+    long run (a scenario on the real Asterisk) stored: the run happens once per backend."""
+    if request.param == "sqlite":
+        yield f"sqlite://{tmp_path_factory.mktemp('store') / 'callkpi.db'}"
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    name = f"module_{os.getpid()}_{next(_names)}"
+    cluster.sql(f"CREATE DATABASE {name}")
+    yield cluster.url(name)
+    cluster.sql(f"DROP DATABASE {name} WITH (FORCE)")
+
+
 @pytest.fixture
 def store_url(make_store_url: Callable[..., str]) -> str:
     """The URL of a new store of the test's backend."""
@@ -109,13 +116,28 @@ async def store(store_url: str) -> AsyncIterator[Store]:
     await s.close()
 
 
+_skipped: list[str] = []  # the tests skipped in this run (an expected failure is no skip)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skipped.append(report.nodeid)
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.skipped:  # a whole module (an import it could not make, say)
+        _skipped.append(report.nodeid)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if not os.environ.get("CI"):
+    """In CI a skip fails the run, whatever reported it: a PostgreSQL test skipped for want
+    of a server is a backend nobody tested."""
+    if not os.environ.get("CI") or not _skipped:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is None:
-        return
-    skipped = len(reporter.stats.get("skipped", []))
-    if skipped:
-        reporter.write_line(f"CI: {skipped} test(s) skipped; in CI a skip is a failure", red=True)
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if reporter is not None:
+        reporter.write_line(f"CI: {len(_skipped)} test(s) skipped; in CI a skip is a failure:",
+                            red=True)
+        for nodeid in _skipped[:20]:
+            reporter.write_line(f"  {nodeid}", red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

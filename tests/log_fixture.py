@@ -23,11 +23,11 @@ def generate_log(path: Path, lines: int, seed: int) -> None:
     module.generate(path, lines, seed)
 
 
-async def snapshot(db: Path) -> tuple[list, list, list]:
+async def snapshot(url: str) -> tuple[list, list, list]:
     """Every event in id order (file order for a queue_log), quarantined line and checkpoint
-    of the store at `db`. Not the ids themselves: a PostgreSQL identity does not hand back
+    of the store at `url`. Not the ids themselves: a PostgreSQL identity does not hand back
     the numbers of a transaction killed mid-way."""
-    store = await open_store(db)
+    store = await open_store(url)
     try:
         return (await store.fetch_all(f"SELECT {', '.join(COLUMNS)} FROM events ORDER BY id"),
                 await store.fetch_all("SELECT source, origin, position, line_no, reason, raw"

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from callkpi.store import StoreError
+from store_helpers import fetch_now, no_store_error
+
 CALLKPI = str(Path(sys.executable).parent / "callkpi")
 SAMPLE = Path(__file__).parent.parent / "examples" / "queue_log.sample"
 DAY = ["--from", "2026-11-24", "--to", "2026-11-24"]  # the sample's day
@@ -45,12 +48,12 @@ def usage_error(result: subprocess.CompletedProcess[str]) -> str:
     return result.stderr.splitlines()[-1].removeprefix("Error: ")
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    db = tmp_path_factory.mktemp("store") / "callkpi.db"
-    result = callkpi("ingest", "--db", str(db), str(SAMPLE))
+@pytest.fixture
+def store(store_url: str) -> str:
+    """The URL of a store holding the sample's day."""
+    result = callkpi("ingest", "--db", store_url, str(SAMPLE))
     assert result.returncode == 0, result.stderr
-    return db
+    return store_url
 
 
 @pytest.fixture
@@ -60,29 +63,30 @@ def needs_root() -> None:
 
 
 # ------------------------------------------------------------------ report --output
-def test_report_into_a_missing_directory(store: Path, tmp_path: Path) -> None:
+def test_report_into_a_missing_directory(store: str, tmp_path: Path) -> None:
     out = tmp_path / "no" / "report.html"
-    result = callkpi("report", *DAY, "--db", str(store), "--format", "html", "-o", str(out))
+    result = callkpi("report", *DAY, "--db", store, "--format", "html", "-o", str(out))
     assert one_error_line(result) == (
         f"cannot write {out}: directory {out.parent} does not exist")
     assert not out.parent.exists()
 
 
-def test_report_into_a_read_only_directory(store: Path, tmp_path: Path, needs_root: None
+def test_report_into_a_read_only_directory(store: str, tmp_path: Path, needs_root: None
                                            ) -> None:
     out = tmp_path / "reports" / "report.json"
     out.parent.mkdir()
-    result = callkpi("report", *DAY, "--db", str(store), "-o", str(out), read_only=out.parent)
+    result = callkpi("report", *DAY, "--db", store, "-o", str(out), read_only=out.parent)
     assert one_error_line(result) == f"cannot write {out}: directory {out.parent} is not writable"
     assert list(out.parent.iterdir()) == []
 
 
-def test_report_output_replaces_the_file_whole(store: Path, tmp_path: Path) -> None:
-    out = tmp_path / "report.json"
+def test_report_output_replaces_the_file_whole(store: str, tmp_path: Path) -> None:
+    out = tmp_path / "reports" / "report.json"
+    out.parent.mkdir()
     out.write_text("yesterday's report")
-    result = callkpi("report", *DAY, "--db", str(store), "-o", str(out))
+    result = callkpi("report", *DAY, "--db", store, "-o", str(out))
     assert result.returncode == 0, result.stderr
-    assert out.read_text().startswith("{") and [p.name for p in tmp_path.iterdir()] == [
+    assert out.read_text().startswith("{") and [p.name for p in out.parent.iterdir()] == [
         "report.json"]  # no temporary file left beside it
 
 
@@ -95,14 +99,17 @@ def test_db_in_a_missing_directory_is_not_created(tmp_path: Path) -> None:
     assert not db.parent.exists()
 
 
-def test_db_in_a_read_only_directory(store: Path, tmp_path: Path, needs_root: None) -> None:
-    new = tmp_path / "callkpi.db"
-    result = callkpi("ingest", "--db", str(new), str(SAMPLE), read_only=tmp_path)
+@pytest.mark.backends("sqlite")  # the mistakes of a store file's directory
+def test_db_in_a_read_only_directory(store: str, tmp_path: Path, needs_root: None) -> None:
+    new = tmp_path / "new" / "callkpi.db"
+    new.parent.mkdir()
+    result = callkpi("ingest", "--db", str(new), str(SAMPLE), read_only=new.parent)
     assert one_error_line(result) == (
-        f"cannot create database {new}: {tmp_path} is on a read-only file system")
-    result = callkpi("db", "info", "--db", str(store), read_only=store.parent)
+        f"cannot create database {new}: {new.parent} is on a read-only file system")
+    db = Path(store.removeprefix("sqlite://"))
+    result = callkpi("db", "info", "--db", str(db), read_only=db.parent)
     assert one_error_line(result) == (
-        f"cannot open database {store}: {store.parent} is on a read-only file system")
+        f"cannot open database {db}: {db.parent} is on a read-only file system")
 
 
 def test_db_that_is_a_directory(tmp_path: Path) -> None:
@@ -115,13 +122,13 @@ def test_db_that_is_a_directory(tmp_path: Path) -> None:
     ["report", *DAY], ["email", "--yesterday", "--recipient", "a@example.com"], ["facts"],
     ["agents", "list"], ["agents", "leave", "Agent 1", "--on", "2026-11-24"], ["db", "info"],
 ])
-def test_a_read_of_a_missing_database_says_so_and_creates_nothing(tmp_path: Path,
+def test_a_read_of_a_missing_database_says_so_and_creates_nothing(make_store_url,
                                                                   command: list[str]) -> None:
-    db = tmp_path / "typo.db"
-    result = callkpi(*command, "--db", str(db))
-    assert one_error_line(result) == (
-        f"database {db} does not exist (ingest or listen first, or check --db)")
-    assert list(tmp_path.iterdir()) == []
+    typo = make_store_url(empty=True)  # a PostgreSQL database without a store in it
+    result = callkpi(*command, "--db", typo)
+    assert "Error: " + one_error_line(result) == no_store_error(typo)
+    with pytest.raises(StoreError):  # still nothing there
+        fetch_now(typo, "SELECT 1")
 
 
 # ---------------------------------------------------------------------------- config
@@ -181,11 +188,11 @@ def test_a_port_out_of_range(command: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------------- report
-def test_a_report_for_a_queue_that_never_existed(store: Path) -> None:
-    result = callkpi("report", *DAY, "--db", str(store), "--queue", "suport")
+def test_a_report_for_a_queue_that_never_existed(store: str) -> None:
+    result = callkpi("report", *DAY, "--db", store, "--queue", "suport")
     assert one_error_line(result) == (
         "queue 'suport' never appeared in the store (queues: sales, support)")
-    known = callkpi("report", "--from", "2020-01-01", "--to", "2020-01-01", "--db", str(store),
+    known = callkpi("report", "--from", "2020-01-01", "--to", "2020-01-01", "--db", store,
                     "--queue", "support")
     assert known.returncode == 0, known.stderr  # a known queue's empty day is a report
 
@@ -200,9 +207,9 @@ def test_a_survey_port_already_taken(tmp_path: Path) -> None:
         f"[agi] cannot listen on 127.0.0.1:{port}: Address already in use")
 
 
-def test_an_email_dry_run_in_a_read_only_directory(store: Path, tmp_path: Path,
+def test_an_email_dry_run_in_a_read_only_directory(store: str, tmp_path: Path,
                                                    needs_root: None) -> None:
     result = callkpi("email", *DAY, "--recipient", "a@example.com", "--dry-run", "--db",
-                     str(store), read_only=tmp_path, cwd=tmp_path)
+                     store, read_only=tmp_path, cwd=tmp_path)
     assert one_error_line(result) == (f"cannot write {tmp_path}/callkpi-report-2026-11-24.eml:"
                                       f" directory {tmp_path} is not writable")

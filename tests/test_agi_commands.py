@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from agi_plugin.survey import DEFAULT_QUESTIONS, load_questions
 from callkpi.cli import cli
 from callkpi.config import ConfigError, SurveyConfig, load_config
 from ports import free_port
+from store_helpers import agi_spool, fetch, write_lock_held
 
 CALLKPI = str(Path(sys.executable).parent / "callkpi")
 
@@ -104,10 +104,10 @@ def test_cli_bad_survey_config_is_one_line(tmp_path):
     assert "Traceback" not in result.output
 
 
-async def test_sigterm_lets_the_running_survey_finish_and_exits_0(tmp_path):
-    port, db = free_port(), tmp_path / "callkpi.db"
-    server = subprocess.Popen([CALLKPI, "agi", "--port", str(port), "--db", str(db)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+async def test_sigterm_lets_the_running_survey_finish_and_exits_0(tmp_path, store_url):
+    port, (_, env) = free_port(), agi_spool(store_url, tmp_path)
+    server = subprocess.Popen([CALLKPI, "agi", "--port", str(port), "--db", store_url],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         await wait_listening(port)
         call = FakeCall(environment("1795491290.4", ["1795491290.4", "support", "Agent 1001"]),
@@ -123,8 +123,7 @@ async def test_sigterm_lets_the_running_survey_finish_and_exits_0(tmp_path):
         server.kill()
     assert server.returncode == 0, err
     assert "surveys=1 answers=2" in out
-    rows = sqlite3.connect(db).execute(
-        "SELECT discr, value, reason FROM events ORDER BY discr").fetchall()
+    rows = await fetch(store_url, "SELECT discr, value, reason FROM events ORDER BY discr")
     assert rows == [("q1", "5", "answered"), ("q2", "1", "answered")]
 
 
@@ -160,63 +159,61 @@ async def refused(port: int) -> None:
             await asyncio.sleep(0.01)
 
 
-def survey_rows(db: Path) -> list[tuple]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT call_id, discr, value FROM events"
-                            " WHERE kind = 'survey-answer' ORDER BY call_id, discr").fetchall()
+async def survey_rows(url: str) -> list[tuple]:
+    return await fetch(url, "SELECT call_id, discr, value FROM events"
+                            " WHERE kind = 'survey-answer' ORDER BY call_id, discr")
 
 
-async def test_answers_given_before_a_kill_9_are_stored_once_at_the_next_start(tmp_path):
+async def test_answers_given_before_a_kill_9_are_stored_once_at_the_next_start(tmp_path,
+                                                                               store_url):
     """The store's write lock is held (a big ingest), so the answers wait in the spool when the
     server is killed; the next server stores them, once."""
-    port, db = free_port(), tmp_path / "callkpi.db"
-    command = [CALLKPI, "agi", "--port", str(port), "--db", str(db)]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    blocker = None
+    port, (spool, env) = free_port(), agi_spool(store_url, tmp_path)
+    command = [CALLKPI, "agi", "--port", str(port), "--db", store_url]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env)
     try:
         await wait_listening(port)
-        blocker = sqlite3.connect(db, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
-        calls = [FakeCall(environment(uid, [uid, "support", "Agent 1001"]), ["4", "2"])
-                 for uid in ("1795491290.1", "1795491290.2")]
-        await asyncio.gather(*(c.run("127.0.0.1", port) for c in calls))
-        assert all(c.commands[-1].startswith("STREAM FILE auth-thankyou") for c in calls)
-        server.kill()  # SIGKILL: no shutdown, no last write
-        server.wait(timeout=10)
+        async with write_lock_held(store_url):
+            calls = [FakeCall(environment(uid, [uid, "support", "Agent 1001"]), ["4", "2"])
+                     for uid in ("1795491290.1", "1795491290.2")]
+            await asyncio.gather(*(c.run("127.0.0.1", port) for c in calls))
+            assert all(c.commands[-1].startswith("STREAM FILE auth-thankyou") for c in calls)
+            server.kill()  # SIGKILL: no shutdown, no last write
+            server.wait(timeout=10)
     finally:
         server.kill()
-        if blocker is not None:
-            blocker.execute("ROLLBACK")
-            blocker.close()
-    assert survey_rows(db) == []
-    again = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert await survey_rows(store_url) == []
+    again = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=env)
     try:
         await wait_listening(port)
         async with asyncio.timeout(30):
-            while len(survey_rows(db)) < 4:
+            while len(await survey_rows(store_url)) < 4:
                 await asyncio.sleep(0.05)
         again.send_signal(signal.SIGTERM)
         out, err = again.communicate(timeout=30)
     finally:
         again.kill()
     assert "4 survey answers left in" in err, err
-    assert survey_rows(db) == [("1795491290.1", "q1", "4"), ("1795491290.1", "q2", "2"),
-                               ("1795491290.2", "q1", "4"), ("1795491290.2", "q2", "2")]
-    assert list((tmp_path / "callkpi.db-agi-spool").glob("*.jsonl")) == []
+    assert await survey_rows(store_url) == [
+        ("1795491290.1", "q1", "4"), ("1795491290.1", "q2", "2"),
+        ("1795491290.2", "q1", "4"), ("1795491290.2", "q2", "2")]
+    assert list(spool.glob("*.jsonl")) == []
 
 
-async def test_a_second_server_on_the_same_spool_is_refused_in_one_line(tmp_path):
-    port, db = free_port(), tmp_path / "callkpi.db"
-    first = subprocess.Popen([CALLKPI, "agi", "--port", str(port), "--db", str(db)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+async def test_a_second_server_on_the_same_spool_is_refused_in_one_line(tmp_path, store_url):
+    port, (spool, env) = free_port(), agi_spool(store_url, tmp_path)
+    first = subprocess.Popen([CALLKPI, "agi", "--port", str(port), "--db", store_url],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         await wait_listening(port)
-        second = subprocess.run([CALLKPI, "agi", "--port", str(free_port()), "--db", str(db)],
-                                capture_output=True, text=True, timeout=30)
+        second = subprocess.run([CALLKPI, "agi", "--port", str(free_port()), "--db", store_url],
+                                capture_output=True, text=True, timeout=30, env=env)
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=30)
     assert second.returncode == 1
-    assert second.stderr.endswith(f"Error: [agi] spool {db}-agi-spool is in use by another "
+    assert second.stderr.endswith(f"Error: [agi] spool {spool} is in use by another "
                                   "survey server (a second one needs its own [agi] spool)\n")
     assert "Traceback" not in second.stderr

@@ -9,7 +9,6 @@ import asyncio
 import logging
 import resource
 import signal
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -22,15 +21,18 @@ from agi_plugin.server import RESERVED_FDS, AgiServer, _quiet_loop_errors, conne
 from callkpi.config import AgiConfig, Config, ConfigError
 from callkpi.testing.fakeasterisk import FakeCall, environment
 from ports import free_port
+from store_helpers import agi_spool, fetch
 from test_agi_commands import wait_listening
 
 CALLKPI = str(Path(sys.executable).parent / "callkpi")
 
 
-def make_config(store, **agi) -> Config:
+def make_config(store, spool: Path, **agi) -> Config:
     config = Config()
     config.server.name = "pbx1"
     config.store.db = store.path
+    if "://" in store.path:  # a server's store: the answers' spool must be named
+        config.agi.spool = str(spool)
     config.agi.port = 0
     for key, value in agi.items():
         setattr(config.agi, key, value)
@@ -58,11 +60,12 @@ async def closed_by_server(connection) -> bool:
 
 
 @pytest.fixture
-async def server(store):
+async def server(store, tmp_path):
     servers = []
 
     async def start(**agi) -> AgiServer:
-        started = await AgiServer(make_config(store, **agi), store, env_timeout_s=60).start()
+        config = make_config(store, tmp_path / "spool", **agi)
+        started = await AgiServer(config, store, env_timeout_s=60).start()
         servers.append(started)
         return started
 
@@ -127,26 +130,27 @@ def test_limits_fit_in_the_open_files_limit(caplog):
     assert f"max_connections {10 * soft} lowered to {room}" in caplog.text
 
 
-def test_limits_must_be_positive(store):
+def test_limits_must_be_positive(store, tmp_path):
     with pytest.raises(ConfigError, match=r"\[agi\] max_per_peer must be at least 1"):
-        AgiServer(make_config(store, max_per_peer=0), store)
+        AgiServer(make_config(store, tmp_path / "spool", max_per_peer=0), store)
 
 
 def at_1024_open_files() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
 
 
-async def test_the_command_at_1024_open_files_against_1100_idle_connections(tmp_path):
+async def test_the_command_at_1024_open_files_against_1100_idle_connections(store_url,
+                                                                             tmp_path):
     """The drill: systemd's default limit, 1,100 idle connections each holding 15 KB of an
     environment, then real callers. No traceback, a few lines, callers served at once, and the
     memory those connections hold stays small (1,000 of them once took 1.5 GB)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 2048:  # this test's own 1,100 sockets need the room the server lacks
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
-    port, db = free_port(), tmp_path / "callkpi.db"
-    server = subprocess.Popen([CALLKPI, "agi", "--port", str(port), "--db", str(db)],
+    port, (_, env) = free_port(), agi_spool(store_url, tmp_path)
+    server = subprocess.Popen([CALLKPI, "agi", "--port", str(port), "--db", store_url],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              preexec_fn=at_1024_open_files)
+                              env=env, preexec_fn=at_1024_open_files)
     sockets = []
     try:
         await wait_listening(port)
@@ -172,9 +176,8 @@ async def test_the_command_at_1024_open_files_against_1100_idle_connections(tmp_
     assert len(err.splitlines()) < 12, err
     assert "max_connections 1000 lowered to 960" in err
     assert rss_growth_mb < 100, rss_growth_mb
-    rows = sqlite3.connect(db).execute(
-        "SELECT count(*) FROM events WHERE kind = 'survey-answer'").fetchone()
-    assert rows == (40,)
+    rows = await fetch(store_url, "SELECT count(*) FROM events WHERE kind = 'survey-answer'")
+    assert rows == [(40,)]
 
 
 async def test_what_asyncio_reports_is_rate_limited_too(caplog):

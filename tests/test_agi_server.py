@@ -5,14 +5,11 @@ checked."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
-import sqlite3
 import time
 
-import psycopg
 import pytest
 
 from agi_plugin import survey as survey_module
@@ -22,9 +19,7 @@ from agi_plugin.survey import load_questions
 from callkpi.config import Config, ConfigError
 from callkpi.events import SOURCE_AGI, Kind, make_event
 from callkpi.store import Batch
-from callkpi.store_postgres import connection_params
-
-pytestmark = pytest.mark.backends("sqlite", "postgresql")
+from store_helpers import write_lock_held
 
 UID = "1795491290.7"
 LINKED = "1795491290.5"
@@ -390,33 +385,12 @@ async def test_callers_never_wait_for_the_stores_write_lock(serve, store):
     """An ingest or a report holding the write lock for seconds delays the answers' arrival in
     the store, never the caller: the survey ends while the lock is still held."""
     server = await serve()
-    async with write_lock_held(store):
+    async with write_lock_held(store.path):
         call = await caller(["4", "2"]).run("127.0.0.1", server.port)
         assert call.commands[-1].startswith("STREAM FILE auth-thankyou")
         assert server.writer.pending == 2 and await brief(store) == []
     await finished(server, timeout_s=60)
     assert await brief(store) == [("q1", "4", "answered"), ("q2", "2", "answered")]
-
-
-@contextlib.asynccontextmanager
-async def write_lock_held(store):
-    """What a big ingest batch does: SQLite's write lock, PostgreSQL's write-sequence row."""
-    if "://" not in store.path:
-        blocker = sqlite3.connect(store.path, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
-        return
-    params = {**connection_params(store.path), "autocommit": False}
-    async with await psycopg.AsyncConnection.connect(**params) as conn:
-        await conn.execute("SELECT seq FROM write_seq FOR UPDATE")
-        try:
-            yield
-        finally:
-            await conn.rollback()
 
 
 async def test_a_call_is_surveyed_once(serve, store, caplog):

@@ -18,8 +18,6 @@ from callkpi.events import SOURCE_QUEUE_LOG, Kind, make_event
 from callkpi.store import Batch, StoreUnavailable
 from callkpi.store import open_store
 
-pytestmark = pytest.mark.backends("sqlite", "postgresql")
-
 SECRET = "s3cr3t-never-logged"
 
 
@@ -204,12 +202,12 @@ async def test_queue_log_twin_wins_and_nothing_is_counted_twice(ami, store):
     assert stored[0] == ("lunch", "queue_log")
 
 
-async def test_sigterm_flushes_and_exits_cleanly(ami, tmp_path):
-    db = tmp_path / "listen.db"
+async def test_sigterm_flushes_and_exits_cleanly(ami, make_store_url):
+    db = make_store_url(empty=True)
     env = {**os.environ, "CALLKPI_AMI_SECRET": SECRET, "CALLKPI_CONFIG": "/dev/null"}
     proc = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).parent / "callkpi"), "listen", "--ami-port", str(ami.port),
-        "--db", str(db), env=env, stdout=asyncio.subprocess.PIPE,
+        "--db", db, env=env, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     await eventually(lambda: bool(ami.logged_in), timeout=10)
     await ami.emit(pause_event("flushed"))
@@ -251,15 +249,15 @@ async def test_a_restart_marks_the_time_nobody_listened(ami, store):
     assert first_login <= start <= stopped <= start + length <= started + 0.0005
 
 
-async def test_a_kill_loses_only_what_the_gap_covers(ami, tmp_path):
+async def test_a_kill_loses_only_what_the_gap_covers(ami, tmp_path, store_url):
     """kill -9 of `callkpi listen`: the outage is dated from the last event it stored (its
     checkpoint moves with every batch and while the PBX is quiet), not from an older one."""
-    db = tmp_path / "listen.db"
+    db = store_url
     (tmp_path / "callkpi.toml").write_text(
         f'[server]\nname = "pbx"\n[ami]\nport = {ami.port}\nping_interval_s = 0.3\n')
     env = {**os.environ, "CALLKPI_AMI_SECRET": SECRET,
            "CALLKPI_CONFIG": str(tmp_path / "callkpi.toml")}
-    args = (str(Path(sys.executable).parent / "callkpi"), "listen", "--db", str(db))
+    args = (str(Path(sys.executable).parent / "callkpi"), "listen", "--db", db)
     proc = await asyncio.create_subprocess_exec(*args, env=env,
                                                 stderr=asyncio.subprocess.DEVNULL)
     await eventually(lambda: len(ami.logged_in) == 1, timeout=10)
@@ -333,9 +331,9 @@ async def run_cli(*args, env=None):
     return proc.returncode, out.decode(), err.decode()
 
 
-async def test_cli_rejected_login_is_one_line_and_exit_78(ami, tmp_path):
-    code, _, err = await run_cli("listen", "--ami-port", str(ami.port), "--db",
-                                 str(tmp_path / "x.db"), env={"CALLKPI_AMI_SECRET": "nope"})
+async def test_cli_rejected_login_is_one_line_and_exit_78(ami, store_url):
+    code, _, err = await run_cli("listen", "--ami-port", str(ami.port), "--db", store_url,
+                                 env={"CALLKPI_AMI_SECRET": "nope"})
     assert code == 78
     assert "Error: AMI login as 'callkpi' on 127.0.0.1" in err and "Traceback" not in err
     assert "nope" not in err
@@ -470,12 +468,12 @@ async def test_a_port_that_is_not_ami_is_one_clear_error(store, answer):
         server.close()
 
 
-async def test_cli_pointed_at_a_port_that_is_not_ami_says_so_in_one_line(tmp_path):
+async def test_cli_pointed_at_a_port_that_is_not_ami_says_so_in_one_line(store_url):
     server = await serve_once(b"SSH-2.0-OpenSSH_9.2p1\r\n")
     port = server.sockets[0].getsockname()[1]
     try:
-        code, _, err = await run_cli("listen", "--ami-port", str(port), "--db",
-                                     str(tmp_path / "x.db"), env={"CALLKPI_AMI_SECRET": "x"})
+        code, _, err = await run_cli("listen", "--ami-port", str(port), "--db", store_url,
+                                     env={"CALLKPI_AMI_SECRET": "x"})
     finally:
         server.close()
     assert code == 78 and "Traceback" not in err

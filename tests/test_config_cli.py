@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from callkpi.cli import cli
 from callkpi.config import ConfigError, load_config
+from store_helpers import created, no_store_error
 
 
 def write(tmp_path, text):
@@ -63,14 +64,14 @@ def test_cli_bad_config_is_one_line(tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_cli_db_info_missing_db(tmp_path):
-    result = CliRunner().invoke(cli, ["db", "info", "--db", str(tmp_path / "none.db")])
+def test_cli_db_info_missing_db(make_store_url):
+    none = make_store_url(empty=True)
+    result = CliRunner().invoke(cli, ["db", "info", "--db", none])
     assert result.exit_code == 1
-    assert result.output.strip() == (f"Error: database {tmp_path / 'none.db'} does not exist"
-                                     " (ingest or listen first, or check --db)")
+    assert result.output.strip() == no_store_error(none)
 
 
-def test_cli_db_info_unreadable_db(tmp_path):
+def test_cli_db_info_unreadable_db(tmp_path):  # SQLite alone: a file that is not a database
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"not a database" * 1000)
     result = CliRunner().invoke(cli, ["db", "info", "--db", str(junk)])
@@ -78,15 +79,12 @@ def test_cli_db_info_unreadable_db(tmp_path):
     assert "cannot use database" in result.output and "Traceback" not in result.output
 
 
-def test_cli_db_from_environment(tmp_path, monkeypatch):
-    import sqlite3
-
-    db = tmp_path / "env.db"
-    sqlite3.connect(db).close()
-    monkeypatch.setenv("CALLKPI_DB", str(db))
+def test_cli_db_from_environment(store_url, monkeypatch):
+    monkeypatch.setenv("CALLKPI_DB", created(store_url))
     result = CliRunner().invoke(cli, ["db", "info"])
     assert result.exit_code == 0, result.output
-    assert f"database: {db}" in result.output and "events: 0" in result.output
+    shown = store_url.removeprefix("sqlite://")
+    assert f"database: {shown}" in result.output and "events: 0" in result.output
 
 
 def test_tables_and_lists_of_tables(tmp_path):

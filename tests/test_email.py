@@ -4,7 +4,6 @@ days-sent record, and no password anywhere in what callkpi logs or prints."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import email
 import email.policy
@@ -25,7 +24,6 @@ from click.testing import CliRunner
 
 from callkpi.cli import cli
 from callkpi.config import Config, SmtpConfig, load_config
-from callkpi.store import open_store
 from ports import free_port
 from queue_log_parser.ingest import ingest_paths
 from report_fixture import empty_report, make_report
@@ -33,6 +31,7 @@ from reports.email_command import local_today
 from reports.facts import refresh_facts
 from reports.mailer import (ALREADY_SENT, SENT_NOW, MailError, build_message,
                             recipients_key, send_message, send_report)
+from store_helpers import created, no_store_error
 
 RECORDINGS = Path(__file__).parent.parent / "examples" / "recordings"
 
@@ -269,16 +268,15 @@ def test_the_password_is_never_logged(smtp_server, certificate, caplog):
 
 
 # ------------------------------------------------------------------ days sent
-def config_for(tmp_path: Path, port: int, **smtp: Any) -> Config:
+def config_for(port: int, **smtp: Any) -> Config:
     config = load_config(env={})
-    config.store.db = str(tmp_path / "callkpi.db")
     config.smtp = smtp_config(port, **smtp)
     return config
 
 
-async def test_a_day_is_sent_once_per_recipients_unless_forced(store, smtp_server, tmp_path):
+async def test_a_day_is_sent_once_per_recipients_unless_forced(store, smtp_server):
     port, inbox = smtp_server()
-    config = config_for(tmp_path, port)
+    config = config_for(port)
     day = dt.date(2026, 11, 24)
 
     async def send(recipients, **kwargs):
@@ -295,8 +293,8 @@ async def test_a_day_is_sent_once_per_recipients_unless_forced(store, smtp_serve
     assert rows == [("2026-11-24", "a@example.com"), ("2026-11-24", "a@example.com,b@example.com")]
 
 
-async def test_a_failed_send_is_not_recorded(store, tmp_path):
-    config = config_for(tmp_path, free_port())
+async def test_a_failed_send_is_not_recorded(store):
+    config = config_for(free_port())
     with pytest.raises(MailError):
         await send_report(store, config, dt.date(2026, 11, 24), ["a@example.com"])
     assert await store.fetch_all("SELECT * FROM reports_sent") == []
@@ -307,10 +305,10 @@ def test_recipients_key():
     assert recipients_key([" B@x.org", "a@x.org", "b@x.org"]) == "a@x.org,b@x.org"
 
 
-async def test_the_mail_of_a_day_recorded_from_real_asterisk(store, smtp_server, tmp_path):
+async def test_the_mail_of_a_day_recorded_from_real_asterisk(store, smtp_server):
     """End to end: queue_log -> store -> facts -> KPIs -> the mail that arrives."""
     port, inbox = smtp_server()
-    config = config_for(tmp_path, port)
+    config = config_for(port)
     await ingest_paths(store, [str(SAMPLE)], server="pbx1", batch_lines=1000)
     await refresh_facts(store, config.kpi)  # as the e-mail job does before sending
     assert (await send_report(store, config, SAMPLE_DAY, ["boss@example.com"])).status == SENT_NOW
@@ -325,22 +323,18 @@ async def test_the_mail_of_a_day_recorded_from_real_asterisk(store, smtp_server,
 
 # ------------------------------------------------------------------ callkpi email
 @pytest.fixture
-def cli_config(tmp_path):
-    asyncio.run(create_store(tmp_path / "callkpi.db"))
+def cli_config(tmp_path, store_url):
+    created(store_url)
 
     def write(port: int, *extra: str) -> Path:
         path = tmp_path / "callkpi.toml"
         path.write_text("\n".join([
-            "[store]", f'db = "{tmp_path / "callkpi.db"}"',
+            "[store]", f'db = "{store_url}"',
             "[report]", 'timezone = "Europe/Berlin"',
             "[smtp]", 'host = "127.0.0.1"', f"port = {port}", 'sender = "callkpi@example.com"',
             *extra]) + "\n")
         return path
     return write
-
-
-async def create_store(path: Path) -> None:
-    await (await open_store(path)).close()
 
 
 def callkpi(*args: str, env: dict[str, str] | None = None):
@@ -464,13 +458,13 @@ def test_callkpi_email_refuses_what_is_not_one_address(cli_config, address):
     assert result.exit_code == 2 and "not an e-mail address" in result.stderr
 
 
-def test_callkpi_email_needs_an_existing_database(cli_config, tmp_path):
-    result = callkpi("--config", str(cli_config(free_port())), "email", "--yesterday",
-                     "--recipient", "a@example.com", "--db", str(tmp_path / "typo.db"))
-    assert result.exit_code == 1
-    assert result.stderr == (f"Error: database {tmp_path / 'typo.db'} does not exist"
-                             " (ingest or listen first, or check --db)\n")
-    assert not (tmp_path / "typo.db").exists()
+def test_callkpi_email_needs_an_existing_database(cli_config, make_store_url):
+    typo = make_store_url(empty=True)
+    for _ in range(2):  # and the first run created nothing there
+        result = callkpi("--config", str(cli_config(free_port())), "email", "--yesterday",
+                         "--recipient", "a@example.com", "--db", typo)
+        assert result.exit_code == 1
+        assert result.stderr == no_store_error(typo) + "\n"
 
 
 def test_callkpi_email_without_recipients(cli_config):

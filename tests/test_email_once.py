@@ -96,11 +96,11 @@ async def claims(store) -> list[tuple]:
 
 
 @pytest.mark.parametrize("how", ["421", "reset", "hang"])
-async def test_a_mail_the_relay_took_is_sent_whatever_quit_does(store, relay, tmp_path, how,
+async def test_a_mail_the_relay_took_is_sent_whatever_quit_does(store, relay, how,
                                                                 monkeypatch, caplog):
     monkeypatch.setattr(mailer, "QUIT_TIMEOUT_S", 0.3)
     inbox = BadQuit(how=how)
-    config = config_for(tmp_path, relay(inbox))
+    config = config_for(relay(inbox))
     assert (await send_report(store, config, DAY, ["a@example.com"])).status == SENT_NOW
     assert "took the mail, then" in caplog.text and "the mail is sent" in caplog.text
     assert (await send_report(store, config, DAY, ["a@example.com"])).status == ALREADY_SENT
@@ -109,12 +109,12 @@ async def test_a_mail_the_relay_took_is_sent_whatever_quit_does(store, relay, tm
     assert await claims(store) == []
 
 
-async def test_a_refused_mail_releases_its_claim_so_a_retry_sends_it(store, relay, tmp_path):
+async def test_a_refused_mail_releases_its_claim_so_a_retry_sends_it(store, relay):
     class Refusing(Inbox):
         async def handle_DATA(self, server, session, envelope) -> str:
             return "554 5.7.1 rejected: try later"
 
-    config = config_for(tmp_path, relay(Refusing()))
+    config = config_for(relay(Refusing()))
     with pytest.raises(MailError, match="refused the mail: 554"):
         await send_report(store, config, DAY, ["a@example.com"])
     assert await claims(store) == [] and await store.fetch_all("SELECT * FROM reports_sent") == []
@@ -124,10 +124,9 @@ async def test_a_refused_mail_releases_its_claim_so_a_retry_sends_it(store, rela
     assert len(inbox.mails) == 1
 
 
-async def test_a_recipient_the_relay_refuses_is_named_and_the_others_get_it(store, relay,
-                                                                           tmp_path):
+async def test_a_recipient_the_relay_refuses_is_named_and_the_others_get_it(store, relay):
     inbox = RefusesOne()
-    config = config_for(tmp_path, relay(inbox))
+    config = config_for(relay(inbox))
     outcome = await send_report(store, config, DAY, ["a@example.com", "gone@example.com"])
     assert outcome.status == SENT_NOW
     assert outcome.refused == {"gone@example.com": "550 5.1.1 no such user"}

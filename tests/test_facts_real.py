@@ -204,7 +204,8 @@ async def test_interface_names_from_the_config(store):
     assert report["agents"]["Agent 1004"]["staffed_s"] == 9.0
 
 
-async def test_same_second_order_and_file_order_change_nothing(store, tmp_path):
+async def test_same_second_order_and_file_order_change_nothing(store, make_store_url,
+                                                                tmp_path):
     raw = lines("restarts.queue_log")
     rng = random.Random(7)
     by_second: dict[str, list[str]] = {}
@@ -220,15 +221,15 @@ async def test_same_second_order_and_file_order_change_nothing(store, tmp_path):
     new.write_text("\n".join(shuffled[half:]) + "\n")
     await ingest_paths(store, [str(new), str(old)], server=SERVER, batch_lines=7)
     shuffled_report = await refresh_and_build(store, utc(), DAY, DAY)
-    other = await _fresh_report(tmp_path / "b.db", raw)
+    other = await _fresh_report(make_store_url(), raw)
     for key in ("totals", "queues", "agents", "intervals"):
         assert _stable(shuffled_report[key]) == _stable(other[key]), key
 
 
-async def _fresh_report(path: Path, raw: list[str]) -> dict:
+async def _fresh_report(url: str, raw: list[str]) -> dict:
     from callkpi.store import open_store
 
-    store = await open_store(path)
+    store = await open_store(url)
     try:
         await store.write(Batch(events=events_of(raw)))
         return await refresh_and_build(store, utc(), DAY, DAY)
@@ -261,12 +262,12 @@ async def _all_facts(store) -> list:
     ]
 
 
-def test_db_info_warns_of_agents_named_like_interfaces(tmp_path):
+def test_db_info_warns_of_agents_named_like_interfaces(store_url, tmp_path):
     from click.testing import CliRunner
 
     from callkpi.cli import cli
 
-    db = str(tmp_path / "callkpi.db")
+    db = store_url
     env = {"CALLKPI_CONFIG": str(tmp_path / "none.toml"), "CALLKPI_REPORT_TIMEZONE": "UTC"}
     (tmp_path / "none.toml").write_text("")
     runner = CliRunner()

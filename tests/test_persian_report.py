@@ -27,10 +27,10 @@ DAY = 86400
 
 
 @pytest.fixture
-def env(tmp_path):
+def env(tmp_path, store_url):
     config = tmp_path / "callkpi.toml"
     config.write_text('[report]\ntimezone = "Asia/Tehran"\n')
-    return {"CALLKPI_CONFIG": str(config), "CALLKPI_DB": str(tmp_path / "k.db")}
+    return {"CALLKPI_CONFIG": str(config), "CALLKPI_DB": store_url}
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from callkpi.store_sqlite_bulk import PartnerError
 from log_fixture import generate_log, snapshot
 from queue_log_parser.ingest import ingest_paths
 
-pytestmark = pytest.mark.backends("sqlite", "postgresql")
 PLAIN = 1 << 62  # no file is this big: no bulk writer
 BATCH = 500  # many small batches: many turns
 
@@ -79,7 +78,7 @@ async def test_a_rerun_with_the_bulk_writer_resumes_and_stores_nothing_twice(mak
     assert await snapshot(url) == await snapshot(plain_url)
 
 
-@pytest.mark.backends("sqlite")
+@pytest.mark.backends("sqlite")  # the partner process is SQLite's bulk writer alone
 async def test_a_partner_that_dies_stops_the_ingest_and_a_rerun_completes(make_store_url,
                                                                           logs, monkeypatch):
     go = store_sqlite_bulk.Partner.go
@@ -107,7 +106,7 @@ async def test_a_partner_that_dies_stops_the_ingest_and_a_rerun_completes(make_s
     assert await snapshot(url) == await snapshot(plain_url)
 
 
-@pytest.mark.backends("postgresql")
+@pytest.mark.backends("postgresql")  # SQLite's own order is the reference
 async def test_postgresql_stores_what_sqlite_stores_in_the_same_order(make_store_url, logs,
                                                                       tmp_path):
     """File order survives COPY and set-wise inserts: the events come back in the order a

@@ -8,7 +8,6 @@ import logging
 import os
 import selectors
 import signal
-import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from callkpi.events import KEY_COLUMNS
 from callkpi.store import open_store
 from queue_log_parser.ingest import Follower, IngestStats, LogSink, ingest_paths
 from queue_log_parser.parser import LineParser
+from store_helpers import fetch_now
 
 SAMPLE = Path(__file__).parent.parent / "examples" / "queue_log.sample"
 GOOD = SAMPLE.read_bytes().splitlines(keepends=True)[:20]  # IVR exits, calls, ACW pauses
@@ -48,16 +48,16 @@ def expected_keys(lines: list[bytes]) -> list[tuple]:
     return sorted(tuple(getattr(e, c) for c in KEY_COLUMNS) for e in events)
 
 
-async def ingest_it(db: Path, log: Path, full: bool = False) -> IngestStats:
-    store = await open_store(db)
+async def ingest_it(url: str, log: Path, full: bool = False) -> IngestStats:
+    store = await open_store(url)
     try:
         return await ingest_paths(store, [str(log)], server="pbx", batch_lines=4, full=full)
     finally:
         await store.close()
 
 
-async def tail_it(db: Path, log: Path) -> IngestStats:
-    store = await open_store(db)
+async def tail_it(url: str, log: Path) -> IngestStats:
+    store = await open_store(url)
     follower = Follower(LogSink(store, "pbx", IngestStats()), str(log), batch_lines=4)
     try:
         await follower.start()
@@ -68,8 +68,8 @@ async def tail_it(db: Path, log: Path) -> IngestStats:
         await store.close()
 
 
-async def assert_stored_once(db: Path, log: Path, case: Hostile) -> None:
-    store = await open_store(db)
+async def assert_stored_once(url: str, log: Path, case: Hostile) -> None:
+    store = await open_store(url)
     try:
         keys = await store.fetch_all(f"SELECT {', '.join(KEY_COLUMNS)} FROM events")
         rows = await store.fetch_all(
@@ -83,20 +83,22 @@ async def assert_stored_once(db: Path, log: Path, case: Hostile) -> None:
         assert reason.startswith(why), reason
 
 
-async def check_ingest_and_tail(tmp_path: Path, case: Hostile) -> None:
+async def check_ingest_and_tail(tmp_path: Path, make_store_url, case: Hostile) -> dict[str, str]:
+    """The case read by `ingest` and by `tail`, each into a store of its own: their URLs."""
     log = tmp_path / "queue_log"
     log.write_bytes(case.data)
+    urls = {"ingest": make_store_url(), "tail": make_store_url()}
     for name, read in (("ingest", ingest_it), ("tail", tail_it)):
-        db = tmp_path / f"{name}.db"
-        first = await read(db, log)
+        first = await read(urls[name], log)
         assert first.quarantined == len(case.quarantined)
         assert first.stored == len(case.good)
-        again = await read(db, log)  # resumes at the checkpoint: nothing more
+        again = await read(urls[name], log)  # resumes at the checkpoint: nothing more
         assert (again.stored, again.quarantined) == (0, 0)
-        await assert_stored_once(db, log, case)
-    full = await ingest_it(tmp_path / "ingest.db", log, full=True)  # all of it again
+        await assert_stored_once(urls[name], log, case)
+    full = await ingest_it(urls["ingest"], log, full=True)  # all of it again
     assert (full.stored, full.quarantined) == (0, 0)
-    await assert_stored_once(tmp_path / "ingest.db", log, case)
+    await assert_stored_once(urls["ingest"], log, case)
+    return urls
 
 
 # ---------------------------------------------------------------- numbers
@@ -113,7 +115,8 @@ OVERFLOWING = [
 NUMERIC_NAME = b"1795502600|1795502600.6|support|NONE|ENTERQUEUE||55|12|3|44444444444444444444\n"
 
 
-async def test_numbers_out_of_range_or_not_ascii_are_quarantined_not_a_crash(tmp_path):
+async def test_numbers_out_of_range_or_not_ascii_are_quarantined_not_a_crash(tmp_path,
+                                                                              make_store_url):
     pieces = [*GOOD[:3], *OVERFLOWING, NUMERIC_NAME, *GOOD[3:]]
     case = Hostile(pieces, [*GOOD, NUMERIC_NAME], [])
     reasons = ["position '99999999999999999999' is out of range",
@@ -122,7 +125,7 @@ async def test_numbers_out_of_range_or_not_ascii_are_quarantined_not_a_crash(tmp
                "timestamp '\u0661\u0667' is not a number",
                "position '\u0663' is not a whole number"]
     case.quarantined = [(case.offset(3 + i), 4 + i, why) for i, why in enumerate(reasons)]
-    await check_ingest_and_tail(tmp_path, case)
+    await check_ingest_and_tail(tmp_path, make_store_url, case)
 
 
 @pytest.mark.parametrize("line", OVERFLOWING)
@@ -133,11 +136,11 @@ def test_no_parsed_line_holds_a_number_sqlite_cannot(line):
 
 
 # ---------------------------------------------------------------- CRLF
-async def test_crlf_line_ends_leave_no_carriage_return_in_any_field(tmp_path):
+async def test_crlf_line_ends_leave_no_carriage_return_in_any_field(tmp_path, make_store_url):
     crlf = [line.replace(b"\n", b"\r\n") for line in GOOD]
     mixed = [*crlf[:6], *GOOD[6:], b"\r\n"]  # a log appended to from two systems
-    await check_ingest_and_tail(tmp_path, Hostile(mixed, GOOD))
-    store = await open_store(tmp_path / "tail.db")
+    urls = await check_ingest_and_tail(tmp_path, make_store_url, Hostile(mixed, GOOD))
+    store = await open_store(urls["tail"])
     try:
         rows = await store.fetch_all("SELECT kind, queue, reason, discr, value FROM events")
     finally:
@@ -148,23 +151,26 @@ async def test_crlf_line_ends_leave_no_carriage_return_in_any_field(tmp_path):
 
 
 # ---------------------------------------------------------------- NUL holes, over-long lines
-async def test_nul_bytes_before_a_good_line_are_a_hole_not_glued_to_it(tmp_path):
+async def test_nul_bytes_before_a_good_line_are_a_hole_not_glued_to_it(tmp_path,
+                                                                       make_store_url):
     pieces = [*GOOD[:3], b"\0" * 5000, *GOOD[3:]]
     case = Hostile(pieces, GOOD)
     case.quarantined = [(case.offset(3), 0, "5000 NUL bytes skipped")]
-    await check_ingest_and_tail(tmp_path, case)
+    await check_ingest_and_tail(tmp_path, make_store_url, case)
 
 
-async def test_a_line_a_hole_cuts_short_is_quarantined_and_the_next_one_read(tmp_path):
+async def test_a_line_a_hole_cuts_short_is_quarantined_and_the_next_one_read(tmp_path,
+                                                                              make_store_url):
     cut = GOOD[3][:25]  # Asterisk's write of this line was lost in a crash ...
     pieces = [*GOOD[:3], cut, b"\0" * 700, *GOOD[4:]]  # ... and it appended after the hole
     case = Hostile(pieces, GOOD[:3] + GOOD[4:])
     case.quarantined = [(case.offset(3), 4, "line cut short by NUL bytes"),
                         (case.offset(4), 0, "700 NUL bytes skipped")]
-    await check_ingest_and_tail(tmp_path, case)
+    await check_ingest_and_tail(tmp_path, make_store_url, case)
 
 
-async def test_an_over_long_line_is_quarantined_by_its_head_and_the_next_line_found(tmp_path):
+async def test_an_over_long_line_is_quarantined_by_its_head_and_the_next_line_found(
+        tmp_path, make_store_url):
     from queue_log_parser.tailer import KEEP, MAX_LINE
     long_line = b"1795502636|1.1|support|NONE|NOTE|" + b"x" * (3 * MAX_LINE) + b"\n"
     nul_ended = b"y" * (MAX_LINE + 1)  # an over-long line that a hole ends
@@ -173,8 +179,8 @@ async def test_an_over_long_line_is_quarantined_by_its_head_and_the_next_line_fo
     case.quarantined = [(case.offset(3), 4, f"line longer than {MAX_LINE} bytes"),
                         (case.offset(7), 8, f"line longer than {MAX_LINE} bytes"),
                         (case.offset(8), 0, "2 NUL bytes skipped")]
-    await check_ingest_and_tail(tmp_path, case)
-    store = await open_store(tmp_path / "ingest.db")
+    urls = await check_ingest_and_tail(tmp_path, make_store_url, case)
+    store = await open_store(urls["ingest"])
     try:
         raw = await store.fetch_all("SELECT raw FROM quarantine ORDER BY position")
     finally:
@@ -183,9 +189,10 @@ async def test_an_over_long_line_is_quarantined_by_its_head_and_the_next_line_fo
     assert raw[2][0] == ""
 
 
-async def test_tail_quarantines_a_growing_over_long_line_once_and_finds_the_next(tmp_path):
+async def test_tail_quarantines_a_growing_over_long_line_once_and_finds_the_next(tmp_path,
+                                                                                 store_url):
     from queue_log_parser.tailer import MAX_LINE
-    log, db = tmp_path / "queue_log", tmp_path / "tail.db"
+    log, db = tmp_path / "queue_log", store_url
     log.write_bytes(b"".join(GOOD[:3]) + b"z" * (MAX_LINE + 10))  # no end yet
     store = await open_store(db)
     try:
@@ -225,7 +232,7 @@ def peak_memory_of(coroutine_factory) -> int:
         tracemalloc.stop()
 
 
-def test_memory_stays_flat_on_a_512_mb_hole_and_a_64_mb_line(tmp_path):
+def test_memory_stays_flat_on_a_512_mb_hole_and_a_64_mb_line(tmp_path, make_store_url):
     # (2 GB behave the same, docs/queue_log.md; smaller here to spare the machine's cache)
     log = tmp_path / "queue_log"
     with log.open("wb") as f:
@@ -236,13 +243,12 @@ def test_memory_stays_flat_on_a_512_mb_hole_and_a_64_mb_line(tmp_path):
         f.write(b"w" * (64 << 20) + b"\n")
         f.write(b"".join(GOOD[6:]))
     for name, read in (("ingest", ingest_it), ("tail", tail_it)):
-        db = tmp_path / f"{name}.db"
-        peak = peak_memory_of(lambda: read(db, log))
+        url = make_store_url()
+        peak = peak_memory_of(lambda: read(url, log))
         assert peak < 16 << 20, f"{name}: {peak / 1e6:.0f} MB"  # a few reads of 1 MB
-    with sqlite3.connect(tmp_path / "tail.db") as conn:
-        reasons = conn.execute(
-            "SELECT line_no, reason FROM quarantine ORDER BY position").fetchall()
-        (events,) = conn.execute("SELECT count(*) FROM events").fetchone()
+    # what tail (the last) stored
+    reasons = fetch_now(url, "SELECT line_no, reason FROM quarantine ORDER BY position")
+    ((events,),) = fetch_now(url, "SELECT count(*) FROM events")
     assert reasons == [(0, f"{512 << 20} NUL bytes skipped (a hole in the file, as a crash "
                            "leaves)"),
                        (7, "line longer than 16384 bytes: its first 1024 kept, the rest skipped")]
@@ -256,9 +262,9 @@ ENV = {**os.environ, "CALLKPI_CONFIG": os.devnull, "CALLKPI_QUEUE_LOG_POLL_S": "
        "CALLKPI_SERVER_NAME": "pbx"}
 
 
-async def everything_stored(db: Path) -> str:
+async def everything_stored(url: str) -> str:
     """All text the store holds from the log: events and quarantine."""
-    store = await open_store(db)
+    store = await open_store(url)
     try:
         rows = await store.fetch_all("SELECT * FROM events")
         rows += await store.fetch_all("SELECT * FROM quarantine")
@@ -267,10 +273,10 @@ async def everything_stored(db: Path) -> str:
     return repr(rows)
 
 
-async def test_tail_never_follows_a_link_swapped_in_for_the_log(tmp_path, caplog):
+async def test_tail_never_follows_a_link_swapped_in_for_the_log(tmp_path, store_url, caplog):
     secret = tmp_path / "shadow"
     secret.write_bytes(SECRET)
-    log, db = tmp_path / "logs" / "queue_log", tmp_path / "t.db"
+    log, db = tmp_path / "logs" / "queue_log", store_url
     log.parent.mkdir()
     log.write_bytes(b"".join(GOOD[:5]))
     store = await open_store(db)
@@ -296,8 +302,8 @@ async def test_tail_never_follows_a_link_swapped_in_for_the_log(tmp_path, caplog
     assert warnings == [f"{log}: a symbolic link, not followed; waiting for a regular file there"]
 
 
-async def test_tail_never_takes_a_link_beside_the_log_for_its_rotated_copy(tmp_path):
-    log, db = tmp_path / "queue_log", tmp_path / "t.db"
+async def test_tail_never_takes_a_link_beside_the_log_for_its_rotated_copy(tmp_path, store_url):
+    log, db = tmp_path / "queue_log", store_url
     log.write_bytes(b"".join(GOOD[:5]))
     store = await open_store(db)
     follower = Follower(LogSink(store, "pbx", IngestStats()), str(log), batch_lines=4)
@@ -318,12 +324,14 @@ async def test_tail_never_takes_a_link_beside_the_log_for_its_rotated_copy(tmp_p
     await assert_stored_once(db, log, Hostile(GOOD, GOOD))
 
 
-async def test_a_link_named_by_the_admin_is_resolved_once_at_start_and_said(tmp_path, caplog):
+async def test_a_link_named_by_the_admin_is_resolved_once_at_start_and_said(tmp_path,
+                                                                            make_store_url,
+                                                                            caplog):
     first, second = tmp_path / "a" / "queue_log", tmp_path / "b" / "queue_log"
     for path, lines in ((first, GOOD[:4]), (second, GOOD[10:])):
         path.parent.mkdir()
         path.write_bytes(b"".join(lines))
-    link, db = tmp_path / "queue_log", tmp_path / "t.db"
+    link, db = tmp_path / "queue_log", make_store_url()
     link.symlink_to(first)
     caplog.set_level(logging.INFO)
     store = await open_store(db)
@@ -345,7 +353,7 @@ async def test_a_link_named_by_the_admin_is_resolved_once_at_start_and_said(tmp_
     assert [r.getMessage() for r in caplog.records] == [
         f"{link} leads to {first} through a symbolic link: reading that file (resolved once, "
         "now; a link put in its place later is not followed)"]
-    result = await ingest_it(tmp_path / "i.db", link)  # a new run resolves it anew
+    result = await ingest_it(make_store_url(), link)  # a new run resolves it anew
     assert result.stored == len(GOOD) - 10
 
 
@@ -357,8 +365,8 @@ def line_within(stream, seconds: float) -> str:
         return stream.readline() if selector.select(seconds) else ""
 
 
-def test_a_fifo_at_the_path_blocks_neither_ingest_nor_tail(tmp_path):
-    fifo, db = tmp_path / "queue_log", tmp_path / "t.db"
+def test_a_fifo_at_the_path_blocks_neither_ingest_nor_tail(tmp_path, store_url):
+    fifo, db = tmp_path / "queue_log", store_url
     os.mkfifo(fifo)
     ingest = subprocess.run([str(CALLKPI), "ingest", "--db", str(db), str(fifo)], env=ENV,
                             capture_output=True, text=True, timeout=60)
@@ -377,8 +385,8 @@ def test_a_fifo_at_the_path_blocks_neither_ingest_nor_tail(tmp_path):
         0, "lines=0 stored=0 duplicates=0 quarantined=0 held_back=0\n"), err
 
 
-def test_a_device_is_not_read(tmp_path):
-    result = subprocess.run([str(CALLKPI), "ingest", "--db", str(tmp_path / "t.db"), "/dev/zero"],
+def test_a_device_is_not_read(store_url):
+    result = subprocess.run([str(CALLKPI), "ingest", "--db", store_url, "/dev/zero"],
                             env=ENV, capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stderr) == (
         1, "Error: /dev/zero: a character device, not a regular file: not read\n")

@@ -8,13 +8,11 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,8 +25,8 @@ from callkpi.store import Batch
 from callkpi.store import open_store
 from log_fixture import durable_checkpoint, generate_log, snapshot
 from queue_log_parser.ingest import BULK_FROM_BYTES, ingest_paths
+from store_helpers import fetch_now
 
-pytestmark = pytest.mark.backends("sqlite", "postgresql")
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "examples"
 SAMPLE = EXAMPLES / "queue_log.sample"
@@ -167,15 +165,15 @@ def junk_pieces(junk: bytes) -> tuple[int, int, int]:
     return lines, pieces, always
 
 
-def test_cli_summary_missing_file_and_db_option(tmp_path):
+def test_cli_summary_missing_file_and_db_option(tmp_path, make_store_url):
     runner = CliRunner()
-    db = tmp_path / "x.db"
-    out = runner.invoke(cli, ["ingest", "--db", str(db), str(SAMPLE)])
+    db = make_store_url(empty=True)
+    out = runner.invoke(cli, ["ingest", "--db", db, str(SAMPLE)])
     assert out.exit_code == 0, out.output
     n = len(SAMPLE.read_text().splitlines())
     assert out.output == (f"lines read {n}, events stored {n}, duplicates skipped 0, "
                           "quarantined 0\n")
-    missing = runner.invoke(cli, ["ingest", "--db", str(db), str(tmp_path / "nope")])
+    missing = runner.invoke(cli, ["ingest", "--db", db, str(tmp_path / "nope")])
     assert missing.exit_code == 1
     assert missing.output == f"Error: {tmp_path / 'nope'}: no such file\n"
 
@@ -269,15 +267,13 @@ async def test_queue_log_replaces_the_ami_listeners_copies(store):
     assert twinned <= {e[2] for e in queue_log}
 
 
-def test_a_gz_cut_short_is_one_line_and_keeps_what_was_read(tmp_path):
+def test_a_gz_cut_short_is_one_line_and_keeps_what_was_read(tmp_path, store_url):
     data = gzip.compress(SAMPLE.read_bytes() * 200)
     cut = tmp_path / "queue_log.1.gz"
     cut.write_bytes(data[: len(data) // 2])
-    db = tmp_path / "x.db"
-    out = CliRunner().invoke(cli, ["ingest", "--db", str(db), str(cut)])
+    out = CliRunner().invoke(cli, ["ingest", "--db", store_url, str(cut)])
     assert (out.exit_code, out.output) == (1, f"Error: {cut}: compressed file ends early\n")
-    with sqlite3.connect(db) as conn:
-        (stored,) = conn.execute("SELECT count(*) FROM events").fetchone()
+    ((stored,),) = fetch_now(store_url, "SELECT count(*) FROM events")
     assert stored == len(SAMPLE.read_text().splitlines())  # the first copy got through
 
 

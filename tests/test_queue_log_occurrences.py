@@ -141,11 +141,12 @@ def test_then_knows_from_a_parts_last_second_what_numbering_it_leaves(data):
 
 @pytest.mark.parametrize("cut", [2, 5, 9, 13])
 async def test_resumed_in_a_flood_of_one_second_it_numbers_on_in_stretches(tmp_path, cut,
+                                                                          make_store_url,
                                                                           monkeypatch):
     import callkpi.events
     monkeypatch.setattr(callkpi.events, "MAX_RUN", 3)
     flood = REENTER * 2  # 16 lines of one second, counted 3 at a time
-    log, db, whole = tmp_path / "queue_log", tmp_path / "resumed.db", tmp_path / "whole.db"
+    log, db, whole = tmp_path / "queue_log", make_store_url(), make_store_url()
     log.write_text("".join(BEFORE + flood))
     await ingest(whole, log)
     log.write_text("".join(BEFORE + flood[:cut]))
@@ -197,8 +198,8 @@ def test_lines_read_back_from_any_checkpoint_are_the_lines_read_forward(monkeypa
 
 
 # ---------------------------------------------------------------- ingest and tail
-async def stored_kinds(db: Path) -> Counter:
-    store = await open_store(db)
+async def stored_kinds(url: str) -> Counter:
+    store = await open_store(url)
     try:
         rows = await store.fetch_all("SELECT kind FROM events WHERE call_id = ?", (CALL,))
     finally:
@@ -206,9 +207,9 @@ async def stored_kinds(db: Path) -> Counter:
     return Counter(kind for (kind,) in rows)
 
 
-async def ingest(db: Path, *paths: Path, full: bool = False, batch_lines: int = 3,
+async def ingest(url: str, *paths: Path, full: bool = False, batch_lines: int = 3,
                  bulk_from_bytes: int = 1 << 62) -> IngestStats:
-    store = await open_store(db)
+    store = await open_store(url)
     try:
         return await ingest_paths(store, [str(p) for p in paths], server="pbx",
                                   batch_lines=batch_lines, full=full,
@@ -217,13 +218,13 @@ async def ingest(db: Path, *paths: Path, full: bool = False, batch_lines: int = 
         await store.close()
 
 
-async def store_keys(db: Path) -> list[tuple]:
-    events, _, _ = await snapshot(db)
+async def store_keys(url: str) -> list[tuple]:
+    events, _, _ = await snapshot(url)
     return sorted(tuple(row[1:8]) for row in events)
 
 
-async def test_ingest_stores_every_entry_once_and_a_rerun_nothing(tmp_path):
-    log, db = tmp_path / "queue_log", tmp_path / "callkpi.db"
+async def test_ingest_stores_every_entry_once_and_a_rerun_nothing(tmp_path, store_url):
+    log, db = tmp_path / "queue_log", store_url
     log.write_text("".join(BEFORE + REENTER))
     first = await ingest(db, log)
     assert (first.stored, first.duplicates) == (len(BEFORE) + 8, 0)
@@ -235,8 +236,9 @@ async def test_ingest_stores_every_entry_once_and_a_rerun_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("cut", range(1, 8))
-async def test_ingest_resumed_in_the_middle_of_the_second_numbers_on(tmp_path, cut):
-    log, db, whole = tmp_path / "queue_log", tmp_path / "resumed.db", tmp_path / "whole.db"
+async def test_ingest_resumed_in_the_middle_of_the_second_numbers_on(tmp_path, cut,
+                                                                    make_store_url):
+    log, db, whole = tmp_path / "queue_log", make_store_url(), make_store_url()
     log.write_text("".join(BEFORE + REENTER))
     await ingest(whole, log)
     log.write_text("".join(BEFORE + REENTER[:cut]))  # Asterisk had written this much
@@ -250,12 +252,13 @@ async def test_ingest_resumed_in_the_middle_of_the_second_numbers_on(tmp_path, c
 
 
 @pytest.mark.parametrize("cut", range(1, 8))
-async def test_tail_restarted_in_the_middle_of_the_second_numbers_on(tmp_path, cut):
-    log, whole = tmp_path / "queue_log", tmp_path / "whole.db"
+async def test_tail_restarted_in_the_middle_of_the_second_numbers_on(tmp_path, cut,
+                                                                     make_store_url):
+    log, whole, tailed = tmp_path / "queue_log", make_store_url(), make_store_url()
     log.write_text("".join(BEFORE + REENTER))
     await ingest(whole, log)
     log.write_text("".join(BEFORE + REENTER[:cut]))
-    store = await open_store(tmp_path / "tail.db")
+    store = await open_store(tailed)
     try:
         for appended in (REENTER[cut:cut + 2], REENTER[cut + 2:]):
             follower = Follower(LogSink(store, "pbx", IngestStats()), str(log), batch_lines=1)
@@ -270,31 +273,31 @@ async def test_tail_restarted_in_the_middle_of_the_second_numbers_on(tmp_path, c
         await follower.close()
     finally:
         await store.close()
-    assert await store_keys(tmp_path / "tail.db") == await store_keys(whole)
+    assert await store_keys(tailed) == await store_keys(whole)
 
 
 @pytest.mark.parametrize("cut", [1, 3, 4, 6])
-async def test_a_second_split_by_a_rotation_read_in_any_order(tmp_path, cut):
-    old, new, whole = tmp_path / "queue_log.1", tmp_path / "queue_log", tmp_path / "whole.db"
+async def test_a_second_split_by_a_rotation_read_in_any_order(tmp_path, cut, make_store_url):
+    old, new, whole = tmp_path / "queue_log.1", tmp_path / "queue_log", make_store_url()
     old.write_text("".join(BEFORE + REENTER[:cut]))
     new.write_text("".join(REENTER[cut:]))
     both = tmp_path / "both"
     both.write_text("".join(BEFORE + REENTER))
     await ingest(whole, both)
-    for name, order in (("newest-first.db", (new, old)), ("oldest-first.db", (old, new))):
-        db = tmp_path / name
+    for name, order in (("newest first", (new, old)), ("oldest first", (old, new))):
+        db = make_store_url()
         await ingest(db, *order)  # `ingest queue_log*` expands newest first
         assert await store_keys(db) == await store_keys(whole), name
         assert (await ingest(db, *order, full=True)).stored == 0
 
 
-async def test_tail_across_a_rotation_in_the_middle_of_the_second(tmp_path):
-    log, whole = tmp_path / "queue_log", tmp_path / "whole.db"
+async def test_tail_across_a_rotation_in_the_middle_of_the_second(tmp_path, make_store_url):
+    log, whole, tailed = tmp_path / "queue_log", make_store_url(), make_store_url()
     both = tmp_path / "both"
     both.write_text("".join(BEFORE + REENTER))
     await ingest(whole, both)
     log.write_text("".join(BEFORE + REENTER[:3]))
-    store = await open_store(tmp_path / "tail.db")
+    store = await open_store(tailed)
     follower = Follower(LogSink(store, "pbx", IngestStats()), str(log), batch_lines=2)
     try:
         await follower.start()
@@ -305,10 +308,13 @@ async def test_tail_across_a_rotation_in_the_middle_of_the_second(tmp_path):
     finally:
         await follower.close()
         await store.close()
-    assert await store_keys(tmp_path / "tail.db") == await store_keys(whole)
+    assert await store_keys(tailed) == await store_keys(whole)
 
 
-async def test_a_bulk_writers_partner_process_numbers_on_from_the_batch_before(tmp_path, monkeypatch):
+# (on PostgreSQL: its bulk writer, COPY, numbers on the same way)
+async def test_a_bulk_writers_partner_process_numbers_on_from_the_batch_before(tmp_path,
+                                                                               make_store_url,
+                                                                               monkeypatch):
     ready = store_sqlite_bulk.Partner.ready
 
     def ready_once_started(self):  # use the partner from the first batch (see its tests)
@@ -322,11 +328,11 @@ async def test_a_bulk_writers_partner_process_numbers_on_from_the_batch_before(t
     for at in (5, 1_000, 2_001):  # the repeats cut by batches of 3, both processes' turns
         lines[at:at] = REENTER
     log.write_text("".join(lines))
-    await ingest(tmp_path / "alone.db", log)
-    await ingest(tmp_path / "shared.db", log, bulk_from_bytes=0)
-    assert await snapshot(tmp_path / "shared.db") == await snapshot(tmp_path / "alone.db")
-    assert await stored_kinds(tmp_path / "shared.db") == {Kind.ENTER_QUEUE: 4,
-                                                          Kind.EXIT_EMPTY: 4}
+    alone, shared = make_store_url(), make_store_url()
+    await ingest(alone, log)
+    await ingest(shared, log, bulk_from_bytes=0)
+    assert await snapshot(shared) == await snapshot(alone)
+    assert await stored_kinds(shared) == {Kind.ENTER_QUEUE: 4, Kind.EXIT_EMPTY: 4}
 
 
 # ---------------------------------------------------------------- beside the AMI listener
@@ -349,8 +355,8 @@ async def test_the_ami_listener_numbers_the_same_repeats_the_same_way(tmp_path):
 
 
 @pytest.mark.parametrize("ami_first", [True, False])
-async def test_queue_log_and_ami_copies_store_each_entry_once(tmp_path, ami_first):
-    log, db = tmp_path / "queue_log", tmp_path / "callkpi.db"
+async def test_queue_log_and_ami_copies_store_each_entry_once(tmp_path, ami_first, store_url):
+    log, db = tmp_path / "queue_log", store_url
     log.write_text("".join(REENTER))
     store = await open_store(db)
     try:
@@ -367,10 +373,10 @@ async def test_queue_log_and_ami_copies_store_each_entry_once(tmp_path, ami_firs
     assert rows == [(Kind.ENTER_QUEUE, "queue_log")] * 4
 
 
-async def test_a_repeated_pause_keeps_its_reason_in_the_facts(tmp_path):
+async def test_a_repeated_pause_keeps_its_reason_in_the_facts(tmp_path, store_url):
     from callkpi.config import KpiConfig
     from reports.facts import refresh_facts
-    log, db = tmp_path / "queue_log", tmp_path / "callkpi.db"
+    log, db = tmp_path / "queue_log", store_url
     pauses = ["1795502700|NONE|support|Agent 1001|ADDMEMBER|\n",
               "1795502701|NONE|support|Agent 1001|PAUSE|\n",  # no reason, twice a second
               "1795502701|NONE|support|Agent 1001|UNPAUSE|\n",
@@ -388,7 +394,7 @@ async def test_a_repeated_pause_keeps_its_reason_in_the_facts(tmp_path):
 
 
 @pytest.mark.parametrize("ami_first", [True, False])
-async def test_a_repeat_the_two_sources_stamp_in_different_seconds_is_stored_once(tmp_path,
+async def test_a_repeat_the_two_sources_stamp_in_different_seconds_is_stored_once(store_url,
                                                                                   ami_first):
     # queue_log wrote the two entries at .999 and .001 (two seconds, each a first occurrence);
     # AMI, a few ms later, stamped both in the second second (a first and a second one)
@@ -400,7 +406,7 @@ async def test_a_repeat_the_two_sources_stamp_in_different_seconds_is_stored_onc
 
     log = [entry(SOURCE_QUEUE_LOG, 1796184544.0), entry(SOURCE_QUEUE_LOG, 1796184545.0)]
     ami = [entry(SOURCE_AMI, 1796184545.001), entry(SOURCE_AMI, 1796184545.003, f"{OCCURRENCE}2")]
-    store = await open_store(tmp_path / "callkpi.db")
+    store = await open_store(store_url)
     try:
         for batch in ([ami, log] if ami_first else [log, ami]):
             await store.write(Batch(events=batch))

@@ -11,13 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from callkpi.events import KEY_COLUMNS
 from log_fixture import durable_checkpoint
 from queue_log_parser.ingest import Follower, IngestStats, LogSink
-
-pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 SAMPLE = Path(__file__).parent.parent / "examples" / "queue_log.sample"
 LINES = SAMPLE.read_text().splitlines(keepends=True)
@@ -181,8 +177,9 @@ def test_cli_tail_stores_as_it_goes_and_exits_0_on_sigterm(tmp_path, store_url):
     assert err == "INFO callkpi: tail: SIGTERM received, stopping\n"
 
 
-def test_cli_tail_defaults_to_the_configured_path_and_rejects_a_missing_directory(tmp_path):
-    log, db = tmp_path / "queue_log", f"sqlite://{tmp_path / 't.db'}"
+def test_cli_tail_defaults_to_the_configured_path_and_rejects_a_missing_directory(tmp_path,
+                                                                                   store_url):
+    log, db = tmp_path / "queue_log", store_url
     env = {**os.environ, "CALLKPI_CONFIG": os.devnull, "CALLKPI_QUEUE_LOG_POLL_S": "0.05",
            "CALLKPI_QUEUE_LOG_PATH": str(log)}
     proc = subprocess.Popen([str(CALLKPI), "tail", "--db", str(db)], env=env,

@@ -14,16 +14,17 @@ from callkpi.cli import cli
 from callkpi.events import Kind
 from callkpi.store import open_store
 from reports.render_csv import render_csv
+from store_helpers import no_store_error
 from test_facts_helpers import Calls, epoch
 
 T = epoch("2026-03-10T09:00:00+00:00")
 
 
 @pytest.fixture
-def env(tmp_path):
+def env(tmp_path, make_store_url):
     config = tmp_path / "callkpi.toml"
     config.write_text('[report]\ntimezone = "Europe/Paris"\n[kpi]\nservice_level_s = 15\n')
-    return {"CALLKPI_CONFIG": str(config), "CALLKPI_DB": str(tmp_path / "k.db")}
+    return {"CALLKPI_CONFIG": str(config), "CALLKPI_DB": make_store_url(empty=True)}
 
 
 @pytest.fixture
@@ -145,8 +146,7 @@ def test_report_of_a_missing_database_is_one_line(env):
     result = CliRunner().invoke(cli, ["report", "--from", "2026-03-01", "--to", "2026-03-01"],
                                 env=env)
     assert result.exit_code == 1
-    assert result.output == (f"Error: database {env['CALLKPI_DB']} does not exist"
-                             " (ingest or listen first, or check --db)\n")
+    assert result.output == no_store_error(env["CALLKPI_DB"]) + "\n"
 
 
 def test_report_html_uses_the_configured_title_and_targets(loaded, tmp_path):

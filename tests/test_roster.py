@@ -169,6 +169,7 @@ async def test_attrition_over_a_re_hire(store):
     assert (april["leavers"], april["hires"], april["avg_headcount"]) == (0, 0, 2)
 
 
+# SQLite alone: a PostgreSQL store was born after this migration (it never held the old roster)
 async def test_the_old_roster_migrates_to_periods(tmp_path):
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as conn:
@@ -186,8 +187,8 @@ async def test_the_old_roster_migrates_to_periods(tmp_path):
         await roster.leave_agent(store, "C", D(2026, 8, 31))
 
 
-def test_the_cli_says_what_it_did_and_refuses_in_one_line(tmp_path):
-    env = {"CALLKPI_DB": str(tmp_path / "callkpi.db"), "CALLKPI_CONFIG": ""}
+def test_the_cli_says_what_it_did_and_refuses_in_one_line(make_store_url):
+    env = {"CALLKPI_DB": make_store_url(empty=True), "CALLKPI_CONFIG": ""}
 
     def agents(*args: str):
         return CliRunner().invoke(cli, ["agents", *args], env=env)

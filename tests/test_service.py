@@ -18,6 +18,7 @@ import pytest
 from callkpi.service import summary_line
 from callkpi.testing.fakeami import FakeAmi
 from ports import free_port
+from store_helpers import agi_spool, store_exists
 
 CALLKPI = str(Path(sys.executable).parent / "callkpi")
 SECRET = "service-test-secret"
@@ -66,12 +67,13 @@ async def listening(port: int) -> bool:
 
 @pytest.mark.parametrize("service", ["tail", "listen", "agi"])
 async def test_every_service_stops_and_reports_the_same_way(service: str, tmp_path: Path,
+                                                            make_store_url: Callable[..., str],
                                                             ami: FakeAmi) -> None:
-    db, port = tmp_path / "callkpi.db", free_port()
+    db, port = make_store_url(empty=True), free_port()
     commands = {
-        "tail": ["tail", "--db", str(db), str(tmp_path / "queue_log")],
-        "listen": ["listen", "--ami-port", str(ami.port), "--db", str(db)],
-        "agi": ["agi", "--port", str(port), "--db", str(db)],
+        "tail": ["tail", "--db", db, str(tmp_path / "queue_log")],
+        "listen": ["listen", "--ami-port", str(ami.port), "--db", db],
+        "agi": ["agi", "--port", str(port), "--db", db],
     }
 
     async def ready() -> bool:  # running, with its signal handlers in place
@@ -79,9 +81,10 @@ async def test_every_service_stops_and_reports_the_same_way(service: str, tmp_pa
             return any(client.logged_in for client in ami.clients)
         if service == "agi":
             return await listening(port)
-        return db.exists()  # tail opens its store once its handlers are in place
+        return store_exists(db)  # tail opens its store once its handlers are in place
 
-    proc = await started(commands[service], ready, {"CALLKPI_AMI_SECRET": SECRET})
+    _, env = agi_spool(db, tmp_path)
+    proc = await started(commands[service], ready, {**env, "CALLKPI_AMI_SECRET": SECRET})
     proc.send_signal(signal.SIGTERM)
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()

@@ -12,8 +12,6 @@ from callkpi.schema import SCHEMA_VERSION
 from callkpi.store import Batch
 from callkpi.store import StoreError, open_store
 
-pytestmark = pytest.mark.backends("sqlite", "postgresql")
-
 
 def ev(kind=Kind.CONNECT, ts=100.0, source="queue_log", **kw):
     base = dict(server="pbx1", call_id="1700000000.1", queue="support", agent="Agent 1001")

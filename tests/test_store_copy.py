@@ -20,7 +20,6 @@ from callkpi.store_copy import CopyError, copy_store
 from log_fixture import durable_checkpoint, generate_log
 from queue_log_parser.ingest import ingest_paths
 
-pytestmark = pytest.mark.backends("sqlite", "postgresql")
 CALLKPI = Path(sys.executable).parent / "callkpi"
 
 

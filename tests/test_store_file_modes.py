@@ -1,5 +1,6 @@
 """Files holding caller data are not world-readable: the store, its -wal and -shm (caller
-numbers, names, quarantined log text), and what the services create under their UMask."""
+numbers, names, quarantined log text), and what the services create under their UMask.
+SQLite alone: a PostgreSQL store's files are the server's, under its own data directory."""
 
 from __future__ import annotations
 

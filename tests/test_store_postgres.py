@@ -18,7 +18,7 @@ from callkpi.store import Batch, StoreError, StoreUnavailable, open_store
 from callkpi.store_sqlite import _statements
 from callkpi.testing.pgcluster import PASSWORD_ROLE, Cluster
 
-pytestmark = pytest.mark.backends("postgresql")
+pytestmark = pytest.mark.backends("postgresql")  # the server's own faults, password, dialect
 SECRET = "s3cret-Pa55"
 
 

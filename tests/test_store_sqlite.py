@@ -13,7 +13,7 @@ from callkpi.schema import MIGRATIONS, SCHEMA_VERSION
 from callkpi.store import Batch, StoreError, StoreUnavailable, open_store
 from callkpi.store_sqlite import READERS, _statements
 
-pytestmark = pytest.mark.backends("sqlite")
+pytestmark = pytest.mark.backends("sqlite")  # the SQLite store's own file, pool and migrations
 
 
 def ev(kind=Kind.CONNECT, ts=100.0, source="queue_log", **kw):

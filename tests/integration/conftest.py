@@ -5,6 +5,11 @@ session holds the sandbox's lock throughout: a second test run on the machine wa
 If the sandbox cannot be installed or started (not root, no network for a cold install, no
 chroot): with env CI set the fixture fails, because in CI a skip is a failure; otherwise the
 tests that need it are skipped with the reason.
+
+Backends: test_end_to_end.py, where tail, listen, agi, ingest and the report meet one store,
+runs on SQLite and on PostgreSQL (conftest's `module_store_url`). The other real-Asterisk
+tests record into SQLite alone: what each source stores is checked on both backends by the
+unit tests, and running every scenario twice would double the longest part of the CI run.
 """
 
 from __future__ import annotations

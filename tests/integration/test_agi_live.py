@@ -258,8 +258,9 @@ async def test_a_persian_queue_hears_the_persian_prompt_set(asterisk, tmp_path, 
     config.survey.questions = [
         {"id": "fa-only", "prompt": "custom/callkpi-test-csat", "timeout_s": 1, "retries": 0},
         {"id": "stock", "prompt": "beep", "timeout_s": 1, "retries": 0}]  # en only
+    config.store.db = str(tmp_path / "callkpi.db")  # its spool beside it, not in the cwd
     try:
-        store = await open_store(tmp_path / "callkpi.db")
+        store = await open_store(config.store.db)
         async with store:
             persian = await survey_call(asterisk, config, store, "support")
             english = await survey_call(asterisk, config, store, "sales")

@@ -4,6 +4,11 @@ scenario through the product dialplan, then a queue_log catch-up (`callkpi inges
 `callkpi report`. What the report says must be what the simulator's ground truth says happened:
 every count exact, every per-call duration within 1 s (Asterisk counts whole seconds) plus 0.1 s
 for the moment between a simulated person acting and Asterisk stamping it.
+
+This run goes once into SQLite and once into PostgreSQL: it is where every writer (tail,
+listen, agi, ingest) and the report meet one store. The other real-Asterisk tests check their
+source alone on SQLite (the unit tests run each source on both backends), which keeps the CI
+run well within its time.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import collections
 import json
 import os
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -26,6 +30,7 @@ import pytest
 from simulator import truth as t
 from simulator.runner import run_scenario
 from simulator.scenario import load_scenario
+from store_helpers import agi_spool, fetch_now
 
 pytestmark = pytest.mark.integration
 
@@ -34,16 +39,18 @@ ROUNDING = 0.0005  # the report rounds to 3 decimals
 CALLKPI = str(Path(sys.executable).parent / "callkpi")
 SERVER = "e2e"
 QUESTIONS = {"q1": ("csat", "12345"), "q2": ("resolution", "12")}
+FACTS = ("call_id", "queue", "outcome", "wait_s", "agent", "disposition", "talk_s", "hold_s",
+         "acw_s")  # the queue_calls columns checked against the truth
 
 
-def write_config(tmp_path: Path, asterisk) -> Path:
+def write_config(tmp_path: Path, url: str, asterisk) -> Path:
     questions = "".join(
         f'[[survey.questions]]\nid = "{qid}"\nkind = "{kind}"\nprompt = "beep"\n'
         f'digits = "{digits}"\ntimeout_s = 3\nretries = 1\n'
         for qid, (kind, digits) in QUESTIONS.items())
     config = tmp_path / "callkpi.toml"
     config.write_text(
-        f'[server]\nname = "{SERVER}"\n[store]\ndb = "{tmp_path / "callkpi.db"}"\n'
+        f'[server]\nname = "{SERVER}"\n[store]\ndb = "{url}"\n'
         f'[queue_log]\npath = "{asterisk.queue_log_path}"\npoll_s = 0.2\n'
         f'[ami]\nhost = "{asterisk.ami_host}"\nport = {asterisk.ami_port}\n'
         f'username = "{asterisk.listener_user}"\n'
@@ -80,10 +87,11 @@ async def stop(proc: asyncio.subprocess.Process) -> int:
 
 
 @pytest.fixture(scope="module")
-def run(asterisk, tmp_path_factory) -> Run:
-    tmp_path = tmp_path_factory.mktemp("e2e")
-    config = write_config(tmp_path, asterisk)
-    env = {**os.environ, "CALLKPI_AMI_SECRET": asterisk.listener_secret}
+def run(asterisk, module_store_url, tmp_path_factory) -> Run:
+    tmp_path, url = tmp_path_factory.mktemp("e2e"), module_store_url
+    config = write_config(tmp_path, url, asterisk)
+    _, env = agi_spool(url, tmp_path)
+    env["CALLKPI_AMI_SECRET"] = asterisk.listener_secret
 
     async def drive() -> t.Truth:
         services = [await start(config, env, "agi"), await start(config, env, "listen"),
@@ -107,22 +115,23 @@ def run(asterisk, tmp_path_factory) -> Run:
     day = time.strftime("%Y-%m-%d", time.gmtime(truth.started_at))
     report = callkpi(config, "report", "--from", day, "--to", day, "--format", "json")
     assert report.returncode == 0, report.stderr
-    db = sqlite3.connect(tmp_path / "callkpi.db")
-    db.row_factory = sqlite3.Row
-    facts = {r["call_id"]: dict(r) for r in db.execute("SELECT * FROM queue_calls")}
+    facts = {r[0]: dict(zip(FACTS, r))
+             for r in fetch_now(url, f"SELECT {', '.join(FACTS)} FROM queue_calls")}
     sources: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-    for kind, source, n in db.execute("SELECT kind, source, count(*) FROM events"
-                                      " GROUP BY kind, source"):
+    for kind, source, n in fetch_now(url, "SELECT kind, source, count(*) FROM events"
+                                          " GROUP BY kind, source"):
         sources[kind][source] = n
-    twice = db.execute(
+    twice = fetch_now(
+        url,
         "SELECT a.call_id, a.kind, a.tsec, a.source, b.source FROM events a JOIN events b"
         " ON a.call_id = b.call_id AND a.kind = b.kind AND a.queue = b.queue"
         " AND a.agent = b.agent AND a.discr = b.discr AND b.tsec BETWEEN a.tsec - 1 AND a.tsec + 1"
-        " AND b.id > a.id WHERE a.call_id <> ''").fetchall()
+        " AND b.id > a.id WHERE a.call_id <> ''")
     answers: dict[str, dict[str, tuple[str, str]]] = collections.defaultdict(dict)
-    for row in db.execute("SELECT call_id, discr, value, reason FROM events"
-                          " WHERE kind = 'survey-answer'"):
-        answers[row["call_id"]][row["discr"]] = (row["value"], row["reason"])
+    for call_id, discr, value, reason in fetch_now(
+            url, "SELECT call_id, discr, value, reason FROM events"
+                 " WHERE kind = 'survey-answer'"):
+        answers[call_id][discr] = (value, reason)
     logs = "".join((tmp_path / f"{n}.log").read_text() for n in ("agi", "listen", "tail"))
     return Run(truth, json.loads(report.stdout), facts, dict(sources), twice, dict(answers),
                logs)
