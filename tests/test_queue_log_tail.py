@@ -15,7 +15,7 @@ import pytest
 
 from callkpi.events import KEY_COLUMNS
 from log_fixture import durable_checkpoint
-from queue_log_parser.ingest import Follower, IngestStats, LogSink
+from queue_log_parser.ingest import Follower, IngestStats, LogSink, checkpoint_stream
 
 pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
@@ -58,7 +58,7 @@ async def test_follows_appends_and_completes_a_partial_line_later(store, tmp_pat
     await f.poll()
     await f.close()
     await assert_each_line_once(store, LINES[:6])
-    cp = await store.checkpoint(str(log))
+    cp = await store.checkpoint(checkpoint_stream("pbx", str(log)))
     assert (cp.offset, cp.line_no) == (len("".join(LINES[:6]).encode()), 6)
 
 
@@ -76,7 +76,7 @@ async def test_logrotate_by_rename(store, tmp_path):
     await f.poll()
     await f.close()
     await assert_each_line_once(store, LINES[:25])
-    cp = await store.checkpoint(str(log))
+    cp = await store.checkpoint(checkpoint_stream("pbx", str(log)))
     st = log.stat()
     assert (cp.file_id, cp.offset) == (f"{st.st_dev}:{st.st_ino}", log.stat().st_size)
 
