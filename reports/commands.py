@@ -15,6 +15,7 @@ from callkpi.cli_common import (
     open_configured_store,
     output_option,
     run,
+    server_option,
     write_output,
 )
 from callkpi.config import Config
@@ -41,6 +42,7 @@ SHOWN_QUEUES = 20  # an unknown --queue lists the known ones: enough to spot a t
               help="With --format csv: one row per queue, agent or interval.")
 @output_option
 @language_options
+@server_option
 @db_option
 @click.pass_context
 def report(ctx: click.Context, start: dt.date, end: dt.date, queue: str | None,
@@ -68,7 +70,8 @@ async def _report(config: Config, start: dt.date, end: dt.date, queue: str | Non
 
 async def _require_queue(store: Store, config: Config, queue: str) -> None:
     """A report of a mistyped queue would be a report of nothing: say so instead."""
-    await refresh_facts(store, config.kpi)
+    await refresh_facts(store, config.kpi, names=config.agents.names,
+                        merge_servers=config.report.merge_servers)
     if not await queue_seen(store, queue):
         known = await known_queues(store)
         listed = ", ".join(known[:SHOWN_QUEUES]) or "none yet"
@@ -113,7 +116,8 @@ async def _facts(config: Config, rebuild: bool) -> FactsResult:
     store = await open_configured_store(config, create=False)
     async with store:
         return await refresh_facts(store, config.kpi, rebuild=rebuild,
-                                   names=config.agents.names)
+                                   names=config.agents.names,
+                                   merge_servers=config.report.merge_servers)
 
 
 # ------------------------------------------------------------------------------ agents

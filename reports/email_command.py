@@ -17,6 +17,7 @@ from callkpi.cli_common import (
     get_config,
     open_configured_store,
     run,
+    server_option,
 )
 from callkpi.config import Config, ConfigError
 from reports.kpis import report_timezone
@@ -59,6 +60,7 @@ class DayOrAddress(click.ParamType):
 @click.option("--dry-run", is_flag=True,
               help="Write callkpi-report-DAY.eml in the current directory instead of sending.")
 @language_options
+@server_option
 @db_option
 @click.pass_context
 def email(ctx: click.Context, yesterday: bool, start: dt.date | None,

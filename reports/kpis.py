@@ -26,6 +26,7 @@ from reports import roster, staffing
 from reports.calendar import (INTERVALS, Period, add_calendar_labels, calendar_for,
                               local_midnight)
 from reports.facts import BUCKET_S, data_end, refresh_facts
+from reports.scope import Scope, servers_in
 
 WAIT_BINS = (0, 10, 20, 30, 60, 120, 300)  # histogram bin edges, seconds; the last is open
 ABANDON_CURVE_S = (0, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300)
@@ -162,14 +163,9 @@ def _fcr_pending(sums: Sums) -> int:
     return sums["fcr_first"] - sums["fcr_resolved"] - sums["fcr_repeat"]
 
 
-def _range(lo: int, hi: int, queue: str | None, column: str = "entered_tsec"
+def _range(lo: int, hi: int, scope: Scope, column: str = "entered_tsec"
            ) -> tuple[str, list[Any]]:
-    where = f"{column} >= ? AND {column} < ?"
-    params: list[Any] = [lo, hi]
-    if queue is not None:
-        where += " AND queue = ?"
-        params.append(queue)
-    return where, params
+    return scope.where(f"{column} >= ? AND {column} < ?", [lo, hi])
 
 
 # what the agent table needs of each agent's answered calls
@@ -177,22 +173,23 @@ AGENT_SUMS = frozenset(("calls", "talk", "hold", "acw", "converted", "fcr_resolv
                         "fcr_repeat", "fcr_first", "handled", "ended_by_restart"))
 
 
-async def _call_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None,
+async def _call_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, scope: Scope,
                      end_of_data: float, group: str) -> dict[tuple, Sums]:
     """Sums of the queue calls that entered in [lo, hi), per (queue, bucket), per agent or
     in total."""
-    where, params = _range(lo // BUCKET_S, hi // BUCKET_S, queue, "entered_bucket")
+    where, params = _range(lo // BUCKET_S, hi // BUCKET_S, scope, "entered_bucket")
+    agent, queue = scope.name("agent"), scope.name("queue")
     if group == "agent":
         columns, names, sum_params = _sum_columns(kpi, end_of_data, AGENT_SUMS)
         where += " AND outcome = 'answered' AND agent <> ''"
         # one outcome: grouping by agent alone sorts a shorter key
-        keys, outcome, group_by = "agent", "'answered'", "agent"
+        keys, outcome, group_by = agent, "'answered'", agent
     else:
         columns, names, sum_params = _sum_columns(kpi, end_of_data)
-        keys = "entered_bucket, queue" if group == "bucket" else "''"
+        keys = f"entered_bucket, {queue}" if group == "bucket" else "''"
         # PostgreSQL refuses a constant in GROUP BY
-        outcome, group_by = "outcome", "entered_bucket, queue, outcome" if group == "bucket" \
-            else "outcome"
+        outcome, group_by = "outcome", f"entered_bucket, {queue}, outcome" \
+            if group == "bucket" else "outcome"
     sql = (f"SELECT {keys}, {outcome}, {columns} FROM queue_calls WHERE {where}"
            f" GROUP BY {group_by}")
     width = 2 if group == "bucket" else 1
@@ -212,22 +209,23 @@ W_END = f"({W_START} + talk_s + COALESCE(hold_s, 0) + COALESCE(acw_s, 0))"
 CARRY_OVER_S = 86400
 
 
-async def _work_across(store: Store, lo: int, hi: int, queue: str | None
+async def _work_across(store: Store, lo: int, hi: int, scope: Scope
                        ) -> dict[str, float]:
     """Per agent: handle time inside [lo, hi) of calls that entered in the day before it,
     less the handle time after hi of calls that entered in the day before hi."""
     out: dict[str, float] = {}
     for first, last, sign in ((lo - CARRY_OVER_S, lo, 1.0), (hi - CARRY_OVER_S, hi, -1.0)):
-        where, params = _range(first // BUCKET_S, last // BUCKET_S, queue, "entered_bucket")
+        where, params = _range(first // BUCKET_S, last // BUCKET_S, scope, "entered_bucket")
         edge = lo if sign > 0 else hi
         # carried in: min(end, hi) - lo; spilled out: end - max(start, hi)
         part = (f"CASE WHEN {W_END} > ? THEN ? ELSE {W_END} END - ?" if sign > 0 else
                 f"{W_END} - CASE WHEN {W_START} > ? THEN {W_START} ELSE ? END")
         part_params = [hi, hi, lo] if sign > 0 else [hi, hi]
         for agent, work in await store.fetch_all(
-                f"SELECT agent, SUM({part}) FROM queue_calls WHERE {where}"
+                f"SELECT {scope.name('agent')}, SUM({part}) FROM queue_calls WHERE {where}"
                 f" AND outcome = 'answered' AND agent <> '' AND talk_s IS NOT NULL"
-                f" AND {W_END} > ? GROUP BY agent", [*part_params, *params, edge]):
+                f" AND {W_END} > ? GROUP BY {scope.name('agent')}",
+                [*part_params, *params, edge]):
             out[agent] = out.get(agent, 0.0) + sign * work
     return out
 
@@ -237,17 +235,18 @@ async def _work_across(store: Store, lo: int, hi: int, queue: str | None
 SURVEY_BUCKET = f"entered_tsec / {BUCKET_S}"
 
 
-def _survey_range(lo: int, hi: int, queue: str | None) -> tuple[str, list[Any]]:
-    return _range(lo // BUCKET_S, hi // BUCKET_S, queue, SURVEY_BUCKET)
+def _survey_range(lo: int, hi: int, scope: Scope) -> tuple[str, list[Any]]:
+    return _range(lo // BUCKET_S, hi // BUCKET_S, scope, SURVEY_BUCKET)
 
 
-async def _survey_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None,
+async def _survey_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, scope: Scope,
                        group: str) -> dict[tuple, Sums]:
     valid = [str(d) for d in range(1, kpi.csat_scale + 1)]
     good = [d for d in valid if int(d) >= csat_good_min(kpi)]
     marks = lambda values: ", ".join("?" for _ in values) or "NULL"  # noqa: E731
-    where, params = _survey_range(lo, hi, queue)
-    keys = "agent" if group == "agent" else f"{SURVEY_BUCKET}, queue"  # the index's order
+    where, params = _survey_range(lo, hi, scope)
+    # the index's order
+    keys = scope.name("agent") if group == "agent" else f"{SURVEY_BUCKET}, {scope.name('queue')}"
     csat = f"kind = 'csat' AND status = 'answered' AND value IN ({marks(valid)})"
     resolution = "kind = 'resolution' AND status = 'answered' AND value IN ('1', '2')"
     sql = (f"SELECT {keys},"
@@ -265,28 +264,30 @@ async def _survey_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: st
     return {tuple(reversed(r[:width])): Sums(zip(SURVEY_SUMS, r[width:])) for r in rows}
 
 
-async def _ivr_sums(store: Store, lo: int, hi: int, queue: str | None) -> dict[tuple, Sums]:
+async def _ivr_sums(store: Store, lo: int, hi: int, scope: Scope) -> dict[tuple, Sums]:
     """IVR exits are not queue calls: counted from the ivr-exit events (queue = target) and
     from the IVR paths of QueueMetrics-style IVRAPPEND lines (facts table ivr_paths)."""
-    where, params = _range(lo, hi, queue, column="tsec")
+    where, params = _range(lo, hi, scope, column="tsec")
+    queue = scope.name("queue")
     sql = (f"SELECT queue, tsec / {BUCKET_S}, COUNT(*),"
            f" COUNT(CASE WHEN value = 'self-service' THEN 1 END),"
            f" COUNT(CASE WHEN value = 'to-queue' THEN 1 END),"
            f" COUNT(CASE WHEN value = 'hangup' THEN 1 END)"
-           f" FROM (SELECT queue, tsec, value FROM events WHERE kind = ? AND {where}"
-           f" UNION ALL SELECT queue, tsec, outcome FROM ivr_paths WHERE {where}) AS exits"
+           f" FROM (SELECT {queue} AS queue, tsec, value FROM events WHERE kind = ? AND {where}"
+           f" UNION ALL SELECT {queue} AS queue, tsec, outcome FROM ivr_paths WHERE {where})"
+           f" AS exits"
            f" GROUP BY queue, tsec / {BUCKET_S}")
     rows = await store.fetch_all(sql, [Kind.IVR_EXIT, *params, *params])
     return {tuple(r[:2]): Sums(zip(IVR_SUMS, r[2:])) for r in rows}
 
 
-async def _bucket_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None,
+async def _bucket_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, scope: Scope,
                        end_of_data: float, group: str = "bucket") -> dict[tuple, Sums]:
     """Everything summed per (queue, 15-minute bucket), or in total (group="total")."""
     merged: dict[tuple, Sums] = {}
-    for part in await asyncio.gather(_call_sums(store, kpi, lo, hi, queue, end_of_data, group),
-                                     _survey_sums(store, kpi, lo, hi, queue, "bucket"),
-                                     _ivr_sums(store, lo, hi, queue)):
+    for part in await asyncio.gather(_call_sums(store, kpi, lo, hi, scope, end_of_data, group),
+                                     _survey_sums(store, kpi, lo, hi, scope, "bucket"),
+                                     _ivr_sums(store, lo, hi, scope)):
         for key, sums in part.items():
             _merge(merged, key if group == "bucket" else ("",), sums)
     return merged
@@ -390,19 +391,21 @@ def agent_kpis(s: dict[str, Any], staffed_s: float | None, paused_s: float | Non
 
 
 # ---------------------------------------------------------------------------- agents
-async def _agent_times(store: Store, kpi: KpiConfig, lo: float, hi: float, queue: str | None
+async def _agent_times(store: Store, kpi: KpiConfig, lo: float, hi: float, scope: Scope
                        ) -> tuple[dict[str, float], dict[str, float]]:
     """(staffed seconds, non-wrap-up paused seconds while staffed) per agent in [lo, hi)."""
-    where = "start_ts < ? AND (end_ts IS NULL OR end_ts > ?)"
+    where, params = scope.where("start_ts < ? AND (end_ts IS NULL OR end_ts > ?)", [hi, lo])
     sessions: dict[str, list[tuple[float, float]]] = {}
-    sql = f"SELECT agent, queue, start_ts, end_ts FROM agent_sessions WHERE {where}"
-    for agent, q, start, end in await store.fetch_all(sql, (hi, lo)):
-        if queue is None or q == queue:
-            sessions.setdefault(agent, []).append(_clip(start, end, lo, hi))
+    agent_name = scope.name("agent")
+    sql = f"SELECT {agent_name}, start_ts, end_ts FROM agent_sessions WHERE {where}"
+    for agent, start, end in await store.fetch_all(sql, params):
+        sessions.setdefault(agent, []).append(_clip(start, end, lo, hi))
     staffed = {a: _union(spans) for a, spans in sessions.items()}
     paused: dict[str, float] = {}
-    sql = f"SELECT agent, reason, start_ts, end_ts FROM agent_pauses WHERE {where}"
-    for agent, reason, start, end in await store.fetch_all(sql, (hi, lo)):
+    where, params = scope.where("start_ts < ? AND (end_ts IS NULL OR end_ts > ?)", [hi, lo],
+                                queue=False)
+    sql = f"SELECT {agent_name}, reason, start_ts, end_ts FROM agent_pauses WHERE {where}"
+    for agent, reason, start, end in await store.fetch_all(sql, params):
         if reason in kpi.wrapup_reasons or agent not in staffed:
             continue
         span = _clip(start, end, lo, hi)
@@ -430,21 +433,22 @@ def _overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
     return max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
 
 
-async def _ring_no_answer(store: Store, lo: int, hi: int, queue: str | None) -> dict[str, int]:
-    where, params = _range(lo, hi, queue, column="tsec")
-    sql = f"SELECT agent, COUNT(*) FROM events WHERE kind = ? AND {where} GROUP BY agent"
+async def _ring_no_answer(store: Store, lo: int, hi: int, scope: Scope) -> dict[str, int]:
+    where, params = _range(lo, hi, scope, column="tsec")
+    agent = scope.name("agent")
+    sql = f"SELECT {agent}, COUNT(*) FROM events WHERE kind = ? AND {where} GROUP BY {agent}"
     return dict(await store.fetch_all(sql, [Kind.RING_NO_ANSWER, *params]))
 
 
-async def _agents(store: Store, kpi: KpiConfig, period: Period, queue: str | None,
+async def _agents(store: Store, kpi: KpiConfig, period: Period, scope: Scope,
                   end_of_data: float) -> dict[str, dict[str, Any]]:
     lo, hi = period.start_ts, period.end_ts
     calls, surveys, (staffed, paused), rna, across = await asyncio.gather(
-        _call_sums(store, kpi, lo, hi, queue, end_of_data, "agent"),
-        _survey_sums(store, kpi, lo, hi, queue, "agent"),
-        _agent_times(store, kpi, lo, min(hi, end_of_data), queue),
-        _ring_no_answer(store, lo, hi, queue),
-        _work_across(store, lo, hi, queue))
+        _call_sums(store, kpi, lo, hi, scope, end_of_data, "agent"),
+        _survey_sums(store, kpi, lo, hi, scope, "agent"),
+        _agent_times(store, kpi, lo, min(hi, end_of_data), scope),
+        _ring_no_answer(store, lo, hi, scope),
+        _work_across(store, lo, hi, scope))
     for key, sums in surveys.items():
         _merge(calls, key, sums)
     names = {k[0] for k in calls} | set(staffed) | set(rna)
@@ -468,10 +472,10 @@ def _wait_histogram(total: Sums) -> list[dict]:
             for i in range(len(WAIT_BINS))]
 
 
-async def _abandon_curve(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None
+async def _abandon_curve(store: Store, kpi: KpiConfig, lo: int, hi: int, scope: Scope
                          ) -> list[dict]:
     """Share of the abandoned calls (as counted in `abandoned`) that had waited <= t."""
-    where, params = _range(lo // BUCKET_S, hi // BUCKET_S, queue, "entered_bucket")
+    where, params = _range(lo // BUCKET_S, hi // BUCKET_S, scope, "entered_bucket")
     curve = ", ".join("COUNT(CASE WHEN wait_s <= ? THEN 1 END)" for _ in ABANDON_CURVE_S)
     abandoned, *by_t = (await store.fetch_all(
         f"SELECT COUNT(*), {curve} FROM queue_calls WHERE {where}"
@@ -491,8 +495,8 @@ def _hourly(buckets: dict[tuple, Sums], period: Period) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------- survey
-async def _survey_summary(store: Store, lo: int, hi: int, queue: str | None) -> dict[str, Any]:
-    where, params = _survey_range(lo, hi, queue)
+async def _survey_summary(store: Store, lo: int, hi: int, scope: Scope) -> dict[str, Any]:
+    where, params = _survey_range(lo, hi, scope)
     questions: dict[str, dict[str, Any]] = {}
     rows = await store.fetch_all(
         f"SELECT question, kind, status, value, counted, queue_call IS NULL, COUNT(*)"
@@ -561,10 +565,13 @@ def report_timezone(configured: str) -> str:
 
 async def build_report(store: Store, config: Config, start: dt.date, end: dt.date,
                        queue: str | None = None, interval: str = "day") -> dict[str, Any]:
-    """The report over the local days start..end inclusive (see docs/reports.md)."""
+    """The report over the local days start..end inclusive, of one queue or all, of the
+    servers of [report] servers or all (see docs/reports.md)."""
     tz = check_request(config, start, end, interval)
     kpi = config.kpi
-    await refresh_facts(store, kpi, names=config.agents.names)
+    scope = Scope(queue, tuple(sorted(set(config.report.servers))), config.report.merge_servers)
+    await refresh_facts(store, kpi, names=config.agents.names,
+                        merge_servers=config.report.merge_servers)
     end_of_data = await data_end(store) or 0.0
     calendar = calendar_for(config.report.calendar, config.report.locale)
     period = Period(start, end, tz, calendar)
@@ -573,21 +580,22 @@ async def build_report(store: Store, config: Config, start: dt.date, end: dt.dat
     # independent reads, awaited together: the store runs them side by side
     starts = period.interval_starts(interval)
     staffed_task = asyncio.ensure_future(staffing.staffed_seconds(
-        store, kpi, starts, max(lo, min(hi, end_of_data)), queue))
+        store, kpi, starts, max(lo, min(hi, end_of_data)), scope))
     settled = _settled_days(kpi, period, end_of_data)
     # (when the period itself is settled, its totals are the figure: no query)
     fcr_task = asyncio.ensure_future(_fcr_settled(
-        store, kpi, period, None if settled == (start, end) else settled, queue, end_of_data))
+        store, kpi, period, None if settled == (start, end) else settled, scope, end_of_data))
     try:
         buckets, previous, agents, agent_table, abandon_curve, survey = await asyncio.gather(
-            _bucket_sums(store, kpi, lo, hi, queue, end_of_data),
-            _bucket_sums(store, kpi, prev.start_ts, prev.end_ts, queue, end_of_data,
+            _bucket_sums(store, kpi, lo, hi, scope, end_of_data),
+            _bucket_sums(store, kpi, prev.start_ts, prev.end_ts, scope, end_of_data,
                          group="total"),
             roster.list_agents(store),
-            _agents(store, kpi, period, queue, end_of_data),
-            _abandon_curve(store, kpi, lo, hi, queue),
-            _survey_summary(store, lo, hi, queue))
+            _agents(store, kpi, period, scope, end_of_data),
+            _abandon_curve(store, kpi, lo, hi, scope),
+            _survey_summary(store, lo, hi, scope))
         (staffed, staffed_all), fcr_settled = await staffed_task, await fcr_task
+        servers_covered = await servers_in(store, scope)
     finally:  # (a failed read leaves no task behind)
         for task in (staffed_task, fcr_task):
             task.cancel()
@@ -603,6 +611,9 @@ async def build_report(store: Store, config: Config, start: dt.date, end: dt.dat
         "period": {
             "from": start.isoformat(), "to": end.isoformat(), "timezone": tz.key,
             "queue": queue, "interval": interval, "calendar": calendar,
+            # the servers whose calls are in, and whether their queues and agents of one
+            # name are one (else named `name @ server`)
+            "servers": servers_covered, "servers_merged": scope.merged,
             "start": period.iso(period.start_ts),
             "end": period.iso(period.end_ts),
             "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -695,7 +706,7 @@ def _settled_days(kpi: KpiConfig, period: Period, end_of_data: float
 
 
 async def _fcr_settled(store: Store, kpi: KpiConfig, period: Period,
-                       days: tuple[dt.date, dt.date] | None, queue: str | None,
+                       days: tuple[dt.date, dt.date] | None, scope: Scope,
                        end_of_data: float) -> dict[str, Any] | None:
     """FCR over the settled days (_settled_days): a day's FCR read the next morning would
     be biased to 0 % (repeats are known at once, resolution only after the window)."""
@@ -706,7 +717,7 @@ async def _fcr_settled(store: Store, kpi: KpiConfig, period: Period,
     hi = local_midnight(last + dt.timedelta(days=1), period.tz)
     columns, names, params = _sum_columns(
         kpi, end_of_data, frozenset(("fcr_first", "fcr_resolved", "fcr_repeat")))
-    where, range_params = _range(lo // BUCKET_S, hi // BUCKET_S, queue, "entered_bucket")
+    where, range_params = _range(lo // BUCKET_S, hi // BUCKET_S, scope, "entered_bucket")
     row = (await store.fetch_all(
         f"SELECT {columns} FROM queue_calls WHERE {where} AND outcome = 'answered'",
         [*params, *range_params]))[0]

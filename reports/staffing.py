@@ -11,27 +11,30 @@ from typing import Any, Callable
 from callkpi.config import KpiConfig
 from callkpi.store import Store
 from reports.erlang import agents_needed
+from reports.scope import Scope
 
 Span = tuple[float, float]
 
 
 async def staffed_seconds(store: Store, kpi: KpiConfig, starts: list[int], hi: float,
-                          queue: str | None) -> tuple[dict[tuple[int, str], float],
-                                                      dict[int, float]]:
+                          scope: Scope) -> tuple[dict[tuple[int, str], float],
+                                                 dict[int, float]]:
     """Agent-seconds logged in and not paused (wrap-up counts as working), per (interval
     index, queue) and per interval over all queues (an agent in two queues counts once)."""
     lo = starts[0]
-    where = "start_ts < ? AND (end_ts IS NULL OR end_ts > ?)"
+    during = "start_ts < ? AND (end_ts IS NULL OR end_ts > ?)"
+    agent_name = scope.name("agent")
     by_queue: dict[tuple[str, str], list[Span]] = {}
+    where, params = scope.where(during, [hi, lo])
     for agent, q, start, end in await store.fetch_all(
-            f"SELECT agent, queue, start_ts, end_ts FROM agent_sessions WHERE {where}",
-            (hi, lo)):
-        if queue is None or q == queue:
-            by_queue.setdefault((agent, q), []).append(_clip(start, end, lo, hi))
+            f"SELECT {agent_name}, {scope.name('queue')}, start_ts, end_ts FROM agent_sessions"
+            f" WHERE {where}", params):
+        by_queue.setdefault((agent, q), []).append(_clip(start, end, lo, hi))
     paused: dict[str, list[Span]] = {}
+    where, params = scope.where(during, [hi, lo], queue=False)
     for agent, reason, start, end in await store.fetch_all(
-            f"SELECT agent, reason, start_ts, end_ts FROM agent_pauses WHERE {where}",
-            (hi, lo)):
+            f"SELECT {agent_name}, reason, start_ts, end_ts FROM agent_pauses WHERE {where}",
+            params):
         if reason not in kpi.wrapup_reasons:
             paused.setdefault(agent, []).append(_clip(start, end, lo, hi))
     per_queue: dict[tuple[int, str], float] = {}
