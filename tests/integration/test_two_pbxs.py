@@ -212,7 +212,7 @@ async def _read_store(db: str) -> tuple[int, dict[tuple[str, str], tuple]]:
     each queue call's facts."""
     store = await open_store(db, create=False)
     async with store:
-        facts = {(server, call_id): rest for server, call_id, *rest in await store.fetch_all(
+        facts = {(server, call_id): tuple(rest) for server, call_id, *rest in await store.fetch_all(
             "SELECT server, call_id, queue, outcome, agent FROM queue_calls")}
         (n,), = await store.fetch_all(
             "SELECT COUNT(*) FROM events a JOIN events b ON a.server = b.server"
