@@ -16,6 +16,7 @@ from callkpi.cli import cli
 from callkpi.config import Config, KpiConfig, ReportConfig
 from callkpi.events import Kind
 from reports.kpis import build_report
+from reports.mailer import recipients_key
 from reports.render_html import render_html, render_text
 from test_facts_helpers import Calls
 from test_kpis import D, T, day
@@ -169,3 +170,9 @@ async def test_cli_server_option_is_repeatable_and_shown_in_json_and_csv(store, 
     assert csv.exit_code == 0, csv.output
     header, *rows = csv.output.splitlines()
     assert header.endswith(",servers") and rows and all(r.endswith(",pbx-a") for r in rows)
+
+
+def test_the_mail_of_some_servers_is_another_mail_than_of_all():
+    assert recipients_key(["B@x.org", "a@x.org"]) == "a@x.org,b@x.org"
+    assert recipients_key(["a@x.org"], ["pbx-b", "pbx-a", "pbx-b"]) == \
+        "a@x.org (servers pbx-a, pbx-b)"
