@@ -25,6 +25,7 @@ from reports.facts import FactsResult, known_queues, queue_seen, refresh_facts
 from reports.kpis import INTERVALS, ReportError, build_report, check_request
 from reports.options import language_options
 from reports.render_csv import TABLES
+from reports.scope import require_servers
 
 
 SHOWN_QUEUES = 20  # an unknown --queue lists the known ones: enough to spot a typo
@@ -63,15 +64,22 @@ async def _report(config: Config, start: dt.date, end: dt.date, queue: str | Non
     check_request(config, start, end, interval)
     store = await open_configured_store(config, create=False)
     async with store:
+        if queue is not None or config.report.servers:
+            await refresh(store, config)
+            await require_servers(store, config.report.servers)
         if queue is not None:
-            await _require_queue(store, config, queue)
+            await _require_queue(store, queue)
         return await build_report(store, config, start, end, queue, interval)
 
 
-async def _require_queue(store: Store, config: Config, queue: str) -> None:
+async def refresh(store: Store, config: Config, rebuild: bool = False) -> FactsResult:
+    """The facts brought up to date under the config's settings (as build_report does)."""
+    return await refresh_facts(store, config.kpi, rebuild=rebuild, names=config.agents.names,
+                               merge_servers=config.report.merge_servers)
+
+
+async def _require_queue(store: Store, queue: str) -> None:
     """A report of a mistyped queue would be a report of nothing: say so instead."""
-    await refresh_facts(store, config.kpi, names=config.agents.names,
-                        merge_servers=config.report.merge_servers)
     if not await queue_seen(store, queue):
         known = await known_queues(store)
         listed = ", ".join(known[:SHOWN_QUEUES]) or "none yet"
@@ -115,9 +123,7 @@ def facts(ctx: click.Context, rebuild: bool) -> None:
 async def _facts(config: Config, rebuild: bool) -> FactsResult:
     store = await open_configured_store(config, create=False)
     async with store:
-        return await refresh_facts(store, config.kpi, rebuild=rebuild,
-                                   names=config.agents.names,
-                                   merge_servers=config.report.merge_servers)
+        return await refresh(store, config, rebuild=rebuild)
 
 
 # ------------------------------------------------------------------------------ agents

@@ -20,9 +20,11 @@ from callkpi.cli_common import (
     server_option,
 )
 from callkpi.config import Config, ConfigError
+from reports.commands import refresh
 from reports.kpis import report_timezone
 from reports.mailer import BEING_SENT, SENT_NOW, Outcome, send_report, write_report_eml
 from reports.options import language_options
+from reports.scope import require_servers
 
 
 class DayOrAddress(click.ParamType):
@@ -123,6 +125,9 @@ async def email_days(config: Config, days: Sequence[dt.date], recipients: Sequen
                      force: bool, dry_run: bool) -> None:
     store = await open_configured_store(config, create=False)
     async with store:
+        if config.report.servers:  # a mistyped --server would mail a report of nothing
+            await refresh(store, config)
+            await require_servers(store, config.report.servers)
         for day in days:
             if dry_run:
                 path = await write_report_eml(store, config, day, recipients, Path.cwd())

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from callkpi.errors import UserError
 from callkpi.store import Store
 
 # how a queue or agent of one server is named when servers are kept apart
@@ -57,3 +58,17 @@ async def servers_in(store: Store, scope: Scope) -> list[str]:
         " SELECT server FROM s WHERE server IS NOT NULL"
         " UNION SELECT DISTINCT server FROM agent_sessions")
     return sorted(server for (server,) in rows)
+
+
+class UnknownServer(UserError):
+    """A report of a server the store has never seen would be a report of nothing."""
+
+
+async def require_servers(store: Store, servers: list[str]) -> None:
+    """Each named server has calls or agent sessions in the (refreshed) facts, else say
+    which servers there are: `--server pbx-pari` is a typo, not a quiet day."""
+    known = await servers_in(store, Scope())
+    unknown = [s for s in servers if s not in known]
+    if unknown:
+        raise UnknownServer(f"server {unknown[0]!r} never appeared in the store (servers: "
+                            f"{', '.join(known) or 'none yet'})")

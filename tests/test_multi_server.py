@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import email
+import email.policy
 import json
 import re
 
@@ -170,9 +172,34 @@ async def test_cli_server_option_is_repeatable_and_shown_in_json_and_csv(store, 
     assert csv.exit_code == 0, csv.output
     header, *rows = csv.output.splitlines()
     assert header.endswith(",servers") and rows and all(r.endswith(",pbx-a") for r in rows)
+    typo = await asyncio.to_thread(CliRunner().invoke, cli, [*args, "--server", "pbx-x"],
+                                   env={"TZ": "UTC"})
+    assert typo.exit_code == 1
+    assert typo.output.strip().splitlines()[-1] == (
+        "Error: server 'pbx-x' never appeared in the store (servers: pbx-a, pbx-b)")
 
 
 def test_the_mail_of_some_servers_is_another_mail_than_of_all():
     assert recipients_key(["B@x.org", "a@x.org"]) == "a@x.org,b@x.org"
     assert recipients_key(["a@x.org"], ["pbx-b", "pbx-a", "pbx-b"]) == \
         "a@x.org (servers pbx-a, pbx-b)"
+
+
+async def test_email_of_one_server_says_so_in_its_header(store, store_url, tmp_path,
+                                                        monkeypatch):
+    await on("pbx-a", day()).store_in(store)
+    await on("pbx-b", day()).store_in(store)
+    monkeypatch.chdir(tmp_path)  # --dry-run writes the .eml here
+    args = ["--config", "/dev/null", "email", "--db", store_url, "--from", str(D), "--to",
+            str(D), "--recipient", "boss@example.com", "--dry-run"]
+    out = await asyncio.to_thread(CliRunner().invoke, cli, [*args, "--server", "pbx-b"],
+                                  env={"TZ": "UTC"}, catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    mail = email.message_from_bytes((tmp_path / f"callkpi-report-{D}.eml").read_bytes(),
+                                    policy=email.policy.default)
+    text = mail.get_body(("plain",)).get_content()
+    assert "server \u2068pbx-b\u2069" in text.splitlines()[2]
+    assert ">pbx-b</bdi>" in mail.get_body(("html",)).get_content()
+    typo = await asyncio.to_thread(CliRunner().invoke, cli, [*args, "--server", "pbx-x"],
+                                   env={"TZ": "UTC"})
+    assert typo.exit_code == 1 and "server 'pbx-x' never appeared" in typo.output
