@@ -61,6 +61,23 @@ def db_option(command: Command) -> Command:
     return cast(Command, wrapper)
 
 
+def server_option(command: Command) -> Command:
+    """`--server NAME`, repeatable: only these servers ([server] name of each PBX writing to
+    the store); else [report] servers, else every server."""
+
+    @click.option("--server", "servers", multiple=True, metavar="NAME",
+                  help="Only this server (a PBX's [server] name); repeat for several "
+                       "(default: [report] servers, else every server in the store).")
+    @functools.wraps(command)
+    def wrapper(*args: Any, servers: tuple[str, ...], **kwargs: Any) -> Any:
+        config = get_config(click.get_current_context())
+        if servers:
+            config.report.servers = list(servers)
+        return command(*args, **kwargs)
+
+    return cast(Command, wrapper)
+
+
 class DateParam(click.ParamType):
     """A day: YYYY-MM-DD, Gregorian or Jalali (a year below 1700), Persian digits accepted."""
 

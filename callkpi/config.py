@@ -144,6 +144,11 @@ class ReportConfig:
     title: str = ""  # empty: "Call-center report" in the report's language
     locale: str = "en"  # en | fa: the language of the HTML report, the mail and CSV headers
     calendar: str = ""  # gregorian | jalali; empty: jalali with locale fa, else gregorian
+    # queues and agents of the same name on two servers of the store are one queue, one agent
+    # (one call center on several PBXs); false keeps them apart (a fleet of tenants' PBXs)
+    merge_servers: bool = True
+    # the servers ([server] name) the reports and the mail cover; empty: every server
+    servers: list[str] = field(default_factory=list)
 
 
 @dataclass

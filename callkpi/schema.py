@@ -295,6 +295,15 @@ CREATE TABLE write_seq (
 );
 INSERT INTO write_seq (id, seq) VALUES (1, 0);
 """,
+    7: """
+-- Several servers in one store: a report of some servers, or with servers kept apart, reads
+-- each call's server from the covering index too, instead of the table row by row.
+DROP INDEX queue_calls_report;
+CREATE INDEX queue_calls_report ON queue_calls (
+    entered_bucket, queue, outcome, agent, wait_s, talk_s, hold_s, acw_s, transferred,
+    caller_number, prev_gap_s, next_gap_s, entered_ts, disposition, ended_by_restart,
+    fcr_contact, fcr_prev_gap_s, server);
+""",
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -156,6 +156,7 @@ class LogSink:
 
     def __init__(self, store: Store, server: str, stats: IngestStats) -> None:
         self.store = store
+        self.server = server
         self.parse = BatchParser(server)
         self.stats = stats
         self.occurrences = Occurrences()  # where the stream is in its current second
@@ -240,6 +241,25 @@ class LogSink:
         self.stats.add(await self.store.write(batch))
 
 
+# ---------------------------------------------------------------- checkpoints
+def checkpoint_stream(server: str, path: str) -> str:
+    """The name of a queue_log's checkpoint: the file as one PBX reads it. Several PBXs that
+    write to one store all log to /var/log/asterisk/queue_log, each its own."""
+    return f"queue_log://{server}{os.path.abspath(path)}"
+
+
+async def resume_checkpoint(store: Store, server: str, path: str) -> tuple[str, Checkpoint | None]:
+    """(the stream, its checkpoint). A store written before checkpoints were named per PBX
+    holds the file's bare path: the first PBX that reads that path adopts it (one UPDATE, so
+    a second PBX starting at the same moment finds it gone and starts from its own file)."""
+    stream = checkpoint_stream(server, path)
+    checkpoint = await store.checkpoint(stream)
+    if checkpoint is None and await store.execute(
+            "UPDATE checkpoints SET stream = ? WHERE stream = ?", (stream, os.path.abspath(path))):
+        checkpoint = await store.checkpoint(stream)
+    return stream, checkpoint
+
+
 # ---------------------------------------------------------------- backfill
 async def ingest_paths(store: Store, paths: list[str], *, server: str, batch_lines: int,
                        full: bool = False,
@@ -301,11 +321,13 @@ async def _ingest_file(sink: LogSink, path: str, batch_lines: int, full: bool,
 
 async def _read_file(sink: LogSink, path: str, batch_lines: int, full: bool,
                      progress: Callable[[int], None] | None, bulk_from_bytes: int) -> None:
-    stream = os.path.abspath(path)
     with open_log(resolve_named(path)) as f:
         fid = file_id(os.fstat(f.fileno()))
         first = read_head(f)
-        checkpoint = None if full else await sink.store.checkpoint(stream)
+        if full:
+            stream, checkpoint = checkpoint_stream(sink.server, path), None
+        else:
+            stream, checkpoint = await resume_checkpoint(sink.store, sink.server, path)
         offset, line_no = 0, 0
         if checkpoint and checkpoint.file_id == fid and head_matches(first, checkpoint.head):
             offset, line_no = checkpoint.offset, checkpoint.line_no
@@ -322,7 +344,7 @@ async def _read_file(sink: LogSink, path: str, batch_lines: int, full: bool,
                 progress(now - done)
                 done = now
 
-        await sink.consume(stream, stream, fid, reader, batch_lines, advance)
+        await sink.consume(stream, os.path.abspath(path), fid, reader, batch_lines, advance)
         if reader.cut_short:  # still being compressed? what came before it is stored
             raise LogFileError(f"{path}: compressed file ends early")
         sink.stats.held_back += 1 if reader.pending else 0
@@ -341,20 +363,21 @@ class Follower:
     def __init__(self, sink: LogSink, path: str, batch_lines: int) -> None:
         self.sink = sink
         self.path = path
-        self.stream = os.path.abspath(path)
+        self.stream = checkpoint_stream(sink.server, path)
         self.directory, self.name = os.path.split(resolve_named(path))
         self.batch_lines = batch_lines
         self.dir_fd: int | None = None
         self.reader: LineReader | None = None
         self.fid = ""
-        self.origin = self.stream  # the file being read: the path, or a rotation of it
+        self.named = os.path.abspath(path)
+        self.origin = self.named  # the file being read: the path, or a rotation of it
         self.refused = ""  # identity of the entry last refused (warned about once)
 
     async def start(self) -> None:
         """Resume from the checkpoint: in the same file, or first in the rotated file the
         checkpoint names (moved aside while we were not running)."""
         self.dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        checkpoint = await self.sink.store.checkpoint(self.stream)
+        _, checkpoint = await resume_checkpoint(self.sink.store, self.sink.server, self.path)
         if self._lstat() is None:
             return
         self._open(self.name)
@@ -422,7 +445,7 @@ class Follower:
             self._refuse(name, str(exc))
             return
         self.fid = file_id(os.fstat(f.fileno()))
-        self.origin = self.stream if name == self.name else os.path.join(self.directory, name)
+        self.origin = self.named if name == self.name else os.path.join(self.directory, name)
         self.sink.resume(f, offset)
         self.reader = LineReader(f, offset, line_no, read_head(f))
 

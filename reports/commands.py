@@ -15,18 +15,20 @@ from callkpi.cli_common import (
     open_configured_store,
     output_option,
     run,
+    server_option,
     write_output,
 )
 from callkpi.config import Config
 from callkpi.queries.facts import known_queues, queue_seen
 from callkpi.store import Store
 from reports import roster
-from reports.facts import FactsResult, refresh_facts
+from reports.facts import FactsResult
 from reports.i18n import lang as get_lang
-from reports.kpis import INTERVALS, ReportError, build_report, check_request
+from reports.kpis import INTERVALS, ReportError, build_report, check_request, refresh
 from reports.notices import report_warnings, report_written
 from reports.options import language_options
 from reports.render_csv import TABLES
+from reports.scope import require_servers
 
 
 SHOWN_QUEUES = 20  # an unknown --queue lists the known ones: enough to spot a typo
@@ -44,6 +46,7 @@ SHOWN_QUEUES = 20  # an unknown --queue lists the known ones: enough to spot a t
               help="With --format csv: one row per queue, agent or interval.")
 @output_option
 @language_options
+@server_option
 @db_option
 @click.pass_context
 def report(ctx: click.Context, start: dt.date, end: dt.date, queue: str | None,
@@ -68,7 +71,9 @@ async def _report(config: Config, start: dt.date, end: dt.date, queue: str | Non
     check_request(config, start, end, interval)
     store = await open_configured_store(config, create=False)
     async with store:
-        await refresh_facts(store, config.kpi, names=config.agents.names)
+        await refresh(store, config)
+        if config.report.servers:
+            await require_servers(store, config.report.servers)
         if queue is not None:
             await _require_queue(store, queue)
         return await build_report(store, config, start, end, queue, interval)
@@ -120,8 +125,7 @@ def facts(ctx: click.Context, rebuild: bool) -> None:
 async def _facts(config: Config, rebuild: bool) -> FactsResult:
     store = await open_configured_store(config, create=False)
     async with store:
-        return await refresh_facts(store, config.kpi, rebuild=rebuild,
-                                   names=config.agents.names)
+        return await refresh(store, config, rebuild=rebuild)
 
 
 # ------------------------------------------------------------------------------ agents

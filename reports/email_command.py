@@ -17,14 +17,15 @@ from callkpi.cli_common import (
     get_config,
     open_configured_store,
     run,
+    server_option,
 )
 from callkpi.config import Config, ConfigError
-from reports.facts import refresh_facts
 from reports.i18n import Lang, lang as get_lang
-from reports.kpis import report_timezone
+from reports.kpis import refresh, report_timezone
 from reports.mailer import BEING_SENT, SENT_NOW, Outcome, send_report, write_report_eml
 from reports.notices import day_in_text, in_text
 from reports.options import language_options
+from reports.scope import require_servers
 
 
 class DayOrAddress(click.ParamType):
@@ -62,6 +63,7 @@ class DayOrAddress(click.ParamType):
 @click.option("--dry-run", is_flag=True,
               help="Write callkpi-report-DAY.eml in the current directory instead of sending.")
 @language_options
+@server_option
 @db_option
 @click.pass_context
 def email(ctx: click.Context, yesterday: bool, start: dt.date | None,
@@ -132,7 +134,9 @@ async def email_days(config: Config, days: Sequence[dt.date], recipients: Sequen
     lang = manager_lang(config)
     store = await open_configured_store(config, create=False)
     async with store:
-        await refresh_facts(store, config.kpi, names=config.agents.names)
+        await refresh(store, config)
+        if config.report.servers:  # a mistyped --server would mail a report of nothing
+            await require_servers(store, config.report.servers)
         for day in days:
             if dry_run:
                 path = await write_report_eml(store, config, day, recipients, Path.cwd())

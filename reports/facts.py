@@ -19,6 +19,7 @@ docs/kpis.md defines what each column means; this module computes exactly that.
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -618,15 +619,18 @@ def _clipped(start: float, stop: float, lo: float, hi: float | None) -> float:
 
 # ------------------------------------------------------------------------ the refresh
 async def refresh_facts(store: Store, kpi: KpiConfig, *, rebuild: bool = False,
-                        names: dict[str, str] | None = None) -> FactsResult:
+                        names: dict[str, str] | None = None,
+                        merge_servers: bool = True) -> FactsResult:
     """Bring the facts up to date with the events table (everything again with rebuild).
-    `names`: member interface -> member name from the config ([agents] names). Refreshes
-    at once (in one process or several) are safe: one that builds on the facts it read
-    (not a rebuild) writes nothing if another refresh wrote them meanwhile, and starts
+    `names`: member interface -> member name from the config ([agents] names);
+    `merge_servers` ([report] merge_servers): a caller number is one customer on every
+    server of the store (else one per server: a repeat call is a call to the same PBX).
+    Refreshes at once (in one process or several) are safe: one that builds on the facts it
+    read (not a rebuild) writes nothing if another refresh wrote them meanwhile, and starts
     again from theirs."""
     while True:
         try:
-            return await _refresh(store, kpi, rebuild, names)
+            return await _refresh(store, kpi, rebuild, names, merge_servers)
         except _Overtaken:
             continue
 
@@ -636,9 +640,9 @@ class _Overtaken(Exception):
 
 
 async def _refresh(store: Store, kpi: KpiConfig, rebuild: bool,
-                   names: dict[str, str] | None) -> FactsResult:
+                   names: dict[str, str] | None, merge_servers: bool) -> FactsResult:
     state = await q.facts_state(store)
-    settings = settings_fingerprint(kpi, names)
+    settings = settings_fingerprint(kpi, names, merge_servers)
     rebuild = rebuild or state.get("settings") != settings
     watermark = 0 if rebuild else int(state.get("events_id", 0))
     last_id, data_end = await q.events_end(store)
@@ -674,7 +678,7 @@ async def _refresh(store: Store, kpi: KpiConfig, rebuild: bool,
         await q.insert_survey_answers(tx, answers)
         await q.insert_ivr_paths(tx, deriver.ivr_rows())
         numbers = None if w0 is None else {c.caller_number for c in deriver.calls}
-        await _update_caller_gaps(tx, numbers)
+        await _update_caller_gaps(tx, numbers, merge_servers)
         await q.set_facts_state(tx, {"events_id": str(last_id), "settings": settings,
                                      "data_end": str(data_end)})
     return FactsResult(deriver.events, len(deriver.calls), w0)
@@ -686,12 +690,15 @@ async def data_end(store: Store) -> float | None:
     return float(value) if value not in (None, "None") else None
 
 
-def settings_fingerprint(kpi: KpiConfig, names: dict[str, str] | None = None) -> str:
+def settings_fingerprint(kpi: KpiConfig, names: dict[str, str] | None = None,
+                         merge_servers: bool = True) -> str:
     # the facts depend on these: change them and the facts are rebuilt
-    return json.dumps({"version": FACTS_VERSION, "wrapup_reasons": sorted(kpi.wrapup_reasons),
-                       "wrapup_s": kpi.wrapup_s, "persistent_members": kpi.persistent_members,
-                       "no_number": sorted(n.lower() for n in kpi.no_number),
-                       "names": names or {}}, sort_keys=True)
+    settings = {"version": FACTS_VERSION, "wrapup_reasons": sorted(kpi.wrapup_reasons),
+                "wrapup_s": kpi.wrapup_s, "persistent_members": kpi.persistent_members,
+                "no_number": sorted(n.lower() for n in kpi.no_number), "names": names or {}}
+    if not merge_servers:  # (absent when merged: the stores of one PBX are not rebuilt)
+        settings["merge_servers"] = False
+    return json.dumps(settings, sort_keys=True)
 
 
 async def _rederive_from(store: Store, watermark: int, renamed_since: float | None) -> float:
@@ -824,54 +831,49 @@ async def _rated_call(store: Store, deriver: Deriver, server: str, call_id: str,
 
 
 # ------------------------------------------------------------------------ caller gaps
-async def _update_caller_gaps(tx: Transaction, numbers: set[str] | None) -> None:
+async def _update_caller_gaps(tx: Transaction, numbers: set[str] | None,
+                              merge_servers: bool) -> None:
     """prev_gap_s / next_gap_s: seconds to the nearest queue call from the same number that
-    is another phone call (another call_id), for FCR and repeat calls; fcr_prev_gap_s: to
-    the nearest earlier *answered* one (an abandoned attempt is no prior contact). All
-    numbers, or the given ones (in chunks: a database caps the parameters of a statement)."""
+    is another phone call (another call_id of its server: two PBXs hand out the same
+    uniqueids), for FCR and repeat calls; fcr_prev_gap_s: to the nearest earlier *answered*
+    one (an abandoned attempt is no prior contact). A number is one customer across the
+    servers when they are merged, one per server when not. All numbers, or the given ones (in
+    chunks: a database caps the parameters of a statement)."""
     if numbers is None:
-        await _write_gaps(tx, await q.calls_of_numbers(tx, None))
+        await _write_gaps(tx, await q.calls_of_numbers(tx, None, merge_servers), merge_servers)
         return
     wanted = sorted(numbers - {""})
     for lo in range(0, len(wanted), GAP_CHUNK):
-        await _write_gaps(tx, await q.calls_of_numbers(tx, wanted[lo:lo + GAP_CHUNK]))
+        await _write_gaps(tx, await q.calls_of_numbers(tx, wanted[lo:lo + GAP_CHUNK],
+                                                       merge_servers), merge_servers)
 
 
-async def _write_gaps(tx: Transaction, rows: list[q.GapRow]) -> None:
+async def _write_gaps(tx: Transaction, rows: list[q.GapRow], merge_servers: bool) -> None:
+    """rows: (id, caller_number, server, call_id, entered_ts, outcome) in customer order."""
     updates = []
-    for number_rows in _group_by_number(rows):
-        updates.extend(_gaps(number_rows))
+    customer = (lambda r: r[1]) if merge_servers else (lambda r: (r[2], r[1]))
+    for _, number_rows in itertools.groupby(rows, key=customer):
+        updates.extend(_gaps([(r[0], (r[2], r[3]), r[4], r[5]) for r in number_rows]))
     await q.set_caller_gaps(tx, updates)
 
 
-def _group_by_number(rows: list[tuple]) -> Iterable[list[tuple]]:
-    group: list[tuple] = []
-    for row in rows:
-        if group and row[1] != group[0][1]:
-            yield group
-            group = []
-        group.append(row)
-    if group:
-        yield group
-
-
 def _gaps(rows: list[tuple]) -> list[tuple]:
-    """One number's calls in time order -> (prev_gap_s, next_gap_s, fcr_prev_gap_s, id), in
-    linear time."""
-    prev = _nearest_other_call([(r[2], r[3]) for r in rows])
-    nxt = _nearest_other_call([(r[2], -r[3]) for r in reversed(rows)])[::-1]
-    answered = _nearest_other_call([(r[2], r[3]) for r in rows], [r[4] == "answered"
+    """One customer's calls (id, phone call, entered_ts, outcome) in time order ->
+    (prev_gap_s, next_gap_s, fcr_prev_gap_s, id), in linear time."""
+    prev = _nearest_other_call([(r[1], r[2]) for r in rows])
+    nxt = _nearest_other_call([(r[1], -r[2]) for r in reversed(rows)])[::-1]
+    answered = _nearest_other_call([(r[1], r[2]) for r in rows], [r[3] == "answered"
                                                                     for r in rows])
     return [(p, n, a, r[0]) for r, p, n, a in zip(rows, prev, nxt, answered)]
 
 
-def _nearest_other_call(calls: list[tuple[str, float]], counts: list[bool] | None = None
+def _nearest_other_call(calls: list[tuple[Any, float]], counts: list[bool] | None = None
                         ) -> list[float | None]:
     """For each (call_id, t) in order, t minus the t of the latest earlier entry with another
     call_id (among those `counts` marks, when given). Keeps the latest entry and the latest
     one with a call_id other than its."""
     out: list[float | None] = []
-    latest: tuple[str, float] | None = None
+    latest: tuple[Any, float] | None = None
     before_latest: float | None = None  # latest t whose call_id differs from latest's
     for i, (call_id, t) in enumerate(calls):
         if latest is None:

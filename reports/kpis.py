@@ -22,11 +22,12 @@ from callkpi.config import Config, KpiConfig
 from callkpi.errors import UserError
 from callkpi.queries import kpis as q
 from callkpi.queries.kpis import ABANDON_CURVE_S, WAIT_BELOW, WAIT_BINS
+from callkpi.queries.scope import Scope, servers_in
 from callkpi.store import Store
 from reports import roster, staffing
 from reports.calendar import (INTERVALS, Period, add_calendar_labels, calendar_for,
                               local_midnight)
-from reports.facts import BUCKET_S, data_end, refresh_facts
+from reports.facts import BUCKET_S, FactsResult, data_end, refresh_facts
 
 # outcomes whose wait counts in the average wait (a closed call has none; an open one no end)
 WAITED = ("answered", "abandoned", "timeout", "exit_key", "exit_empty", "withdrawn")
@@ -91,12 +92,12 @@ def _fcr_pending(sums: Sums) -> int:
     return sums["fcr_first"] - sums["fcr_resolved"] - sums["fcr_repeat"]
 
 
-async def _call_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None,
+async def _call_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, scope: Scope,
                      end_of_data: float, group: q.Group) -> dict[tuple, Sums]:
     """Sums of the queue calls that entered in [lo, hi), per (queue, bucket), per agent or
     in total."""
     out: dict[tuple, Sums] = {}
-    for key, outcome, sums in await q.call_groups(store, kpi, lo, hi, queue, end_of_data,
+    for key, outcome, sums in await q.call_groups(store, kpi, lo, hi, scope, end_of_data,
                                                   group):
         _merge(out, key, _fold(outcome, sums))
     return out
@@ -108,38 +109,38 @@ async def _call_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str 
 CARRY_OVER_S = 86400
 
 
-async def _work_across(store: Store, lo: int, hi: int, queue: str | None
+async def _work_across(store: Store, lo: int, hi: int, scope: Scope
                        ) -> dict[str, float]:
     """Per agent: handle time inside [lo, hi) of calls that entered in the day before it,
     less the handle time after hi of calls that entered in the day before hi."""
-    out = await q.handle_time_carried_in(store, lo, hi, queue, lo - CARRY_OVER_S)
-    for agent, work in (await q.handle_time_spilled_out(store, hi, queue,
+    out = await q.handle_time_carried_in(store, lo, hi, scope, lo - CARRY_OVER_S)
+    for agent, work in (await q.handle_time_spilled_out(store, hi, scope,
                                                         hi - CARRY_OVER_S)).items():
         out[agent] = out.get(agent, 0.0) - work
     return out
 
 
-async def _survey_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None,
+async def _survey_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, scope: Scope,
                        group: Literal["bucket", "agent"]) -> dict[tuple, Sums]:
     valid = [str(d) for d in range(1, kpi.csat_scale + 1)]
     good = [d for d in valid if int(d) >= csat_good_min(kpi)]
     return {key: Sums(sums) for key, sums in
-            (await q.survey_groups(store, lo, hi, queue, group, valid, good)).items()}
+            (await q.survey_groups(store, lo, hi, scope, group, valid, good)).items()}
 
 
-async def _ivr_sums(store: Store, lo: int, hi: int, queue: str | None) -> dict[tuple, Sums]:
+async def _ivr_sums(store: Store, lo: int, hi: int, scope: Scope) -> dict[tuple, Sums]:
     """IVR exits are not queue calls: counted from the ivr-exit events (queue = target) and
     from the IVR paths of QueueMetrics-style IVRAPPEND lines."""
-    return {key: Sums(sums) for key, sums in (await q.ivr_groups(store, lo, hi, queue)).items()}
+    return {key: Sums(sums) for key, sums in (await q.ivr_groups(store, lo, hi, scope)).items()}
 
 
-async def _bucket_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None,
+async def _bucket_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, scope: Scope,
                        end_of_data: float, group: q.Group = "bucket") -> dict[tuple, Sums]:
     """Everything summed per (queue, 15-minute bucket), or in total (group="total")."""
     merged: dict[tuple, Sums] = {}
-    for part in await asyncio.gather(_call_sums(store, kpi, lo, hi, queue, end_of_data, group),
-                                     _survey_sums(store, kpi, lo, hi, queue, "bucket"),
-                                     _ivr_sums(store, lo, hi, queue)):
+    for part in await asyncio.gather(_call_sums(store, kpi, lo, hi, scope, end_of_data, group),
+                                     _survey_sums(store, kpi, lo, hi, scope, "bucket"),
+                                     _ivr_sums(store, lo, hi, scope)):
         for key, sums in part.items():
             _merge(merged, key if group == "bucket" else ("",), sums)
     return merged
@@ -243,16 +244,15 @@ def agent_kpis(s: dict[str, Any], staffed_s: float | None, paused_s: float | Non
 
 
 # ---------------------------------------------------------------------------- agents
-async def _agent_times(store: Store, kpi: KpiConfig, lo: float, hi: float, queue: str | None
+async def _agent_times(store: Store, kpi: KpiConfig, lo: float, hi: float, scope: Scope
                        ) -> tuple[dict[str, float], dict[str, float]]:
     """(staffed seconds, non-wrap-up paused seconds while staffed) per agent in [lo, hi)."""
     sessions: dict[str, list[tuple[float, float]]] = {}
-    for agent, in_queue, start, end in await q.sessions_overlapping(store, lo, hi):
-        if queue is None or in_queue == queue:
-            sessions.setdefault(agent, []).append(_clip(start, end, lo, hi))
+    for agent, in_queue, start, end in await q.sessions_overlapping(store, lo, hi, scope):
+        sessions.setdefault(agent, []).append(_clip(start, end, lo, hi))
     staffed = {a: _union(spans) for a, spans in sessions.items()}
     paused: dict[str, float] = {}
-    for agent, reason, start, end in await q.pauses_overlapping(store, lo, hi):
+    for agent, reason, start, end in await q.pauses_overlapping(store, lo, hi, scope):
         if reason in kpi.wrapup_reasons or agent not in staffed:
             continue
         span = _clip(start, end, lo, hi)
@@ -280,15 +280,15 @@ def _overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
     return max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
 
 
-async def _agents(store: Store, kpi: KpiConfig, period: Period, queue: str | None,
+async def _agents(store: Store, kpi: KpiConfig, period: Period, scope: Scope,
                   end_of_data: float) -> dict[str, dict[str, Any]]:
     lo, hi = period.start_ts, period.end_ts
     calls, surveys, (staffed, paused), rna, across = await asyncio.gather(
-        _call_sums(store, kpi, lo, hi, queue, end_of_data, "agent"),
-        _survey_sums(store, kpi, lo, hi, queue, "agent"),
-        _agent_times(store, kpi, lo, min(hi, end_of_data), queue),
-        q.ring_no_answer_counts(store, lo, hi, queue),
-        _work_across(store, lo, hi, queue))
+        _call_sums(store, kpi, lo, hi, scope, end_of_data, "agent"),
+        _survey_sums(store, kpi, lo, hi, scope, "agent"),
+        _agent_times(store, kpi, lo, min(hi, end_of_data), scope),
+        q.ring_no_answer_counts(store, lo, hi, scope),
+        _work_across(store, lo, hi, scope))
     for key, sums in surveys.items():
         _merge(calls, key, sums)
     names = {k[0] for k in calls} | set(staffed) | set(rna)
@@ -312,10 +312,10 @@ def _wait_histogram(total: Sums) -> list[dict]:
             for i in range(len(WAIT_BINS))]
 
 
-async def _abandon_curve(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None
+async def _abandon_curve(store: Store, kpi: KpiConfig, lo: int, hi: int, scope: Scope
                          ) -> list[dict]:
     """Share of the abandoned calls (as counted in `abandoned`) that had waited <= t."""
-    abandoned, by_t = await q.abandoned_by_wait(store, lo, hi, queue, kpi.short_abandon_s,
+    abandoned, by_t = await q.abandoned_by_wait(store, lo, hi, scope, kpi.short_abandon_s,
                                                 ABANDON_CURVE_S)
     return [{"wait_s": t, "abandoned_pct": pct(n, abandoned)}
             for t, n in zip(ABANDON_CURVE_S, by_t)]
@@ -331,11 +331,11 @@ def _hourly(buckets: dict[tuple, Sums], period: Period) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------- survey
-async def _survey_summary(store: Store, lo: int, hi: int, queue: str | None) -> dict[str, Any]:
+async def _survey_summary(store: Store, lo: int, hi: int, scope: Scope) -> dict[str, Any]:
     questions: dict[str, dict[str, Any]] = {}
     orphans = repeats = 0
     for question, kind, status, value, counted, orphan, count in await q.answer_groups(
-            store, lo, hi, queue):
+            store, lo, hi, scope):
         if not counted:  # a second survey of a call: stored, never counted
             repeats += count
             continue
@@ -346,7 +346,7 @@ async def _survey_summary(store: Store, lo: int, hi: int, queue: str | None) -> 
             entry["answers"][value] = entry["answers"].get(value, 0) + count
         elif status in ("invalid", "no-response", "hangup"):
             entry[status.replace("-", "_")] += count
-    surveys, incomplete = await q.surveys_and_hangups(store, lo, hi, queue)
+    surveys, incomplete = await q.surveys_and_hangups(store, lo, hi, scope)
     return {"questions": questions, "surveys": surveys, "incomplete": incomplete,
             # answers whose call the store has not seen (counted here, not in CSAT or FCR;
             # they link when the call's events arrive) and answers of a second survey
@@ -396,17 +396,26 @@ async def refresh_and_build(store: Store, config: Config, start: dt.date, end: d
     """The report as of the latest events: the facts brought up to date first (a write),
     then `build_report` (a read). What a reader that shows the latest numbers calls."""
     check_request(config, start, end, interval)
-    await refresh_facts(store, config.kpi, names=config.agents.names)
+    await refresh(store, config)
     return await build_report(store, config, start, end, queue, interval)
+
+
+async def refresh(store: Store, config: Config, *, rebuild: bool = False) -> FactsResult:
+    """The facts brought up to date under the config's settings ([agents] names, [report]
+    merge_servers): what a reader calls before `build_report` (a write)."""
+    return await refresh_facts(store, config.kpi, rebuild=rebuild, names=config.agents.names,
+                               merge_servers=config.report.merge_servers)
 
 
 async def build_report(store: Store, config: Config, start: dt.date, end: dt.date,
                        queue: str | None = None, interval: str = "day") -> dict[str, Any]:
-    """The report over the local days start..end inclusive (see docs/reports.md), from the
-    facts as they were last refreshed: a pure read, writing nothing (`refresh_and_build`
-    refreshes them first)."""
+    """The report over the local days start..end inclusive, of one queue or all, of the
+    servers of [report] servers or all (see docs/reports.md), from the facts as they were
+    last refreshed: a pure read, writing nothing (`refresh_and_build` refreshes them
+    first)."""
     tz = check_request(config, start, end, interval)
     kpi = config.kpi
+    scope = Scope(queue, tuple(sorted(set(config.report.servers))), config.report.merge_servers)
     end_of_data = await data_end(store) or 0.0
     calendar = calendar_for(config.report.calendar, config.report.locale)
     period = Period(start, end, tz, calendar)
@@ -415,21 +424,22 @@ async def build_report(store: Store, config: Config, start: dt.date, end: dt.dat
     # independent reads, awaited together: the store runs them side by side
     starts = period.interval_starts(interval)
     staffed_task = asyncio.ensure_future(staffing.staffed_seconds(
-        store, kpi, starts, max(lo, min(hi, end_of_data)), queue))
+        store, kpi, starts, max(lo, min(hi, end_of_data)), scope))
     settled = _settled_days(kpi, period, end_of_data)
     # (when the period itself is settled, its totals are the figure: no query)
     fcr_task = asyncio.ensure_future(_fcr_settled(
-        store, kpi, period, None if settled == (start, end) else settled, queue, end_of_data))
+        store, kpi, period, None if settled == (start, end) else settled, scope, end_of_data))
     try:
         buckets, previous, agents, agent_table, abandon_curve, survey = await asyncio.gather(
-            _bucket_sums(store, kpi, lo, hi, queue, end_of_data),
-            _bucket_sums(store, kpi, prev.start_ts, prev.end_ts, queue, end_of_data,
+            _bucket_sums(store, kpi, lo, hi, scope, end_of_data),
+            _bucket_sums(store, kpi, prev.start_ts, prev.end_ts, scope, end_of_data,
                          group="total"),
             roster.list_agents(store),
-            _agents(store, kpi, period, queue, end_of_data),
-            _abandon_curve(store, kpi, lo, hi, queue),
-            _survey_summary(store, lo, hi, queue))
+            _agents(store, kpi, period, scope, end_of_data),
+            _abandon_curve(store, kpi, lo, hi, scope),
+            _survey_summary(store, lo, hi, scope))
         (staffed, staffed_all), fcr_settled = await staffed_task, await fcr_task
+        servers_covered = await servers_in(store, scope)
     finally:  # (a failed read leaves no task behind)
         for task in (staffed_task, fcr_task):
             task.cancel()
@@ -445,6 +455,9 @@ async def build_report(store: Store, config: Config, start: dt.date, end: dt.dat
         "period": {
             "from": start.isoformat(), "to": end.isoformat(), "timezone": tz.key,
             "queue": queue, "interval": interval, "calendar": calendar,
+            # the servers whose calls are in, and whether their queues and agents of one
+            # name are one (else named `name @ server`)
+            "servers": servers_covered, "servers_merged": scope.merged,
             "start": period.iso(period.start_ts),
             "end": period.iso(period.end_ts),
             "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -537,7 +550,7 @@ def _settled_days(kpi: KpiConfig, period: Period, end_of_data: float
 
 
 async def _fcr_settled(store: Store, kpi: KpiConfig, period: Period,
-                       days: tuple[dt.date, dt.date] | None, queue: str | None,
+                       days: tuple[dt.date, dt.date] | None, scope: Scope,
                        end_of_data: float) -> dict[str, Any] | None:
     """FCR over the settled days (_settled_days): a day's FCR read the next morning would
     be biased to 0 % (repeats are known at once, resolution only after the window)."""
@@ -546,7 +559,7 @@ async def _fcr_settled(store: Store, kpi: KpiConfig, period: Period,
     first, last = days
     lo = local_midnight(first, period.tz)
     hi = local_midnight(last + dt.timedelta(days=1), period.tz)
-    sums = await q.fcr_sums(store, kpi, lo, hi, queue, end_of_data)
+    sums = await q.fcr_sums(store, kpi, lo, hi, scope, end_of_data)
     return {"from": first.isoformat(), "to": last.isoformat(), **_fcr_of(sums)}
 
 

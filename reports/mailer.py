@@ -215,7 +215,7 @@ async def send_report(store: Store, config: Config, day: dt.date, recipients: Se
     """E-mail the report of one day unless it was sent to these recipients already (or
     `force`) or another run is sending it; record it as sent. The report is read from the
     facts as last refreshed: `callkpi email` refreshes them once before its days."""
-    key = recipients_key(recipients)
+    key = recipients_key(recipients, config.report.servers)
     if not force and await already_sent(store, day, key):
         return Outcome(ALREADY_SENT)
     message = await report_message(store, config, day, recipients)
@@ -324,9 +324,11 @@ async def already_sent(store: Store, day: dt.date, key: str) -> bool:
     return await q.was_sent(store, day, key)
 
 
-def recipients_key(recipients: Sequence[str]) -> str:
-    """The same people in any order are the same recipients."""
-    return ",".join(sorted({r.strip().lower() for r in recipients}))
+def recipients_key(recipients: Sequence[str], servers: Sequence[str] = ()) -> str:
+    """The same people in any order are the same recipients; the report of some servers
+    only is another mail than the report of them all."""
+    key = ",".join(sorted({r.strip().lower() for r in recipients}))
+    return f"{key} (servers {', '.join(sorted(set(servers)))})" if servers else key
 
 
 def _reply(code: int, text: bytes | str) -> str:

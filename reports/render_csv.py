@@ -5,6 +5,8 @@ Cells are made safe for spreadsheets: queue and agent names come from the PBX (a
 input reaches some of them), so a cell starting with = + - @ tab or CR is prefixed with '
 to stop a spreadsheet from running it as a formula.
 
+The last column names the servers whose calls are in (space-separated).
+
 The header row is the JSON keys in English; in another language it is the columns' names in
 that language, after a UTF-8 byte-order mark (so a spreadsheet opens it as UTF-8). Values stay
 machine-readable in every language: plain digits, a dot for decimals, ISO dates.
@@ -45,7 +47,7 @@ COLUMNS = {
     "hold_s": N_("hold (s)"), "acw_s": N_("after-call work (s)"), "staffed_s": N_("staffed (s)"),
     "paused_s": N_("paused (s)"), "calls_per_hour": N_("calls per hour"),
     "occupancy_pct": N_("occupancy %"), "agents_needed": N_("agents needed"),
-    "agents_staffed": N_("agents staffed"),
+    "agents_staffed": N_("agents staffed"), "servers": N_("servers"),
 }
 
 
@@ -72,10 +74,13 @@ def _header(keys: list[str], locale: str) -> list[str]:
 
 
 def _rows(report: dict[str, Any], table: str) -> list[dict[str, Any]]:
+    """The table's rows, each ending with the servers the report covers (so the exports of
+    several servers' reports stay apart when put together)."""
+    servers = {"servers": " ".join(report.get("period", {}).get("servers") or [])}
     if table in ("intervals", "staffing"):
-        return report[table]
+        return [{**row, **servers} for row in report[table]]
     key = "queue" if table == "queues" else "agent"
-    return [{key: name, **kpis} for name, kpis in report[table].items()]
+    return [{key: name, **kpis, **servers} for name, kpis in report[table].items()]
 
 
 def _safe(value: Any) -> Any:

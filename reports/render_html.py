@@ -170,7 +170,8 @@ def render_text(report: dict[str, Any], *, title: str | None = None,
     lang = _lang(report, locale)
     _ = lang.gettext
     context = _context(report, title, targets, {}, lang)
-    lines = [clean(context["title"]), _text_period(report["period"], lang), ""]
+    lines = [clean(context["title"]), _text_period(report["period"], lang)]
+    lines += [servers, ""] if (servers := servers_label(report["period"], lang)) else [""]
     for tile in context["tiles"]:
         lines += _text_tile(tile, context["previous_label"], lang)
     lines += ["", _("Calls: %(outcomes)s", outcomes=lang.comma.join(
@@ -229,6 +230,24 @@ def _text_period(period: dict[str, Any], lang: Lang) -> str:
     return label
 
 
+def servers_label(period: dict[str, Any], lang: Lang, page: bool = False) -> str:
+    """The servers whose calls are in ("servers kept apart" when their queues and agents of
+    one name are not merged), names isolated for the page or for plain text; "" when the
+    store has no calls yet."""
+    servers = period.get("servers") or []
+    if not servers:
+        return ""
+    if page:
+        names: str = Markup(escape(lang.comma)).join(isolate(s) for s in servers)
+    else:
+        names = lang.comma.join(isolate_text(s) for s in servers)
+    label = lang.ngettext("server %(names)s", "servers %(names)s", len(servers), names=names)
+    if not period.get("servers_merged", True):
+        label += escape(" ") + escape(lang.gettext("(kept apart)")) if page else \
+            " " + lang.gettext("(kept apart)")
+    return label
+
+
 def _lang(report: dict[str, Any], locale: str) -> Lang:
     return get_lang(locale, report["period"].get("calendar", ""))
 
@@ -277,6 +296,7 @@ def _context(report: dict[str, Any], title: str | None, targets: dict[str, float
         "title": _title(title, lang),
         "period": period,
         "period_label": _period_label(period, days, lang),
+        "servers_label": servers_label(period, lang, page=True),
         "days": days,
         "previous_label": _("day before") if days == 1 else lang.ngettext(
             "previous %(num)s day", "previous %(num)s days", days),

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from callkpi.config import KpiConfig
 from callkpi.queries import kpis as queries
+from callkpi.queries.scope import Scope
 from callkpi.store import Store
 from reports.erlang import agents_needed
 
@@ -17,17 +18,16 @@ Span = tuple[float, float]
 
 
 async def staffed_seconds(store: Store, kpi: KpiConfig, starts: list[int], hi: float,
-                          queue: str | None) -> tuple[dict[tuple[int, str], float],
-                                                      dict[int, float]]:
+                          scope: Scope) -> tuple[dict[tuple[int, str], float],
+                                                 dict[int, float]]:
     """Agent-seconds logged in and not paused (wrap-up counts as working), per (interval
     index, queue) and per interval over all queues (an agent in two queues counts once)."""
     lo = starts[0]
     by_queue: dict[tuple[str, str], list[Span]] = {}
-    for agent, in_queue, start, end in await queries.sessions_overlapping(store, lo, hi):
-        if queue is None or in_queue == queue:
-            by_queue.setdefault((agent, in_queue), []).append(_clip(start, end, lo, hi))
+    for agent, in_queue, start, end in await queries.sessions_overlapping(store, lo, hi, scope):
+        by_queue.setdefault((agent, in_queue), []).append(_clip(start, end, lo, hi))
     paused: dict[str, list[Span]] = {}
-    for agent, reason, start, end in await queries.pauses_overlapping(store, lo, hi):
+    for agent, reason, start, end in await queries.pauses_overlapping(store, lo, hi, scope):
         if reason not in kpi.wrapup_reasons:
             paused.setdefault(agent, []).append(_clip(start, end, lo, hi))
     per_queue: dict[tuple[int, str], float] = {}

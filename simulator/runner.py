@@ -339,6 +339,14 @@ class _Run:
                 self._talk_ended(call, ts)
         elif name == "AgentCalled" and (agent := self.by_member.get(msg.get("MemberName", ""))):
             agent.engaged_until = max(agent.engaged_until, time.time() + RING_WINDOW_S)
+        elif (name == "AgentConnect" and (call := self.by_uniqueid.get(msg.get("Uniqueid", "")))
+              and (agent := self.by_member.get(msg.get("MemberName", ""))) and not call.agent):
+            # The queue bridged the caller to this member: the call is answered (Asterisk logs
+            # CONNECT) even when the caller's patience runs out in the moment before the
+            # agent's phone says "connected" to it, and the caller hangs up a second later.
+            call.agent = agent.spec.extension
+            call.answered_at.setdefault(agent.spec.extension, ts)
+            agent.busy = True
         elif name == "UserEvent" and (call := self.calls.get(msg.get("Call", ""))):
             if msg["UserEvent"] == "SimCaller":
                 self._caller_event(call, msg, ts)

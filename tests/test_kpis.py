@@ -264,7 +264,7 @@ async def test_report_shape(store):
     assert list(r) == ["period", "settings", "totals", "previous_totals", "queues", "agents",
                        "intervals", "staffing", "fcr_settled", "warnings", "charts", "survey"]
     assert set(r["period"]) == {"from", "to", "timezone", "queue", "interval", "calendar",
-                                "start", "end", "generated_at"}
+                                "start", "end", "generated_at", "servers", "servers_merged"}
     assert r["settings"] == {"service_level_s": 20.0, "short_abandon_s": 5.0,
                              "repeat_window_h": 72.0, "wrapup_reasons": ["ACW", "wrapup"],
                              "csat_scale": 5, "conversion_codes": ["sale"]}

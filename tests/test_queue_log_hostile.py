@@ -17,7 +17,7 @@ import pytest
 
 from callkpi.events import KEY_COLUMNS
 from callkpi.store import open_store
-from queue_log_parser.ingest import Follower, IngestStats, LogSink, ingest_paths
+from queue_log_parser.ingest import Follower, IngestStats, LogSink, checkpoint_stream, ingest_paths
 from queue_log_parser.parser import LineParser
 from store_helpers import fetch_now
 
@@ -211,7 +211,7 @@ async def test_tail_quarantines_a_growing_over_long_line_once_and_finds_the_next
         await second.close()
         rows = await store.fetch_all("SELECT position, line_no FROM quarantine")
         keys = await store.fetch_all(f"SELECT {', '.join(KEY_COLUMNS)} FROM events")
-        checkpoint = await store.checkpoint(str(log))
+        checkpoint = await store.checkpoint(checkpoint_stream("pbx", str(log)))
     finally:
         await store.close()
     assert rows == [(sum(map(len, GOOD[:3])), 4)]
@@ -344,7 +344,7 @@ async def test_a_link_named_by_the_admin_is_resolved_once_at_start_and_said(tmp_
         with first.open("ab") as f:
             f.write(b"".join(GOOD[4:10]))
         await follower.poll()
-        checkpoint = await store.checkpoint(str(link))
+        checkpoint = await store.checkpoint(checkpoint_stream("pbx", str(link)))
     finally:
         await follower.close()
         await store.close()

@@ -24,7 +24,7 @@ from callkpi.events import KEY_COLUMNS, Kind
 from callkpi.store import Batch
 from callkpi.store import open_store
 from log_fixture import durable_checkpoint, generate_log, snapshot
-from queue_log_parser.ingest import BULK_FROM_BYTES, ingest_paths
+from queue_log_parser.ingest import BULK_FROM_BYTES, checkpoint_stream, ingest_paths
 from store_helpers import fetch_now
 
 ROOT = Path(__file__).parent.parent
@@ -59,7 +59,7 @@ async def test_checkpoint_is_the_end_of_the_last_complete_line(store, tmp_path):
     data = SAMPLE.read_bytes()
     log.write_bytes(data)
     await ingest(store, log, batch_lines=7)
-    cp = await store.checkpoint(str(log))
+    cp = await store.checkpoint(checkpoint_stream("pbx", str(log)))
     st_ = log.stat()
     assert (cp.offset, cp.line_no, cp.file_id) == (len(data), data.count(b"\n"),
                                                    f"{st_.st_dev}:{st_.st_ino}")
@@ -88,7 +88,7 @@ async def test_gzip_rotations_and_resume_in_them(store, tmp_path):
     result = await ingest(store, gz, plain)
     n = len(SAMPLE.read_text().splitlines())
     assert (result.lines, result.stored, result.duplicates) == (2 * n, n, n)
-    cp = await store.checkpoint(str(gz))
+    cp = await store.checkpoint(checkpoint_stream("pbx", str(gz)))
     assert cp.offset == len(SAMPLE.read_bytes())
     assert (await ingest(store, gz)).lines == 0
 
@@ -288,5 +288,40 @@ async def test_a_line_longer_than_a_read_is_one_line(store, tmp_path, monkeypatc
     assert (result.lines, result.stored, result.held_back) == (n + 1, n + 1, 1)
     (value,) = (await store.fetch_all("SELECT extra FROM events WHERE value = 'NOTE'"))[0]
     assert len(value) > 500
-    cp = await store.checkpoint(str(log))
+    cp = await store.checkpoint(checkpoint_stream("pbx", str(log)))
     assert cp.offset == len(SAMPLE.read_bytes()) + len(long_custom) + 1
+
+
+async def test_two_pbxs_reading_the_same_path_keep_their_own_checkpoints(store, tmp_path):
+    """Two PBXs writing to one store both log to the same path: each resumes in its own
+    file, never at the other's offset."""
+    log = tmp_path / "queue_log"
+    lines = SAMPLE.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:5]))
+    await ingest_paths(store, [str(log)], server="pbx-a", batch_lines=100)
+    log.write_text("".join(lines))  # the other PBX's file at the same path, longer
+    second = await ingest_paths(store, [str(log)], server="pbx-b", batch_lines=100)
+    assert (second.lines, second.stored) == (len(lines), len(lines))
+    a = await store.checkpoint(checkpoint_stream("pbx-a", str(log)))
+    b = await store.checkpoint(checkpoint_stream("pbx-b", str(log)))
+    assert (a.line_no, b.line_no) == (5, len(lines))
+    servers = await rows(store, "SELECT server, COUNT(*) FROM events GROUP BY server ORDER BY 1")
+    assert servers == [("pbx-a", 5), ("pbx-b", len(lines))]
+
+
+async def test_a_checkpoint_named_by_the_bare_path_is_adopted_by_the_first_pbx(store, tmp_path):
+    """A store from before checkpoints were named per PBX: the PBX that reads that path next
+    resumes at it, and the checkpoint is its own from then on (another PBX starts afresh)."""
+    log = tmp_path / "queue_log"
+    lines = SAMPLE.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:5]))
+    await ingest_paths(store, [str(log)], server="pbx-a", batch_lines=100)
+    await store.execute("UPDATE checkpoints SET stream = ?", (str(log),))  # the old name
+    with log.open("a") as f:
+        f.write("".join(lines[5:]))
+    resumed = await ingest_paths(store, [str(log)], server="pbx-a", batch_lines=100)
+    assert (resumed.lines, resumed.duplicates) == (len(lines) - 5, 0)
+    streams = await rows(store, "SELECT stream FROM checkpoints")
+    assert streams == [(checkpoint_stream("pbx-a", str(log)),)]
+    other = await ingest_paths(store, [str(log)], server="pbx-b", batch_lines=100)
+    assert other.lines == len(lines)

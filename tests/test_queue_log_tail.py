@@ -13,7 +13,7 @@ from pathlib import Path
 
 from callkpi.events import KEY_COLUMNS
 from log_fixture import durable_checkpoint
-from queue_log_parser.ingest import Follower, IngestStats, LogSink
+from queue_log_parser.ingest import Follower, IngestStats, LogSink, checkpoint_stream
 
 SAMPLE = Path(__file__).parent.parent / "examples" / "queue_log.sample"
 LINES = SAMPLE.read_text().splitlines(keepends=True)
@@ -54,7 +54,7 @@ async def test_follows_appends_and_completes_a_partial_line_later(store, tmp_pat
     await f.poll()
     await f.close()
     await assert_each_line_once(store, LINES[:6])
-    cp = await store.checkpoint(str(log))
+    cp = await store.checkpoint(checkpoint_stream("pbx", str(log)))
     assert (cp.offset, cp.line_no) == (len("".join(LINES[:6]).encode()), 6)
 
 
@@ -72,7 +72,7 @@ async def test_logrotate_by_rename(store, tmp_path):
     await f.poll()
     await f.close()
     await assert_each_line_once(store, LINES[:25])
-    cp = await store.checkpoint(str(log))
+    cp = await store.checkpoint(checkpoint_stream("pbx", str(log)))
     st = log.stat()
     assert (cp.file_id, cp.offset) == (f"{st.st_dev}:{st.st_ino}", log.stat().st_size)
 

@@ -55,7 +55,7 @@ class RatedCall(NamedTuple):
 
 
 # (id, caller_number, call_id, entered_ts, outcome): what the caller gaps are computed from
-GapRow = tuple[int, str, str, float, str]
+GapRow = tuple[int, str, str, str, float, str]  # id, number, server, call id, entry, outcome
 
 
 # ------------------------------------------------------------------------ events
@@ -252,14 +252,17 @@ async def store_aliases(tx: Transaction, aliases: Sequence[tuple[str, str, str]]
         " ON CONFLICT (server, interface) DO UPDATE SET name = excluded.name", aliases)
 
 
-async def calls_of_numbers(tx: Transaction, numbers: Sequence[str] | None) -> list[GapRow]:
-    """The queue calls of these caller numbers (all known numbers for None), by number, then
-    entry, then id."""
-    sql = ("SELECT id, caller_number, call_id, entered_ts, outcome FROM queue_calls"
+async def calls_of_numbers(tx: Transaction, numbers: Sequence[str] | None,
+                           merge_servers: bool) -> list[GapRow]:
+    """The queue calls of these caller numbers (all known numbers for None) in customer
+    order: by number (by server and number when servers are not merged), then entry, then
+    id."""
+    sql = ("SELECT id, caller_number, server, call_id, entered_ts, outcome FROM queue_calls"
            " WHERE caller_number <> ''")
     if numbers is not None:
         sql += f" AND caller_number IN ({marks(numbers)})"
-    return await tx.fetch_all(sql + " ORDER BY caller_number, entered_ts, id", numbers or ())
+    customer = "caller_number" if merge_servers else "server, caller_number"
+    return await tx.fetch_all(f"{sql} ORDER BY {customer}, entered_ts, id", numbers or ())
 
 
 async def set_caller_gaps(tx: Transaction,

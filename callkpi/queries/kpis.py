@@ -15,6 +15,7 @@ from callkpi.config import KpiConfig
 from callkpi.events import Kind
 from callkpi.queries import marks
 from callkpi.queries.facts import BUCKET_S
+from callkpi.queries.scope import Scope
 from callkpi.store import Store
 
 WAIT_BINS = (0, 10, 20, 30, 60, 120, 300)  # histogram bin edges, seconds; the last is open
@@ -107,22 +108,23 @@ class AnswerGroup(NamedTuple):
 
 
 # ------------------------------------------------------------------------ queue calls
-async def call_groups(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None,
+async def call_groups(store: Store, kpi: KpiConfig, lo: int, hi: int, scope: Scope,
                       end_of_data: float, group: Group) -> list[CallGroup]:
     """The queue calls that entered in [lo, hi), summed per (queue, bucket, outcome), per
     agent (answered calls only, AGENT_SUMS) or per outcome in total."""
-    where, params = _range(lo // BUCKET_S, hi // BUCKET_S, queue, "entered_bucket")
+    where, params = _range(lo // BUCKET_S, hi // BUCKET_S, scope, "entered_bucket")
+    agent, queue = scope.name("agent"), scope.name("queue")
     if group == "agent":
         columns, names, sum_params = _sum_columns(kpi, end_of_data, AGENT_SUMS)
         where += " AND outcome = 'answered' AND agent <> ''"
         # one outcome: grouping by agent alone sorts a shorter key
-        keys, outcome, group_by = "agent", "'answered'", "agent"
+        keys, outcome, group_by = agent, "'answered'", agent
     else:
         columns, names, sum_params = _sum_columns(kpi, end_of_data)
-        keys = "entered_bucket, queue" if group == "bucket" else "''"
+        keys = f"entered_bucket, {queue}" if group == "bucket" else "''"
         # PostgreSQL refuses a constant in GROUP BY
-        outcome, group_by = "outcome", "entered_bucket, queue, outcome" if group == "bucket" \
-            else "outcome"
+        outcome, group_by = "outcome", f"entered_bucket, {queue}, outcome" \
+            if group == "bucket" else "outcome"
     sql = (f"SELECT {keys}, {outcome}, {columns} FROM queue_calls WHERE {where}"
            f" GROUP BY {group_by}")
     width = 2 if group == "bucket" else 1
@@ -131,48 +133,49 @@ async def call_groups(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str
             for row in await store.fetch_all(sql, [*sum_params, *params])]
 
 
-async def fcr_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, queue: str | None,
+async def fcr_sums(store: Store, kpi: KpiConfig, lo: int, hi: int, scope: Scope,
                    end_of_data: float) -> dict[str, Any]:
     """FCR_SUMS of the answered queue calls that entered in [lo, hi)."""
     columns, names, params = _sum_columns(kpi, end_of_data, FCR_SUMS)
-    where, range_params = _range(lo // BUCKET_S, hi // BUCKET_S, queue, "entered_bucket")
+    where, range_params = _range(lo // BUCKET_S, hi // BUCKET_S, scope, "entered_bucket")
     row = (await store.fetch_all(
         f"SELECT {columns} FROM queue_calls WHERE {where} AND outcome = 'answered'",
         [*params, *range_params]))[0]
     return dict(zip(names, row))
 
 
-async def handle_time_carried_in(store: Store, lo: int, hi: int, queue: str | None,
+async def handle_time_carried_in(store: Store, lo: int, hi: int, scope: Scope,
                                  since: int) -> dict[str, float]:
     """Per agent: the handle time inside [lo, hi) of the answered calls that entered in
     [since, lo) (min(end, hi) - lo of those still working at lo)."""
     part = f"CASE WHEN {W_END} > ? THEN ? ELSE {W_END} END - ?"
-    return await _handle_time(store, part, [hi, hi, lo], since, lo, queue, lo)
+    return await _handle_time(store, part, [hi, hi, lo], since, lo, scope, lo)
 
 
-async def handle_time_spilled_out(store: Store, hi: int, queue: str | None, since: int
+async def handle_time_spilled_out(store: Store, hi: int, scope: Scope, since: int
                                   ) -> dict[str, float]:
     """Per agent: the handle time after hi of the answered calls that entered in
     [since, hi) (end - max(start, hi) of those still working at hi)."""
     part = f"{W_END} - CASE WHEN {W_START} > ? THEN {W_START} ELSE ? END"
-    return await _handle_time(store, part, [hi, hi], since, hi, queue, hi)
+    return await _handle_time(store, part, [hi, hi], since, hi, scope, hi)
 
 
 async def _handle_time(store: Store, part: str, part_params: list[Any], first: int,
-                       last: int, queue: str | None, edge: int) -> dict[str, float]:
-    where, params = _range(first // BUCKET_S, last // BUCKET_S, queue, "entered_bucket")
+                       last: int, scope: Scope, edge: int) -> dict[str, float]:
+    where, params = _range(first // BUCKET_S, last // BUCKET_S, scope, "entered_bucket")
+    agent = scope.name("agent")
     return dict(await store.fetch_all(
-        f"SELECT agent, SUM({part}) FROM queue_calls WHERE {where}"
+        f"SELECT {agent}, SUM({part}) FROM queue_calls WHERE {where}"
         f" AND outcome = 'answered' AND agent <> '' AND talk_s IS NOT NULL"
-        f" AND {W_END} > ? GROUP BY agent", [*part_params, *params, edge]))
+        f" AND {W_END} > ? GROUP BY {agent}", [*part_params, *params, edge]))
 
 
-async def abandoned_by_wait(store: Store, lo: int, hi: int, queue: str | None,
+async def abandoned_by_wait(store: Store, lo: int, hi: int, scope: Scope,
                             min_wait_s: float, edges: Sequence[float]
                             ) -> tuple[int, list[int]]:
     """The abandoned queue calls that entered in [lo, hi) having waited `min_wait_s` or
     more, and how many of them had waited <= each edge."""
-    where, params = _range(lo // BUCKET_S, hi // BUCKET_S, queue, "entered_bucket")
+    where, params = _range(lo // BUCKET_S, hi // BUCKET_S, scope, "entered_bucket")
     curve = ", ".join("COUNT(CASE WHEN wait_s <= ? THEN 1 END)" for _ in edges)
     abandoned, *by_edge = (await store.fetch_all(
         f"SELECT COUNT(*), {curve} FROM queue_calls WHERE {where}"
@@ -208,28 +211,34 @@ def _sum_columns(kpi: KpiConfig, end_of_data: float, only: frozenset[str] | None
 
 
 # ------------------------------------------------------------------------ agents
-async def sessions_overlapping(store: Store, lo: float, hi: float) -> list[Span]:
-    """Agent sessions (label: queue) that overlap [lo, hi)."""
-    return await _spans(store, "agent_sessions", "queue", lo, hi)
-
-
-async def pauses_overlapping(store: Store, lo: float, hi: float) -> list[Span]:
-    """Agent pauses (label: reason) that overlap [lo, hi)."""
-    return await _spans(store, "agent_pauses", "reason", lo, hi)
-
-
-async def _spans(store: Store, table: str, label: str, lo: float, hi: float) -> list[Span]:
+async def sessions_overlapping(store: Store, lo: float, hi: float, scope: Scope
+                               ) -> list[Span]:
+    """The scope's agent sessions (label: queue) that overlap [lo, hi)."""
+    where, params = scope.where(_DURING, [hi, lo])
     return [Span(*row) for row in await store.fetch_all(
-        f"SELECT agent, {label}, start_ts, end_ts FROM {table}"
-        " WHERE start_ts < ? AND (end_ts IS NULL OR end_ts > ?)", (hi, lo))]
+        f"SELECT {scope.name('agent')}, {scope.name('queue')}, start_ts, end_ts"
+        f" FROM agent_sessions WHERE {where}", params)]
 
 
-async def ring_no_answer_counts(store: Store, lo: int, hi: int, queue: str | None
+async def pauses_overlapping(store: Store, lo: float, hi: float, scope: Scope) -> list[Span]:
+    """The scope's servers' agent pauses (label: reason; a pause is of every queue) that
+    overlap [lo, hi)."""
+    where, params = scope.where(_DURING, [hi, lo], queue=False)
+    return [Span(*row) for row in await store.fetch_all(
+        f"SELECT {scope.name('agent')}, reason, start_ts, end_ts FROM agent_pauses"
+        f" WHERE {where}", params)]
+
+
+_DURING = "start_ts < ? AND (end_ts IS NULL OR end_ts > ?)"
+
+
+async def ring_no_answer_counts(store: Store, lo: int, hi: int, scope: Scope
                                 ) -> dict[str, int]:
     """Per agent: the calls rung and not answered in [lo, hi)."""
-    where, params = _range(lo, hi, queue, column="tsec")
+    where, params = _range(lo, hi, scope, column="tsec")
+    agent = scope.name("agent")
     return dict(await store.fetch_all(
-        f"SELECT agent, COUNT(*) FROM events WHERE kind = ? AND {where} GROUP BY agent",
+        f"SELECT {agent}, COUNT(*) FROM events WHERE kind = ? AND {where} GROUP BY {agent}",
         [Kind.RING_NO_ANSWER, *params]))
 
 
@@ -240,14 +249,15 @@ async def session_agents(store: Store) -> list[str]:
 
 
 # ------------------------------------------------------------------------ survey, IVR
-async def survey_groups(store: Store, lo: int, hi: int, queue: str | None,
+async def survey_groups(store: Store, lo: int, hi: int, scope: Scope,
                         group: Literal["bucket", "agent"], valid: Sequence[str],
                         good: Sequence[str]) -> dict[tuple, dict[str, Any]]:
     """SURVEY_SUMS of the counted answers of the queue calls that entered in [lo, hi), per
     (queue, bucket) or per (agent,): CSAT answers are those in `valid`, good ones in
     `good`."""
-    where, params = _survey_range(lo, hi, queue)
-    keys = "agent" if group == "agent" else f"{SURVEY_BUCKET}, queue"  # the index's order
+    where, params = _survey_range(lo, hi, scope)
+    # the index's order
+    keys = scope.name("agent") if group == "agent" else f"{SURVEY_BUCKET}, {scope.name('queue')}"
     csat = f"kind = 'csat' AND status = 'answered' AND value IN ({marks(valid) or 'NULL'})"
     resolution = "kind = 'resolution' AND status = 'answered' AND value IN ('1', '2')"
     sql = (f"SELECT {keys},"
@@ -265,11 +275,11 @@ async def survey_groups(store: Store, lo: int, hi: int, queue: str | None,
     return {tuple(reversed(r[:width])): dict(zip(SURVEY_SUMS, r[width:])) for r in rows}
 
 
-async def answer_groups(store: Store, lo: int, hi: int, queue: str | None
+async def answer_groups(store: Store, lo: int, hi: int, scope: Scope
                         ) -> list[AnswerGroup]:
     """The survey answers of the queue calls that entered in [lo, hi), counted per question,
     kind, status, value, counted and orphan, by question then value."""
-    where, params = _survey_range(lo, hi, queue)
+    where, params = _survey_range(lo, hi, scope)
     return [AnswerGroup(question, kind, status, value, counted, bool(orphan), count)
             for question, kind, status, value, counted, orphan, count in await store.fetch_all(
                 f"SELECT question, kind, status, value, counted, queue_call IS NULL, COUNT(*)"
@@ -278,11 +288,11 @@ async def answer_groups(store: Store, lo: int, hi: int, queue: str | None
                 f" ORDER BY question, value", params)]
 
 
-async def surveys_and_hangups(store: Store, lo: int, hi: int, queue: str | None
+async def surveys_and_hangups(store: Store, lo: int, hi: int, scope: Scope
                               ) -> tuple[int, int]:
     """The counted surveys (one per server and call) of the queue calls that entered in
     [lo, hi), and how many of them the caller hung up on."""
-    where, params = _survey_range(lo, hi, queue)
+    where, params = _survey_range(lo, hi, scope)
     (surveys, hung_up), = await store.fetch_all(
         f"SELECT COUNT(*), SUM(hung_up) FROM (SELECT server, call_id,"
         f" MAX(CASE WHEN status = 'hangup' THEN 1 ELSE 0 END) AS hung_up FROM survey_answers"
@@ -290,31 +300,28 @@ async def surveys_and_hangups(store: Store, lo: int, hi: int, queue: str | None
     return surveys, hung_up or 0
 
 
-async def ivr_groups(store: Store, lo: int, hi: int, queue: str | None
+async def ivr_groups(store: Store, lo: int, hi: int, scope: Scope
                      ) -> dict[tuple, dict[str, Any]]:
     """IVR_SUMS per (target queue, bucket) of the IVR exits in [lo, hi): the ivr-exit events
     and the IVR paths of QueueMetrics-style IVRAPPEND lines (facts table ivr_paths)."""
-    where, params = _range(lo, hi, queue, column="tsec")
+    where, params = _range(lo, hi, scope, column="tsec")
+    queue = scope.name("queue")
     sql = (f"SELECT queue, tsec / {BUCKET_S}, COUNT(*),"
            f" COUNT(CASE WHEN value = 'self-service' THEN 1 END),"
            f" COUNT(CASE WHEN value = 'to-queue' THEN 1 END),"
            f" COUNT(CASE WHEN value = 'hangup' THEN 1 END)"
-           f" FROM (SELECT queue, tsec, value FROM events WHERE kind = ? AND {where}"
-           f" UNION ALL SELECT queue, tsec, outcome FROM ivr_paths WHERE {where}) AS exits"
+           f" FROM (SELECT {queue} AS queue, tsec, value FROM events WHERE kind = ? AND {where}"
+           f" UNION ALL SELECT {queue} AS queue, tsec, outcome FROM ivr_paths WHERE {where})"
+           f" AS exits"
            f" GROUP BY queue, tsec / {BUCKET_S}")
     rows = await store.fetch_all(sql, [Kind.IVR_EXIT, *params, *params])
     return {tuple(r[:2]): dict(zip(IVR_SUMS, r[2:])) for r in rows}
 
 
 # ------------------------------------------------------------------------ ranges
-def _range(lo: int, hi: int, queue: str | None, column: str) -> tuple[str, list[Any]]:
-    where = f"{column} >= ? AND {column} < ?"
-    params: list[Any] = [lo, hi]
-    if queue is not None:
-        where += " AND queue = ?"
-        params.append(queue)
-    return where, params
+def _range(lo: int, hi: int, scope: Scope, column: str) -> tuple[str, list[Any]]:
+    return scope.where(f"{column} >= ? AND {column} < ?", [lo, hi])
 
 
-def _survey_range(lo: int, hi: int, queue: str | None) -> tuple[str, list[Any]]:
-    return _range(lo // BUCKET_S, hi // BUCKET_S, queue, SURVEY_BUCKET)
+def _survey_range(lo: int, hi: int, scope: Scope) -> tuple[str, list[Any]]:
+    return _range(lo // BUCKET_S, hi // BUCKET_S, scope, SURVEY_BUCKET)

@@ -21,6 +21,7 @@ import pytest
 
 from callkpi.events import KEY_COLUMNS
 from callkpi.store import open_store
+from queue_log_parser.ingest import checkpoint_stream
 from queue_log_parser.parser import LineParser
 from simulator.runner import run_scenario
 from simulator.scenario import load_scenario
@@ -166,7 +167,7 @@ async def test_tail_stores_every_line_once_across_a_rotation(asterisk, tmp_path,
         got = collections.Counter(await store.fetch_all(
             f"SELECT {', '.join(KEY_COLUMNS)} FROM events"))
         quarantined = await store.fetch_all("SELECT reason, raw FROM quarantine")
-        checkpoint = await store.checkpoint(str(log))
+        checkpoint = await store.checkpoint(checkpoint_stream(SERVER, str(log)))
     assert quarantined == []
     assert sum(want.values()) > 60
     assert got == want
