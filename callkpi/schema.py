@@ -304,6 +304,12 @@ CREATE INDEX queue_calls_report ON queue_calls (
     caller_number, prev_gap_s, next_gap_s, entered_ts, disposition, ended_by_restart,
     fcr_contact, fcr_prev_gap_s, server);
 """,
+    8: """
+-- The survey's "skip callers who answered in the last N days" rule: one caller's answers on
+-- one server, by time, without reading N days of every event.
+CREATE INDEX events_survey_callers ON events (server, caller_number, tsec)
+    WHERE kind = 'survey-answer';
+""",
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

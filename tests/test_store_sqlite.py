@@ -85,7 +85,7 @@ async def test_migration_3_rebuilds_events_keeping_every_row_and_id(tmp_path):
         assert (await store.info()).schema_version == SCHEMA_VERSION
         indexes = {name for (name,) in await store.fetch_all(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'")}
-        assert indexes == {"events_key", "events_ami_tsec"}
+        assert indexes == {"events_key", "events_ami_tsec", "events_survey_callers"}
         again = await store.write(Batch(events=[ev(Kind.COMPLETE, 110, talk_s=10)]))
         assert (again.stored, again.duplicates) == (0, 1)
         plan = await store.fetch_all("EXPLAIN QUERY PLAN SELECT * FROM events WHERE tsec >= 1")

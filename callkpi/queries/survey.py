@@ -12,11 +12,12 @@ from callkpi.store import Store
 async def caller_answered_since(store: Store, server: str, caller_number: str,
                                 since_tsec: int, answered: str, other_than: str) -> bool:
     """Did this number answer a survey question (status `answered`) since then, on a call
-    other than `other_than`?"""
+    other than `other_than`? (The kind is written out, not a parameter: it is what lets the
+    database use the partial index events_survey_callers.)"""
     return bool(await store.fetch_all(
-        "SELECT 1 FROM events WHERE kind = ? AND tsec >= ? AND server = ?"
-        " AND caller_number = ? AND reason = ? AND call_id <> ? LIMIT 1",
-        (Kind.SURVEY_ANSWER, since_tsec, server, caller_number, answered, other_than)))
+        f"SELECT 1 FROM events WHERE kind = '{Kind.SURVEY_ANSWER}' AND server = ?"
+        " AND caller_number = ? AND tsec >= ? AND reason = ? AND call_id <> ? LIMIT 1",
+        (server, caller_number, since_tsec, answered, other_than)))
 
 
 async def talk_time(store: Store, server: str, call_id: str, since_tsec: int) -> float | None:
