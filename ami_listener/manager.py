@@ -24,8 +24,6 @@ from typing import Any, Callable, NamedTuple
 
 from callkpi.errors import UserError
 
-from callkpi.errors import UserError
-
 log = logging.getLogger(__name__)
 
 TERMINATOR = b"\r\n\r\n"

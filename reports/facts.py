@@ -22,7 +22,7 @@ import bisect
 import itertools
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from callkpi.config import KpiConfig
 from callkpi.events import Kind, base_discr, occurrence

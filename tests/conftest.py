@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import os
-from pathlib import Path
 from typing import AsyncIterator, Callable, Iterator
 
 import pytest

@@ -5,8 +5,6 @@ and on SQLite a partner that dies leaves a store a rerun completes."""
 
 from __future__ import annotations
 
-import os
-import signal
 
 import pytest
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from callkpi.events import CallLink, Checkpoint, Kind, Quarantined, make_event
+from callkpi.events import CallLink, Kind, Quarantined, make_event
 from callkpi.store import Batch, open_store
 from callkpi.store_copy import CopyError, copy_store
 from log_fixture import durable_checkpoint, generate_log

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-import os
 import signal
 import statistics
 import subprocess

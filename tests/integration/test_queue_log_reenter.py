@@ -92,7 +92,6 @@ async def test_a_caller_reentering_an_empty_queue_is_every_entry_once(asterisk, 
         Path(record_to, "reenter_empty.ami.txt").write_text(capture.getvalue())
     log = tmp_path / "queue_log"
     log.write_text("".join(lines))
-    want = {Kind.ENTER_QUEUE: TRIES, Kind.EXIT_EMPTY: TRIES}
 
     for name, ami_first in (("queue_log.db", None), ("ami-then-log.db", True),
                             ("log-then-ami.db", False)):
