@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from callkpi.events import CallEvent, Kind, make_event
-from callkpi.store import Batch
+from callkpi.store import Batch, open_store
 
 SERVER = "pbx"
 
@@ -80,6 +80,11 @@ class Calls:
     async def store_in(self, store: Any) -> None:
         await store.write(Batch(events=self.events))
         self.events = []
+
+    async def store_at(self, url: str) -> None:
+        """Into the store at `url` (a CLI test's `--db`), opened for that alone."""
+        async with await open_store(url) as store:
+            await self.store_in(store)
 
 
 async def calls_by_id(store: Any) -> dict[str, dict[str, Any]]:

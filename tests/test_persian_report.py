@@ -19,7 +19,6 @@ from click.testing import CliRunner
 
 from callkpi.cli import cli
 from callkpi.events import Kind
-from callkpi.store import open_store
 from test_facts_helpers import Calls, epoch
 
 T = epoch("2026-11-24T09:00:00+03:30")  # 3 Azar 1405, Tehran
@@ -43,14 +42,8 @@ def loaded(env):
         c.answered(f"b{day}", "فروش", "کارشناس ۲", t + 900, wait=40, talk=200, number="222")
         c.left(Kind.ABANDON, f"c{day}", "support", t + 1800, wait=35, number="333")
         c.answer(f"a{day}", t + 140, "q1", "csat", "5" if day % 2 else "3")
-    asyncio.run(_store(env["CALLKPI_DB"], c))
+    asyncio.run(c.store_at(env["CALLKPI_DB"]))
     return env
-
-
-async def _store(path: str, c: Calls) -> None:
-    store = await open_store(path)
-    async with store:
-        await c.store_in(store)
 
 
 def invoke(env, *args):

@@ -12,7 +12,6 @@ from click.testing import CliRunner
 
 from callkpi.cli import cli
 from callkpi.events import Kind
-from callkpi.store import open_store
 from reports.render_csv import render_csv
 from store_helpers import no_store_error
 from test_facts_helpers import Calls, epoch
@@ -34,14 +33,8 @@ def loaded(env):
                number="111")
     c.answered("c2", "support", "@Agent 2", T + 100, wait=30, talk=60, number="222")
     c.left(Kind.ABANDON, "c3", "support", T + 200, wait=40)
-    asyncio.run(_store(env["CALLKPI_DB"], c))
+    asyncio.run(c.store_at(env["CALLKPI_DB"]))
     return env
-
-
-async def _store(path: str, c: Calls) -> None:
-    store = await open_store(path)
-    async with store:
-        await c.store_in(store)
 
 
 def invoke(env, *args):

@@ -17,7 +17,7 @@ import pytest
 
 from callkpi.service import summary_line
 from callkpi.testing.fakeami import FakeAmi
-from ports import free_port
+from ports import accepts, free_port
 from store_helpers import agi_spool, store_exists
 
 CALLKPI = str(Path(sys.executable).parent / "callkpi")
@@ -56,15 +56,6 @@ async def started(command: list[str], ready: Callable[[], Awaitable[bool]],
     return proc
 
 
-async def listening(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    writer.close()
-    return True
-
-
 @pytest.mark.parametrize("service", ["tail", "listen", "agi"])
 async def test_every_service_stops_and_reports_the_same_way(service: str, tmp_path: Path,
                                                             make_store_url: Callable[..., str],
@@ -80,7 +71,7 @@ async def test_every_service_stops_and_reports_the_same_way(service: str, tmp_pa
         if service == "listen":
             return any(client.logged_in for client in ami.clients)
         if service == "agi":
-            return await listening(port)
+            return await accepts(port)
         return store_exists(db)  # tail opens its store once its handlers are in place
 
     _, env = agi_spool(db, tmp_path)

@@ -27,7 +27,7 @@ from typing import Iterator
 
 import pytest
 
-from ports import free_port
+from ports import accepts, free_port
 from callkpi.store import open_store
 from simulator import truth as t
 from simulator.runner import run_scenario
@@ -130,15 +130,6 @@ async def ready(pbx: Pbx, procs: list[asyncio.subprocess.Process]) -> None:
             return
         assert loop.time() < deadline, services_log(pbx)
         await asyncio.sleep(0.1)  # the logs and the port, looked at again
-
-
-async def accepts(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    writer.close()
-    return True
 
 
 def services_log(pbx: Pbx) -> str:
